@@ -1,0 +1,107 @@
+"""The ASGI app: routes, error envelopes, and the lifespan that starts and stops pools,
+workers and the hold sweeper."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+
+from minitoolai import __version__
+from minitoolai.chat import lifecycle as chat_lifecycle
+from minitoolai.chat.routes import router as chat_router
+from minitoolai.config import Settings
+from minitoolai.core_routes import router as core_router
+from minitoolai.dashboard import lifecycle as dashboard_lifecycle
+from minitoolai.dashboard.routes import router as dashboard_router
+from minitoolai.db.migrate import upgrade
+from minitoolai.errors import APIError, InvalidRequest, NotFound
+from minitoolai.http import error_response, seed_image_error_response
+from minitoolai.images import lifecycle as images_lifecycle
+from minitoolai.images.routes import router as images_router
+from minitoolai.ledger.sweeper import run_sweeper
+from minitoolai.runtime import Runtime
+from minitoolai.speech import lifecycle as speech_lifecycle
+from minitoolai.speech.routes import router as speech_router
+
+log = logging.getLogger(__name__)
+
+# start order; stopped in reverse
+CAPABILITIES = (chat_lifecycle, images_lifecycle, speech_lifecycle, dashboard_lifecycle)
+
+
+def _is_image_path(path: str) -> bool:
+    return path.startswith("/api/texttoimage")
+
+
+def create_app(settings: Settings, *, migrate: bool = True, workers: bool = True) -> FastAPI:
+    """Build the app. `workers=False` leaves background workers (image jobs) to other
+    processes (`minitoolai worker`)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if migrate:
+            await asyncio.to_thread(upgrade, settings.resolved_database_url)
+        runtime = Runtime.build(settings)
+        runtime.run_workers = workers
+        app.state.runtime = runtime
+        started = []
+        try:
+            for capability in CAPABILITIES:
+                await capability.start(runtime)
+                started.append(capability)
+            runtime.background.append(asyncio.create_task(
+                run_sweeper(runtime.db, settings.sweep_interval_seconds), name="hold-sweeper"))
+            yield
+        finally:
+            for task in runtime.background:
+                task.cancel()
+            await asyncio.gather(*runtime.background, return_exceptions=True)
+            for capability in reversed(started):
+                try:
+                    await capability.stop(runtime)
+                except Exception:  # one capability failing to stop must not block the others
+                    log.exception("stopping %s failed", capability.__name__)
+            await runtime.db.dispose()
+
+    app = FastAPI(title="MiniToolAI", version=__version__, lifespan=lifespan,
+                  redirect_slashes=False, docs_url="/api/docs", redoc_url=None,
+                  openapi_url="/api/openapi.json")
+
+    @app.exception_handler(APIError)
+    async def on_api_error(request: Request, exc: APIError):
+        if _is_image_path(request.url.path):
+            return seed_image_error_response(exc)
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+        err = InvalidRequest(f"{param or 'request'}: {first.get('msg', 'invalid request')}",
+                             param=param)
+        return await on_api_error(request, err)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(request: Request, exc: StarletteHTTPException):
+        if exc.status_code == 404:
+            err: APIError = NotFound(f"no route for {request.method} {request.url.path}",
+                                     code="unknown_route")
+        else:
+            err = APIError(str(exc.detail))
+            err.status_code = exc.status_code
+            err.error_type = "invalid_request_error"
+            err.code = "method_not_allowed" if exc.status_code == 405 else None
+        return await on_api_error(request, err)
+
+    app.include_router(core_router)
+    app.include_router(chat_router)
+    app.include_router(images_router)
+    app.include_router(speech_router)
+    app.include_router(dashboard_router)
+    return app

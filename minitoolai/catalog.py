@@ -1,0 +1,188 @@
+"""The catalog: which models exist, what they cost, what they accept, and where they route.
+
+The default catalog is the seeds' price tables (seed 001 stands where the two disagree).
+Configuration adds models or overrides any field of a default one. Prices are held as
+integer nanodollars per token / per image / per character, computed once at start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from minitoolai.money import parse_usd, per_unit_nano
+
+Kind = Literal["chat", "image", "speech"]
+Reasoning = Literal["gpt-5", "gpt-5.1"]
+
+# seed 001, "Prix par 1M de tokens": id -> (input USD, output USD)
+SEED_CHAT_PRICES: dict[str, tuple[str, str]] = {
+    "gpt-4o-mini": ("0.15", "0.60"),
+    "gpt-4o": ("2.50", "10.00"),
+    "gpt-4.1": ("2.00", "8.00"),
+    "gpt-4.1-mini": ("0.40", "1.60"),
+    "gpt-4.1-nano": ("0.10", "0.40"),
+    "gpt-5": ("1.25", "10.00"),
+    "gpt-5-mini": ("0.25", "2.00"),
+    "gpt-5-nano": ("0.05", "0.40"),
+    "gpt-5.1": ("1.25", "10.00"),
+    "gpt-5.2": ("1.75", "14.00"),
+    "gpt-5.4": ("2.50", "15.00"),
+    "gpt-5.4-mini": ("0.75", "4.50"),
+    "gpt-5.4-nano": ("0.20", "1.25"),
+    "gpt-5.5": ("5.00", "30.00"),
+    "gpt-5.3-codex": ("1.75", "14.00"),
+    "gpt-5.1-codex-mini": ("0.25", "2.00"),
+}
+
+# The seed's reasoning_effort families: GPT-5 takes minimal..high (default minimal),
+# GPT-5.1 and later take none..high (default none). Everything else refuses the field.
+REASONING_EFFORTS: dict[str, tuple[tuple[str, ...], str]] = {
+    "gpt-5": (("minimal", "low", "medium", "high"), "minimal"),
+    "gpt-5.1": (("none", "low", "medium", "high"), "none"),
+}
+
+SEED_IMAGE_MODELS: tuple[str, ...] = (
+    "realvision", "juggernaut", "autismmix", "dreamshaper", "valhalla", "mixrealistic",
+    "campursari", "reality", "extrarealistic", "realism", "realgirls", "realityreborn",
+    "amigo", "simplemix", "beautifulrealistic",
+)
+SEED_IMAGE_PRICE_USD = "0.0015"
+
+
+@dataclass(frozen=True, slots=True)
+class Model:
+    """One catalog entry. Prices are nanodollars per unit (token, image or character)."""
+
+    id: str
+    kind: Kind
+    provider: str
+    upstream_model: str
+    input_nano: int = 0  # per input token (chat) or per character (speech)
+    output_nano: int = 0  # per output token (chat)
+    image_nano: int = 0  # per image (image)
+    vision: bool = False
+    reasoning: Reasoning | None = None
+    # GPT-5-family upstreams reject a non-default temperature while reasoning:
+    # "always" forwards it, "never" drops it, "no_reasoning" forwards it only with effort none.
+    temperature_policy: Literal["always", "never", "no_reasoning"] = "always"
+    fallback_providers: tuple[str, ...] = ()
+    enabled: bool = True
+    owned_by: str = "minitoolai"
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def forwards_temperature(self, reasoning_effort: str | None) -> bool:
+        if self.temperature_policy == "always":
+            return True
+        if self.temperature_policy == "no_reasoning":
+            return reasoning_effort in (None, "none")
+        return False
+
+    def chat_cost(self, prompt_tokens: int, completion_tokens: int) -> int:
+        return prompt_tokens * self.input_nano + completion_tokens * self.output_nano
+
+
+def _seed_chat_model(model_id: str, prices: tuple[str, str]) -> Model:
+    if model_id.startswith("gpt-5.") and not model_id.startswith("gpt-5-"):
+        reasoning: Reasoning | None = "gpt-5.1"
+    elif model_id.startswith("gpt-5"):
+        reasoning = "gpt-5"
+    else:
+        reasoning = None
+    if reasoning is None:
+        policy = "always"
+    elif reasoning == "gpt-5.1" and "codex" not in model_id:
+        policy = "no_reasoning"
+    else:
+        policy = "never"
+    return Model(
+        id=model_id,
+        kind="chat",
+        provider="openai",
+        upstream_model=model_id,
+        input_nano=per_unit_nano(prices[0]),
+        output_nano=per_unit_nano(prices[1]),
+        vision=True,
+        reasoning=reasoning,
+        temperature_policy=policy,
+        owned_by="openai",
+    )
+
+
+def default_chat_models() -> dict[str, Model]:
+    return {mid: _seed_chat_model(mid, p) for mid, p in SEED_CHAT_PRICES.items()}
+
+
+class Catalog:
+    """Every model the server knows, by id. Built once at start; read-only afterwards."""
+
+    def __init__(self, models: dict[str, Model] | None = None) -> None:
+        self._models: dict[str, Model] = dict(models or {})
+
+    def add(self, model: Model) -> None:
+        self._models[model.id] = model
+
+    def update(self, model_id: str, **changes) -> None:
+        self._models[model_id] = replace(self._models[model_id], **changes)
+
+    def get(self, model_id: str) -> Model | None:
+        model = self._models.get(model_id)
+        return model if model is not None and model.enabled else None
+
+    def of_kind(self, kind: Kind) -> list[Model]:
+        return [m for m in self._models.values() if m.kind == kind and m.enabled]
+
+    def __iter__(self):
+        return (m for m in self._models.values() if m.enabled)
+
+    def __contains__(self, model_id: str) -> bool:
+        return self.get(model_id) is not None
+
+
+def build_catalog(settings) -> Catalog:
+    """The default catalog (seed chat models + seed image models), then configuration on top.
+
+    Image and speech capabilities add or adjust their own entries when they start
+    (which image checkpoints are installed, which voices exist).
+    """
+    catalog = Catalog(default_chat_models())
+    for cfg in settings.chat.models:
+        base = catalog._models.get(cfg.id)
+        fields = cfg.model_fields_set
+        model = Model(
+            id=cfg.id,
+            kind="chat",
+            provider=cfg.provider,
+            upstream_model=cfg.upstream_model or (base.upstream_model if base else cfg.id),
+            input_nano=per_unit_nano(cfg.input_price)
+            if "input_price" in fields or base is None else base.input_nano,
+            output_nano=per_unit_nano(cfg.output_price)
+            if "output_price" in fields or base is None else base.output_nano,
+            vision=cfg.vision if "vision" in fields or base is None else base.vision,
+            reasoning=cfg.reasoning if "reasoning" in fields or base is None else base.reasoning,
+            temperature_policy=("always" if cfg.upstream_temperature else "never")
+            if "upstream_temperature" in fields or base is None else base.temperature_policy,
+            fallback_providers=tuple(cfg.fallback_providers),
+            enabled=cfg.enabled,
+            owned_by=base.owned_by if base else cfg.provider,
+        )
+        catalog.add(model)
+    for cfg in settings.chat.local_models:
+        catalog.add(
+            Model(
+                id=cfg.id,
+                kind="chat",
+                provider=f"local:{cfg.id}",
+                upstream_model=cfg.id,
+                input_nano=per_unit_nano(cfg.input_price),
+                output_nano=per_unit_nano(cfg.output_price),
+                owned_by="local",
+            )
+        )
+    image_nano = parse_usd(SEED_IMAGE_PRICE_USD)
+    for name in SEED_IMAGE_MODELS:
+        catalog.add(
+            Model(id=name, kind="image", provider="images", upstream_model=name,
+                  image_nano=image_nano)
+        )
+    return catalog

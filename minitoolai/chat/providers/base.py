@@ -1,0 +1,68 @@
+"""The provider seam: every chat backend (upstream HTTP or in-process model) implements it.
+
+The gateway validates a request into a `ChatRequest`, reserves credit, then asks the
+routed provider for a `ChatStream`. The stream yields ready-to-send SSE bytes, one or more
+whole events per item (``b"data: {...}\\n\\n"``), ending with ``b"data: [DONE]\\n\\n"``,
+in exactly the seed's shape (chat.completion.chunk events, a chunk with finish_reason, a
+usage chunk with ``"choices": []``). After iteration, `usage` holds the counts the
+provider reported (None if it never did: the gateway then charges an estimate).
+
+Providers raise `UpstreamError` / `UpstreamTimeout` / `ServiceUnavailable` (errors.py)
+*before the first byte* when they cannot serve; the gateway may then retry another route.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from minitoolai.catalog import Model
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    estimated: bool = False
+    raw: dict[str, Any] | None = None  # the provider's usage object, forwarded as is
+
+
+@dataclass(slots=True)
+class ChatRequest:
+    """A validated chat request, ready for any provider."""
+
+    request_id: str
+    model: Model
+    messages: list[dict[str, Any]]  # validated, as the client sent them
+    temperature: float  # 0..2; forwarded upstream only where the model accepts it
+    temperature_set: bool  # whether the client sent one
+    max_completion_tokens: int
+    reasoning_effort: str | None  # resolved (default applied) for reasoning models, else None
+    stream: bool  # the client wants SSE
+    include_usage: bool  # the client wants the usage chunk (always for /api)
+    extra: dict[str, Any] = field(default_factory=dict)  # other OpenAI fields, passed through
+
+
+class ChatStream(Protocol):
+    usage: Usage | None
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None:
+        """Stop generating now (client went away); idempotent."""
+
+
+class ChatProvider(Protocol):
+    name: str
+
+    async def open_stream(self, request: ChatRequest) -> ChatStream:
+        """Start a generation; raise before returning if it cannot start."""
+
+    async def complete(self, request: ChatRequest) -> tuple[dict[str, Any], Usage]:
+        """A whole non-streamed `chat.completion` object and its usage."""
+
+    def is_available(self, model: Model) -> bool:
+        """Whether this provider can serve the model now (configured, loaded)."""
+
+    async def aclose(self) -> None: ...

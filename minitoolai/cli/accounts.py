@@ -1,0 +1,68 @@
+"""`minitoolai accounts ...`"""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from minitoolai.accounts.store import create_account, find_account, list_accounts, set_account_flags
+from minitoolai.cli.common import console, usd_or_exit, with_db
+from minitoolai.ledger.credits import add_credit
+from minitoolai.money import format_usd
+
+app = typer.Typer(help="Create and list accounts.", no_args_is_help=True)
+
+
+@app.command("create")
+def create(email: str, name: str = typer.Option("", help="display name"),
+           credit: str = typer.Option(None, help="initial credit in USD, e.g. 10 or 2.50")):
+    """Create an account; prints the new account's id."""
+    amount = usd_or_exit(credit) if credit else 0
+
+    async def action(settings, db):
+        account = await create_account(db, email, name)
+        if amount:
+            await add_credit(db, account.id, amount, kind="topup", note="initial credit")
+        return account
+
+    account = with_db(action)
+    console.print(account.id, highlight=False)
+
+
+@app.command("list")
+def list_(search: str = typer.Option(None, help="filter by email or name")):
+    """List accounts with their balances."""
+    rows = with_db(lambda s, db: list_accounts(db, search))
+    table = Table("id", "email", "name", "balance", "held", "admin", "disabled")
+    for a in rows:
+        table.add_row(str(a.id), a.email, a.name, "$" + format_usd(a.balance),
+                      "$" + format_usd(a.held), "yes" if a.is_admin else "",
+                      "yes" if a.disabled else "")
+    console.print(table)
+
+
+@app.command("grant-admin")
+def grant_admin(email: str, revoke: bool = typer.Option(False, "--revoke",
+                                                         help="take the role away")):
+    """Give an account the operator (admin) role in the dashboard."""
+
+    async def action(settings, db):
+        account = await find_account(db, email)
+        await set_account_flags(db, account.id, is_admin=not revoke)
+        return account
+
+    account = with_db(action)
+    console.print(f"{account.email}: admin {'revoked' if revoke else 'granted'}")
+
+
+@app.command("disable")
+def disable(email: str, enable: bool = typer.Option(False, "--enable", help="re-enable")):
+    """Disable (or re-enable) an account: its keys stop working."""
+
+    async def action(settings, db):
+        account = await find_account(db, email)
+        await set_account_flags(db, account.id, disabled=not enable)
+        return account
+
+    account = with_db(action)
+    console.print(f"{account.email}: {'enabled' if enable else 'disabled'}")

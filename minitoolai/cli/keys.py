@@ -1,0 +1,53 @@
+"""`minitoolai keys ...`"""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from minitoolai.accounts.store import create_key, find_account, list_keys, revoke_key
+from minitoolai.cli.common import console, usd_or_exit, with_db
+from minitoolai.money import format_usd
+
+app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+
+
+@app.command("create")
+def create(email: str, name: str = typer.Option("", help="a name to recognise the key by"),
+           limit: str = typer.Option(None, help="spending limit in USD for this key")):
+    """Create an API key; prints the key, alone, on the last line. It is shown only once."""
+    spend_limit = usd_or_exit(limit) if limit else None
+
+    async def action(settings, db):
+        account = await find_account(db, email)
+        return await create_key(db, account.id, name, spend_limit)
+
+    key, secret = with_db(action)
+    console.print(f"created key {key.id} for {email} (store it now: it is shown only once)",
+                  highlight=False)
+    print(secret)
+
+
+@app.command("list")
+def list_(email: str):
+    """List an account's keys (never their secrets)."""
+
+    async def action(settings, db):
+        account = await find_account(db, email)
+        return await list_keys(db, account.id)
+
+    table = Table("id", "name", "prefix", "created", "last used", "revoked", "limit", "spent")
+    for k in with_db(action):
+        table.add_row(k.id, k.name, k.prefix + "…", f"{k.created_at:%Y-%m-%d %H:%M}",
+                      f"{k.last_used_at:%Y-%m-%d %H:%M}" if k.last_used_at else "",
+                      f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "",
+                      "$" + format_usd(k.spend_limit) if k.spend_limit is not None else "",
+                      "$" + format_usd(k.spent))
+    console.print(table)
+
+
+@app.command("revoke")
+def revoke(key_id: str):
+    """Revoke a key by its id (key_...): it stops working at once."""
+    key = with_db(lambda s, db: revoke_key(db, key_id))
+    console.print(f"revoked {key.id}")

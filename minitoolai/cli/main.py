@@ -1,0 +1,37 @@
+"""The `minitoolai` command: every group and command of DESIGN.md's command line."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from minitoolai.cli import accounts, credits, db, keys, ledger, serve
+from minitoolai.cli.common import console, settings_or_exit
+
+app = typer.Typer(help="MiniToolAI: a self-hostable AI API platform with prepaid credit.",
+                  no_args_is_help=True, add_completion=False)
+app.command("serve")(serve.serve)
+app.command("worker")(serve.worker)
+app.add_typer(db.app, name="db")
+app.add_typer(accounts.app, name="accounts")
+app.add_typer(keys.app, name="keys")
+app.add_typer(credits.app, name="credits")
+app.command("balance")(credits.balance)
+app.command("usage")(credits.usage_)
+app.add_typer(ledger.app, name="ledger")
+
+
+@app.command("models")
+def models():
+    """The catalog: every model with its price and whether this server can serve it."""
+    from minitoolai.catalog_status import catalog_rows
+
+    settings = settings_or_exit()
+    table = Table("model", "kind", "price", "available", "note")
+    for row in catalog_rows(settings):
+        table.add_row(*row)
+    console.print(table)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,95 @@
+"""`minitoolai serve` and `minitoolai worker`, and the first-run demo account."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import typer
+import uvicorn
+
+from minitoolai.accounts.store import create_account, create_key, list_accounts
+from minitoolai.cli.common import console, settings_or_exit
+from minitoolai.config import Settings, load_settings
+from minitoolai.db.engine import Database
+from minitoolai.db.migrate import upgrade
+from minitoolai.ledger.credits import add_credit
+from minitoolai.money import parse_usd
+
+DEMO_EMAIL = "demo@minitoolai.local"
+DEMO_CREDIT_USD = "5"
+
+
+def app_from_env():
+    """uvicorn factory for `serve --workers N` (each process builds its own app)."""
+    from minitoolai.app import create_app
+
+    return create_app(load_settings(), migrate=False)
+
+
+async def ensure_demo_account(settings: Settings) -> str | None:
+    """On first run (no accounts yet), create a demo account and key; return the key."""
+    db = Database(settings.resolved_database_url, pool_size=1)
+    try:
+        if await list_accounts(db, limit=1):
+            return None
+        account = await create_account(db, DEMO_EMAIL, "Demo")
+        await add_credit(db, account.id, parse_usd(DEMO_CREDIT_USD), kind="topup",
+                         note="demo credit created on first run")
+        _, secret = await create_key(db, account.id, "demo")
+    finally:
+        await db.dispose()
+    path = settings.data_dir / "demo-api-key.txt"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret + "\n")
+    return secret
+
+
+def default_demo_model(settings: Settings) -> str:
+    from minitoolai.chat.lifecycle import default_model_id
+
+    return default_model_id(settings)
+
+
+def print_banner(settings: Settings, demo_key: str | None) -> None:
+    base = settings.base_url
+    model = default_demo_model(settings)
+    key_file = settings.data_dir / "demo-api-key.txt"
+    key = demo_key or (key_file.read_text().strip() if key_file.exists() else "YOUR_API_KEY")
+    console.print(f"[bold]MiniToolAI[/bold] serving on {base}  (dashboard: {base}/, "
+                  f"API docs: {base}/api/docs)", highlight=False)
+    if demo_key:
+        console.print(f"First run: created account {DEMO_EMAIL} with ${DEMO_CREDIT_USD} credit;"
+                      f" its API key is saved in {key_file}", highlight=False)
+    console.print("Try it:", highlight=False)
+    print(f"  curl -N {base}/api/chat-completions/ -H 'Authorization: Bearer {key}' "
+          f"-H 'Content-Type: application/json' "
+          f"-d '{{\"model\": \"{model}\", \"messages\": [{{\"role\": \"user\", "
+          f"\"content\": \"Hello\"}}]}}'", flush=True)
+
+
+def serve(host: str = typer.Option(None, help="interface to bind (default 127.0.0.1)"),
+          port: int = typer.Option(None, help="port (default 8000)"),
+          workers: int = typer.Option(1, min=1, help="server processes")):
+    """Run the API server (image workers run embedded)."""
+    if host is not None:
+        os.environ["MINITOOLAI_HOST"] = host
+    if port is not None:
+        os.environ["MINITOOLAI_PORT"] = str(port)
+    settings = settings_or_exit()
+    upgrade(settings.resolved_database_url)
+    demo_key = asyncio.run(ensure_demo_account(settings)) if settings.demo_account else None
+    print_banner(settings, demo_key)
+    uvicorn.run("minitoolai.cli.serve:app_from_env", factory=True, host=settings.host,
+                port=settings.port, workers=workers, log_level=settings.log_level,
+                loop="auto", http="auto", access_log=False)
+
+
+def worker():
+    """Run image-job workers only (for GPU machines sharing the PostgreSQL database)."""
+    from minitoolai.images.lifecycle import run_standalone_worker
+
+    settings = settings_or_exit()
+    upgrade(settings.resolved_database_url)
+    asyncio.run(run_standalone_worker(settings))

@@ -1,0 +1,161 @@
+"""The one typed Settings object, built once at start and passed down.
+
+Sources, strongest first: environment variables prefixed ``MINITOOLAI_`` (nested keys with
+``__``, e.g. ``MINITOOLAI_CHAT__DEFAULT_MAX_COMPLETION_TOKENS``), the TOML file named by
+``MINITOOLAI_CONFIG``, then the defaults below. An unknown key or a bad value raises
+ConfigError naming the key. This module is the only place that reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from minitoolai.chat.settings import ChatSettings, ProviderSettings
+from minitoolai.dashboard.settings import DashboardSettings
+from minitoolai.errors import ConfigError
+from minitoolai.images.settings import ImagesSettings
+from minitoolai.speech.settings import SpeechSettings
+
+ENV_PREFIX = "MINITOOLAI_"
+OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    data_dir: Path = Path("./data")
+    database_url: str | None = None  # default: sqlite file in data_dir
+    secret_key: str | None = None  # default: generated once, persisted in data_dir
+    public_url: str | None = None  # default: http://{host}:{port}
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    rate_limit_per_minute: int = Field(600, ge=0)  # per API key; 0 disables
+    rate_limit_burst: int = Field(100, ge=1)
+    hold_ttl_seconds: int = Field(900, ge=10)  # a hold older than this belongs to a dead process
+    sweep_interval_seconds: float = Field(30.0, gt=0)
+    auth_cache_seconds: float = Field(2.0, ge=0)  # how long a key lookup is trusted in-process
+    demo_account: bool = True  # `serve` creates a demo account and key on first run
+    log_level: str = "info"
+
+    chat: ChatSettings = Field(default_factory=ChatSettings)
+    images: ImagesSettings = Field(default_factory=ImagesSettings)
+    speech: SpeechSettings = Field(default_factory=SpeechSettings)
+    dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
+
+    # ---- derived values -------------------------------------------------------------------
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / "minitoolai.sqlite3"
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.sqlite_path.resolve()}"
+
+    @property
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
+
+
+def _env_tree(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Turn MINITOOLAI_A__B=v into {"a": {"b": v}} (values stay strings; pydantic coerces)."""
+    tree: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+            continue
+        path = name[len(ENV_PREFIX):].lower().split("__")
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{name}: conflicts with another variable")
+        if value.strip().startswith(("[", "{")):
+            import json
+
+            try:
+                node[path[-1]] = json.loads(value)
+                continue
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{name}: not valid JSON: {exc}") from None
+        node[path[-1]] = value
+    return tree
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _explain(exc: ValidationError, source: str) -> ConfigError:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            lines.append(f"unknown configuration key {key!r}")
+        else:
+            lines.append(f"{key}: {err['msg']}")
+    return ConfigError(f"invalid configuration ({source}): " + "; ".join(lines))
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+) -> Settings:
+    """Build Settings from defaults < TOML file < environment < explicit overrides."""
+    environ = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    config_file = environ.get(ENV_PREFIX + "CONFIG")
+    if config_file:
+        path = Path(config_file)
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"MINITOOLAI_CONFIG: no such file {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"MINITOOLAI_CONFIG: {path} is not valid TOML: {exc}") from None
+    data = _merge(data, _env_tree(environ))
+    if overrides:
+        data = _merge(data, overrides)
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        raise _explain(exc, config_file or "environment") from None
+    _apply_openai_defaults(settings, environ)
+    return settings
+
+
+def _apply_openai_defaults(settings: Settings, environ: Mapping[str, str]) -> None:
+    """The `openai` provider falls back on the standard OPENAI_* variables."""
+    provider = settings.chat.providers.setdefault("openai", ProviderSettings())
+    if provider.api_key is None:
+        provider.api_key = environ.get("OPENAI_API_KEY") or None
+    if provider.base_url is None:
+        provider.base_url = environ.get("OPENAI_BASE_URL") or OPENAI_DEFAULT_BASE_URL
+
+
+def ensure_secret_key(settings: Settings) -> str:
+    """Return the signing secret, generating and persisting one in data_dir on first use."""
+    if settings.secret_key:
+        return settings.secret_key
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.data_dir / "secret_key"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(48))
+    settings.secret_key = path.read_text().strip()
+    return settings.secret_key

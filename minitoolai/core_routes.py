@@ -1,0 +1,76 @@
+"""Routes of the core: health, the key's balance, and the model catalog."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from starlette.requests import Request
+
+from minitoolai.accounts.store import get_account
+from minitoolai.catalog import Model
+from minitoolai.http import authenticate, json_response, runtime_of
+from minitoolai.money import format_usd, to_usd
+
+router = APIRouter(redirect_slashes=False)
+
+
+def both(path: str) -> list[str]:
+    """A path with and without its trailing slash (never a redirect for a POST)."""
+    bare = path.rstrip("/")
+    return [bare, bare + "/"]
+
+
+@router.get("/health")
+async def health(request: Request):
+    return json_response({"status": "ok"})
+
+
+async def balance(request: Request):
+    principal = await authenticate(request)
+    account = await get_account(runtime_of(request).db, principal.account_id)
+    return json_response({
+        "object": "balance",
+        "currency": "USD",
+        "balance": str(to_usd(account.balance)),
+        "held": str(to_usd(account.held)),
+        "available": str(to_usd(account.available)),
+        "balance_display": "$" + format_usd(account.balance),
+    })
+
+
+def describe_model(model: Model, available: bool) -> dict:
+    """One catalog entry as `/api/models/` shows it, prices in USD (strings, exact)."""
+    entry = {"id": model.id, "object": "model", "kind": model.kind, "owned_by": model.owned_by,
+             "available": available}
+    if model.kind == "chat":
+        entry["pricing"] = {
+            "input_per_1m_tokens": str(to_usd(model.input_nano * 1_000_000)),
+            "output_per_1m_tokens": str(to_usd(model.output_nano * 1_000_000)),
+        }
+        entry["vision"] = model.vision
+        entry["reasoning_effort"] = model.reasoning is not None
+    elif model.kind == "image":
+        entry["pricing"] = {"per_image": str(to_usd(model.image_nano))}
+    elif model.kind == "speech":
+        entry["pricing"] = {"per_1m_characters": str(to_usd(model.input_nano * 1_000_000))}
+    entry.update(model.extra.get("public", {}))
+    return entry
+
+
+def is_available(runtime, model: Model) -> bool:
+    """Whether a request for this model can be served right now by this server."""
+    service = {"chat": runtime.chat, "image": runtime.images, "speech": runtime.speech}[model.kind]
+    if service is None:
+        return False
+    return service.is_available(model)
+
+
+async def models(request: Request):
+    runtime = runtime_of(request)
+    data = [describe_model(m, is_available(runtime, m)) for m in runtime.catalog]
+    return json_response({"object": "list", "data": data})
+
+
+for _path in both("/api/balance/"):
+    router.add_api_route(_path, balance, methods=["GET"], include_in_schema=_path.endswith("/"))
+for _path in both("/api/models/"):
+    router.add_api_route(_path, models, methods=["GET"], include_in_schema=_path.endswith("/"))

@@ -1,0 +1,113 @@
+"""The database: one async engine for SQLite or PostgreSQL, with write transactions done right.
+
+SQLite: WAL, a busy timeout, and every write transaction opened with BEGIN IMMEDIATE, so a
+write never upgrades a read lock halfway (the source of SQLITE_BUSY under load). Writers in
+one process take a single pooled connection in turn, which is cheaper than letting them spin
+on the file lock; other processes (CLI, workers) wait on the busy timeout.
+PostgreSQL: the same statements; row locks do the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+def async_url(url: str) -> str:
+    """The async driver URL for a plain sqlite:// or postgresql:// URL."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return str(parsed.set(drivername="sqlite+aiosqlite"))
+    if parsed.get_backend_name() == "postgresql":
+        return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+    raise ValueError(f"unsupported database URL {url!r}: use sqlite:///... or postgresql://...")
+
+
+def sync_url(url: str) -> str:
+    """The sync driver URL (for Alembic) for a plain sqlite:// or postgresql:// URL."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return str(parsed.set(drivername="sqlite"))
+    if parsed.get_backend_name() == "postgresql":
+        return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    raise ValueError(f"unsupported database URL {url!r}: use sqlite:///... or postgresql://...")
+
+
+def _sqlite_pragmas(dbapi_connection) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    # NORMAL under WAL survives any process crash (kill -9); only an OS crash or power loss
+    # can drop the last commits, and then atomically (never half a settlement).
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _install_sqlite_hooks(engine: AsyncEngine, begin_sql: str) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def on_connect(dbapi_connection, _record):
+        # take transaction control away from pysqlite so BEGIN is ours to emit
+        dbapi_connection.isolation_level = None
+        _sqlite_pragmas(dbapi_connection)
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def on_begin(conn):
+        conn.exec_driver_sql(begin_sql)
+
+
+class Database:
+    """Connections for reading and for writing. Create once at start, `dispose()` at stop."""
+
+    def __init__(self, url: str, *, pool_size: int = 20) -> None:
+        self.url = url
+        self.is_sqlite = make_url(url).get_backend_name() == "sqlite"
+        if self.is_sqlite:
+            path = make_url(url).database
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self._reader = create_async_engine(async_url(url), pool_size=pool_size,
+                                               max_overflow=pool_size)
+            _install_sqlite_hooks(self._reader, "BEGIN")
+            self._writer = create_async_engine(async_url(url), pool_size=1, max_overflow=0,
+                                               pool_timeout=60)
+            _install_sqlite_hooks(self._writer, "BEGIN IMMEDIATE")
+            self._write_lock: asyncio.Lock | None = None
+        else:
+            engine = create_async_engine(async_url(url), pool_size=pool_size,
+                                         max_overflow=pool_size, pool_pre_ping=False)
+            self._reader = self._writer = engine
+
+    @property
+    def dialect(self) -> str:
+        return "sqlite" if self.is_sqlite else "postgresql"
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """One short write transaction: commits on success, rolls back on any error."""
+        async with self._writer.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        async with self._reader.connect() as conn:
+            yield conn
+
+    async def dispose(self) -> None:
+        await self._reader.dispose()
+        if self._writer is not self._reader:
+            await self._writer.dispose()
+
+
+def null_pool_engine(url: str) -> AsyncEngine:
+    """An engine without pooling, for one-shot CLI commands."""
+    return create_async_engine(async_url(url), poolclass=NullPool)

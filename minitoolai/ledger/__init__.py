@@ -1,0 +1,1 @@
+"""The credit ledger: holds before work, settlement after, top-ups, verification, sweeping."""

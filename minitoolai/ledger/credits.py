@@ -1,0 +1,49 @@
+"""Money in: top-ups, redemptions, operator adjustments. Each is one ledger entry."""
+
+from __future__ import annotations
+
+from sqlalchemy import insert, select, update
+
+from minitoolai.clock import utcnow
+from minitoolai.db.engine import Database
+from minitoolai.db.tables import accounts, ledger_entries
+from minitoolai.errors import InvalidRequest, NotFound
+
+CREDIT_KINDS = ("topup", "adjustment", "redeem", "refund")
+
+
+async def add_credit(db: Database, account_id: int, amount: int, *, kind: str = "topup",
+                     note: str = "", reference: str | None = None) -> int:
+    """Credit (or, for an adjustment, debit) an account. Returns the new balance.
+
+    `reference` is stored as the entry's unique request id: a payment webhook or a code
+    redemption passing its own id can never be credited twice.
+    """
+    async with db.write() as conn:
+        return await add_credit_in(conn, account_id, amount, kind=kind, note=note,
+                                   reference=reference)
+
+
+async def add_credit_in(conn, account_id: int, amount: int, *, kind: str = "topup",
+                        note: str = "", reference: str | None = None) -> int:
+    if kind not in CREDIT_KINDS:
+        raise ValueError(f"unknown credit kind {kind!r}")
+    if amount == 0 or (amount < 0 and kind != "adjustment"):
+        raise InvalidRequest("the amount must be positive", param="amount")
+    query = update(accounts).where(accounts.c.id == account_id)
+    if amount < 0:  # a debit may not take the available balance below zero
+        query = query.where(accounts.c.balance - accounts.c.held >= -amount)
+    result = await conn.execute(query.values(balance=accounts.c.balance + amount)
+                                .returning(accounts.c.balance))
+    row = result.first()
+    if row is None:
+        exists = await conn.scalar(select(accounts.c.id).where(accounts.c.id == account_id))
+        if exists is None:
+            raise NotFound(f"no account with id {account_id}", code="account_not_found")
+        raise InvalidRequest("the adjustment would take the available balance below zero",
+                             param="amount")
+    await conn.execute(insert(ledger_entries).values(
+        account_id=account_id, amount=amount, kind=kind, note=note, request_id=reference,
+        created_at=utcnow(),
+    ))
+    return row.balance

@@ -1,0 +1,44 @@
+"""Release holds whose process died before settling them (kill -9, power loss)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from sqlalchemy import select
+
+from minitoolai.clock import utcnow
+from minitoolai.db.engine import Database
+from minitoolai.db.tables import holds
+from minitoolai.ledger.holds import UsageRecord, release
+
+log = logging.getLogger(__name__)
+
+
+async def sweep_expired(db: Database, *, kinds: tuple[str, ...] | None = None) -> int:
+    """Release every expired hold; returns how many were released."""
+    query = select(holds.c.id, holds.c.kind).where(holds.c.expires_at < utcnow())
+    if kinds:
+        query = query.where(holds.c.kind.in_(kinds))
+    async with db.read() as conn:
+        expired = (await conn.execute(query)).all()
+    released = 0
+    for row in expired:
+        record = UsageRecord(endpoint=row.kind, model="(expired hold)", status="expired")
+        if await release(db, row.id, record) is not None:
+            released += 1
+    if released:
+        log.warning("released %d expired hold(s) left by a process that stopped", released)
+    return released
+
+
+async def run_sweeper(db: Database, interval_seconds: float) -> None:
+    """Sweep forever (a lifespan task); errors are logged and the loop goes on."""
+    while True:
+        try:
+            await sweep_expired(db)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the sweeper must outlive a transient database error
+            log.exception("hold sweeper failed; retrying in %.0fs", interval_seconds)
+        await asyncio.sleep(interval_seconds)

@@ -1,0 +1,66 @@
+"""`ledger verify`: the invariants that must hold at every committed instant.
+
+Per account: balance = sum of its ledger entries; held = sum of its open holds;
+balance - held >= 0 (nothing was ever served without its hold). Per key: held = sum of
+its open holds; spent = sum of its usage costs. Every charge entry has a usage record
+with the same cost.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+
+from minitoolai.db.engine import Database
+from minitoolai.db.tables import accounts, api_keys, holds, ledger_entries, usage
+from minitoolai.money import format_usd
+
+
+async def verify(db: Database) -> list[str]:
+    """Return one line per broken invariant (empty when the ledger is sound)."""
+    problems: list[str] = []
+    async with db.read() as conn:
+        ledger_sum = dict((await conn.execute(
+            select(ledger_entries.c.account_id, func.sum(ledger_entries.c.amount))
+            .group_by(ledger_entries.c.account_id))).all())
+        hold_sum = dict((await conn.execute(
+            select(holds.c.account_id, func.sum(holds.c.amount))
+            .group_by(holds.c.account_id))).all())
+        for row in (await conn.execute(select(accounts.c.id, accounts.c.email,
+                                              accounts.c.balance, accounts.c.held))).all():
+            expected_balance = int(ledger_sum.get(row.id) or 0)
+            expected_held = int(hold_sum.get(row.id) or 0)
+            if row.balance != expected_balance:
+                problems.append(f"account {row.id} ({row.email}): balance"
+                                f" {format_usd(row.balance)} != ledger sum"
+                                f" {format_usd(expected_balance)}")
+            if row.held != expected_held:
+                problems.append(f"account {row.id} ({row.email}): held {format_usd(row.held)}"
+                                f" != open holds {format_usd(expected_held)}")
+            if row.balance - row.held < 0 or row.held < 0:
+                problems.append(f"account {row.id} ({row.email}): negative available balance"
+                                f" {format_usd(row.balance - row.held)}")
+        key_holds = dict((await conn.execute(
+            select(holds.c.key_id, func.sum(holds.c.amount)).where(holds.c.key_id.is_not(None))
+            .group_by(holds.c.key_id))).all())
+        key_spent = dict((await conn.execute(
+            select(usage.c.key_id, func.sum(usage.c.cost)).where(usage.c.key_id.is_not(None))
+            .group_by(usage.c.key_id))).all())
+        for row in (await conn.execute(select(api_keys.c.id, api_keys.c.held,
+                                              api_keys.c.spent))).all():
+            if row.held != int(key_holds.get(row.id) or 0):
+                problems.append(f"key {row.id}: held {row.held} != open holds"
+                                f" {int(key_holds.get(row.id) or 0)}")
+            if row.spent != int(key_spent.get(row.id) or 0):
+                problems.append(f"key {row.id}: spent {row.spent} != usage costs"
+                                f" {int(key_spent.get(row.id) or 0)}")
+        mismatched = (await conn.execute(
+            select(ledger_entries.c.request_id, ledger_entries.c.amount, usage.c.cost)
+            .select_from(ledger_entries.outerjoin(
+                usage, usage.c.request_id == ledger_entries.c.request_id))
+            .where(ledger_entries.c.kind == "charge")
+            .where((usage.c.cost.is_(None)) | (usage.c.cost != -ledger_entries.c.amount))
+        )).all()
+        for row in mismatched:
+            problems.append(f"charge {row.request_id}: ledger {-row.amount} != usage cost"
+                            f" {row.cost}")
+    return problems

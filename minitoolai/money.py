@@ -1,0 +1,67 @@
+"""Money as integer nanodollars (1 USD = 10**9 nano).
+
+Every price in the seeds is an exact whole number of nanodollars per token or per image
+($0.15 per 1M tokens = 150 nano per token; $0.0015 per image = 1,500,000 nano), so every
+charge is an exact integer. Floats never enter the ledger: amounts are parsed from decimal
+strings and rendered back only for display.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+NANO_PER_USD = 1_000_000_000
+TOKENS_PER_PRICE_UNIT = 1_000_000  # prices are quoted per 1M tokens / characters
+
+
+class MoneyFormatError(ValueError):
+    """A text that is not an exact amount of money."""
+
+
+def parse_usd(text: str | int | Decimal) -> int:
+    """Parse a USD amount ("12.5", "0.000000001", 3) into nanodollars, exactly.
+
+    Refuses anything finer than a nanodollar rather than rounding it away.
+    """
+    if isinstance(text, float):
+        raise MoneyFormatError("amounts must be given as strings or integers, not floats")
+    try:
+        value = Decimal(str(text).strip().lstrip("$"))
+    except InvalidOperation:
+        raise MoneyFormatError(f"not an amount of money: {text!r}") from None
+    if not value.is_finite():
+        raise MoneyFormatError(f"not an amount of money: {text!r}")
+    nano = value * NANO_PER_USD
+    if nano != nano.to_integral_value():
+        raise MoneyFormatError(f"{text!r} is finer than one nanodollar")
+    return int(nano)
+
+
+def per_unit_nano(price_per_million_usd: str | int | Decimal) -> int:
+    """Convert a price per 1M tokens (or characters) in USD to nanodollars per single unit."""
+    total = parse_usd(price_per_million_usd)
+    if total % TOKENS_PER_PRICE_UNIT:
+        raise MoneyFormatError(
+            f"price {price_per_million_usd!r} per 1M is not a whole number of nanodollars per unit"
+        )
+    return total // TOKENS_PER_PRICE_UNIT
+
+
+def to_usd(nano: int) -> Decimal:
+    """Exact Decimal USD value of a nanodollar amount."""
+    return Decimal(nano) / NANO_PER_USD
+
+
+def format_usd(nano: int, places: int | None = None) -> str:
+    """Render nanodollars as a USD string: exact by default, trailing zeros trimmed to cents."""
+    value = to_usd(nano)
+    if places is not None:
+        return f"{value:.{places}f}"
+    text = f"{value:.9f}".rstrip("0")
+    whole, _, frac = text.partition(".")
+    return f"{whole}.{frac.ljust(2, '0')}"
+
+
+def usd_number(nano: int) -> float:
+    """A JSON-friendly float for API responses only (never stored or summed)."""
+    return nano / NANO_PER_USD

@@ -1,0 +1,45 @@
+"""The Runtime: everything built once at start and passed down to every capability.
+
+Routes reach it as `request.app.state.runtime`; workers and CLI commands are handed it.
+Each capability attaches its own service object (`runtime.chat`, `runtime.images`, ...)
+in its `lifecycle.start`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from minitoolai.accounts.auth import Authenticator
+from minitoolai.accounts.ratelimit import RateLimiter
+from minitoolai.catalog import Catalog, build_catalog
+from minitoolai.config import Settings, ensure_secret_key
+from minitoolai.db.engine import Database
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    db: Database
+    catalog: Catalog
+    auth: Authenticator
+    rate_limiter: RateLimiter
+    secret_key: str
+    chat: Any = None
+    images: Any = None
+    speech: Any = None
+    dashboard: Any = None
+    run_workers: bool = True  # False: image workers run in other processes
+    background: list = field(default_factory=list)  # asyncio tasks to cancel at stop
+
+    @classmethod
+    def build(cls, settings: Settings) -> Runtime:
+        db = Database(settings.resolved_database_url)
+        return cls(
+            settings=settings,
+            db=db,
+            catalog=build_catalog(settings),
+            auth=Authenticator(db, settings.auth_cache_seconds),
+            rate_limiter=RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
+            secret_key=ensure_secret_key(settings),
+        )

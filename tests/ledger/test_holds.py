@@ -1,0 +1,100 @@
+"""Holds and settlement against a real database, to the nanodollar."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from minitoolai.accounts.store import get_account
+from minitoolai.errors import InsufficientCredit
+from minitoolai.ledger.holds import UsageRecord, release, reserve, settle
+from minitoolai.ledger.sweeper import sweep_expired
+from minitoolai.ledger.verify import verify
+from tests.conftest import make_customer
+
+RECORD = UsageRecord(endpoint="chat", model="gpt-4o-mini", prompt_tokens=10, completion_tokens=5)
+
+
+async def test_settle_charges_cost_and_releases_rest(db, database_url):
+    customer = await make_customer(database_url, 1_000_000)
+    await reserve(db, request_id="r1", account_id=customer.account_id, key_id=customer.key_id,
+                  amount=600_000, kind="chat", ttl_seconds=60)
+    account = await get_account(db, customer.account_id)
+    assert (account.balance, account.held) == (1_000_000, 600_000)
+    assert await settle(db, "r1", 4_500, RECORD) == 4_500
+    account = await get_account(db, customer.account_id)
+    assert (account.balance, account.held) == (995_500, 0)
+    assert await verify(db) == []
+
+
+async def test_settle_twice_charges_once(db, database_url):
+    customer = await make_customer(database_url, 1_000_000)
+    await reserve(db, request_id="r2", account_id=customer.account_id, key_id=customer.key_id,
+                  amount=10_000, kind="chat", ttl_seconds=60)
+    assert await settle(db, "r2", 7_000, RECORD) == 7_000
+    assert await settle(db, "r2", 7_000, RECORD) is None
+    assert (await get_account(db, customer.account_id)).balance == 993_000
+    assert await verify(db) == []
+
+
+async def test_charge_never_exceeds_hold(db, database_url):
+    customer = await make_customer(database_url, 1_000_000)
+    await reserve(db, request_id="r3", account_id=customer.account_id, key_id=None,
+                  amount=10_000, kind="chat", ttl_seconds=60)
+    assert await settle(db, "r3", 50_000, RECORD) == 10_000
+    assert (await get_account(db, customer.account_id)).balance == 990_000
+
+
+async def test_reserve_refuses_beyond_available(db, database_url):
+    customer = await make_customer(database_url, 100)
+    with pytest.raises(InsufficientCredit) as info:
+        await reserve(db, request_id="r4", account_id=customer.account_id, key_id=None,
+                      amount=101, kind="chat", ttl_seconds=60)
+    assert "0.0000001" in info.value.message and info.value.status_code == 402
+    account = await get_account(db, customer.account_id)
+    assert (account.balance, account.held) == (100, 0)
+
+
+async def test_key_spend_limit_is_enforced(db, database_url):
+    customer = await make_customer(database_url, 1_000_000, spend_limit=5_000)
+    await reserve(db, request_id="r5", account_id=customer.account_id, key_id=customer.key_id,
+                  amount=5_000, kind="chat", ttl_seconds=60)
+    with pytest.raises(InsufficientCredit) as info:
+        await reserve(db, request_id="r6", account_id=customer.account_id,
+                      key_id=customer.key_id, amount=1, kind="chat", ttl_seconds=60)
+    assert info.value.code == "key_spend_limit"
+    # the refused reserve rolled back the account's hold too
+    assert (await get_account(db, customer.account_id)).held == 5_000
+    await release(db, "r5", RECORD)
+    assert await verify(db) == []
+
+
+async def test_concurrent_reserves_never_overspend(db, database_url):
+    customer = await make_customer(database_url, 50_000)
+
+    async def one(i):
+        try:
+            await reserve(db, request_id=f"c{i}", account_id=customer.account_id, key_id=None,
+                          amount=1_000, kind="chat", ttl_seconds=60)
+            return True
+        except InsufficientCredit:
+            return False
+
+    results = await asyncio.gather(*(one(i) for i in range(80)))
+    assert sum(results) == 50
+    account = await get_account(db, customer.account_id)
+    assert account.held == 50_000 and account.balance == 50_000
+    assert await verify(db) == []
+
+
+async def test_sweeper_releases_expired_holds(db, database_url):
+    customer = await make_customer(database_url, 10_000)
+    await reserve(db, request_id="old", account_id=customer.account_id, key_id=customer.key_id,
+                  amount=4_000, kind="chat", ttl_seconds=-1)
+    await reserve(db, request_id="new", account_id=customer.account_id, key_id=customer.key_id,
+                  amount=1_000, kind="chat", ttl_seconds=60)
+    assert await sweep_expired(db) == 1
+    account = await get_account(db, customer.account_id)
+    assert (account.balance, account.held) == (10_000, 1_000)
+    assert await verify(db) == []
