@@ -62,6 +62,9 @@ class Model:
     output_nano: int = 0  # per output token (chat)
     image_nano: int = 0  # per image (image)
     vision: bool = False
+    # upper bound of the input tokens one image part can cost (for the hold): gpt-4o-mini
+    # bills an image as up to 2833 + 8 x 5667 tokens; the others stay under 4000
+    image_tokens_max: int = 0
     reasoning: Reasoning | None = None
     # GPT-5-family upstreams reject a non-default temperature while reasoning:
     # "always" forwards it, "never" drops it, "no_reasoning" forwards it only with effort none.
@@ -103,6 +106,7 @@ def _seed_chat_model(model_id: str, prices: tuple[str, str]) -> Model:
         input_nano=per_unit_nano(prices[0]),
         output_nano=per_unit_nano(prices[1]),
         vision=True,
+        image_tokens_max=48_200 if model_id == "gpt-4o-mini" else 4_000,
         reasoning=reasoning,
         temperature_policy=policy,
         owned_by="openai",
@@ -159,6 +163,8 @@ def build_catalog(settings) -> Catalog:
             output_nano=per_unit_nano(cfg.output_price)
             if "output_price" in fields or base is None else base.output_nano,
             vision=cfg.vision if "vision" in fields or base is None else base.vision,
+            image_tokens_max=cfg.image_tokens_max if "image_tokens_max" in fields or base is None
+            else base.image_tokens_max,
             reasoning=cfg.reasoning if "reasoning" in fields or base is None else base.reasoning,
             temperature_policy=("always" if cfg.upstream_temperature else "never")
             if "upstream_temperature" in fields or base is None else base.temperature_policy,

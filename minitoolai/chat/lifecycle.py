@@ -2,32 +2,94 @@
 
 from __future__ import annotations
 
-from minitoolai.config import OPENAI_DEFAULT_BASE_URL
+import logging
+
+from minitoolai.catalog import Model
+from minitoolai.chat.providers.openai_compatible import OpenAICompatibleProvider
+from minitoolai.chat.service import ChatService
+from minitoolai.money import per_unit_nano
+
+log = logging.getLogger(__name__)
+
+
+def _local_model_settings(settings) -> list:
+    try:
+        from minitoolai.chat.local_models import local_model_settings
+    except ImportError:  # the local provider is an optional part of the install
+        return list(settings.chat.local_models)
+    return local_model_settings(settings)
 
 
 def default_model_id(settings) -> str:
-    """The model the quick start's curl command uses."""
-    return "gpt-4o-mini"
+    """The model the quick start's curl command uses: the built-in local one when there."""
+    local = _local_model_settings(settings)
+    return local[0].id if local else "gpt-4o-mini"
 
 
 def extend_catalog(settings, catalog) -> None:
-    """Add configured/built-in local models (called at start and by the CLI)."""
+    """Add the local GGUF models (configured and built-in) to the catalog."""
+    for cfg in _local_model_settings(settings):
+        if cfg.id in catalog and catalog.get(cfg.id).provider == f"local:{cfg.id}":
+            continue
+        catalog.add(Model(id=cfg.id, kind="chat", provider=f"local:{cfg.id}",
+                          upstream_model=cfg.id, input_nano=per_unit_nano(cfg.input_price),
+                          output_nano=per_unit_nano(cfg.output_price), owned_by="local"))
 
 
 def availability(settings, model) -> tuple[bool, str]:
-    provider = settings.chat.providers.get(model.provider)
     if model.provider.startswith("local:"):
-        return True, "local GGUF model"
-    if provider is None:
+        for cfg in _local_model_settings(settings):
+            if f"local:{cfg.id}" == model.provider:
+                if cfg.path.exists():
+                    return True, f"local GGUF {cfg.path.name}"
+                return False, f"GGUF file not found: {cfg.path}"
+        return False, "local model not configured"
+    cfg = settings.chat.providers.get(model.provider)
+    if cfg is None:
         return False, f"provider {model.provider!r} is not configured"
-    if provider.api_key or (provider.base_url and provider.base_url != OPENAI_DEFAULT_BASE_URL):
-        return True, f"via {provider.base_url}"
+    provider = OpenAICompatibleProvider(model.provider, cfg)
+    if provider.configured:
+        return True, f"via {cfg.base_url}"
     return False, f"set OPENAI_API_KEY (or the {model.provider} provider's api_key)"
 
 
+async def _local_providers(settings) -> dict:
+    configs = _local_model_settings(settings)
+    if not configs:
+        return {}
+    try:
+        from minitoolai.chat.providers.local_gguf import LocalGGUFProvider
+    except ImportError as exc:
+        log.warning("local models configured but llama-cpp-python is not installed: %s", exc)
+        return {}
+    providers = {}
+    for cfg in configs:
+        provider = LocalGGUFProvider(cfg)
+        try:
+            await provider.start()
+        except Exception as exc:  # a broken model file must not stop the whole server
+            log.error("cannot load local model %s from %s: %s", cfg.id, cfg.path, exc)
+            continue
+        providers[provider.name] = provider
+    return providers
+
+
 async def start(runtime) -> None:
-    extend_catalog(runtime.settings, runtime.catalog)
+    settings = runtime.settings
+    extend_catalog(settings, runtime.catalog)
+    providers: dict = {}
+    for name, cfg in settings.chat.providers.items():
+        provider = OpenAICompatibleProvider(name, cfg)
+        await provider.start()
+        providers[name] = provider
+    providers.update(await _local_providers(settings))
+    runtime.chat = ChatService(runtime, providers)
 
 
 async def stop(runtime) -> None:
-    """Release what start() opened."""
+    service: ChatService | None = runtime.chat
+    if service is None:
+        return
+    await service.drain()
+    for provider in service.providers.values():
+        await provider.aclose()

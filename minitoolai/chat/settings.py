@@ -18,6 +18,8 @@ class ProviderSettings(BaseModel):
     connect_timeout: float = Field(5.0, gt=0)
     read_timeout: float = Field(120.0, gt=0)  # longest silence between two upstream bytes
     max_connections: int = Field(256, ge=1)
+    # older OpenAI-compatible servers only know `max_tokens`; OpenAI's reasoning models refuse it
+    max_tokens_field: Literal["max_completion_tokens", "max_tokens"] = "max_completion_tokens"
 
 
 class ChatModelSettings(BaseModel):
@@ -32,6 +34,7 @@ class ChatModelSettings(BaseModel):
     input_price: str = "0"  # USD per 1M input tokens, as a decimal string
     output_price: str = "0"  # USD per 1M output tokens
     vision: bool = False
+    image_tokens_max: int = Field(4000, ge=0)  # upper bound of one image part's input tokens
     reasoning: Literal["gpt-5", "gpt-5.1"] | None = None
     upstream_temperature: bool = True  # whether the upstream accepts a non-default temperature
     enabled: bool = True
@@ -61,4 +64,3 @@ class ChatSettings(BaseModel):
     builtin_local_model: bool = True
     default_max_completion_tokens: int = Field(1000, ge=1)
     per_message_token_overhead: int = Field(8, ge=0)  # for the hold's upper bound
-    image_token_bound: int = Field(2000, ge=0)  # upper bound of tokens one image part costs

@@ -6,6 +6,9 @@ whole events per item (``b"data: {...}\\n\\n"``), ending with ``b"data: [DONE]\\
 in exactly the seed's shape (chat.completion.chunk events, a chunk with finish_reason, a
 usage chunk with ``"choices": []``). After iteration, `usage` holds the counts the
 provider reported (None if it never did: the gateway then charges an estimate).
+A provider sets `usage` just before it yields the usage event, and yields that event as an
+item of its own: the gateway recognises it that way, adds the cost to it (or drops it when
+the client did not ask for usage), and never parses any other chunk.
 
 Providers raise `UpstreamError` / `UpstreamTimeout` / `ServiceUnavailable` (errors.py)
 *before the first byte* when they cannot serve; the gateway may then retry another route.

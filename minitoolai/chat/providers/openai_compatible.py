@@ -1,0 +1,223 @@
+"""Upstreams that speak OpenAI's chat completions protocol: OpenAI, vLLM, llama.cpp server,
+Ollama, OpenRouter.
+
+One pooled aiohttp session per provider. Streams are relayed as bytes: the provider reads
+whole SSE events and looks for the one usage event by a byte search, so the hot path never
+parses or re-serialises a content chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+
+from minitoolai.catalog import Model
+from minitoolai.chat.providers.base import ChatRequest, Usage
+from minitoolai.chat.settings import ProviderSettings
+from minitoolai.config import OPENAI_DEFAULT_BASE_URL
+from minitoolai.errors import InvalidRequest, ServiceUnavailable, UpstreamError, UpstreamTimeout
+
+USAGE_MARK = b'"usage":{'
+EVENT_END = b"\n\n"
+
+
+def _upstream_message(body: bytes) -> str:
+    try:
+        data = orjson.loads(body)
+        error = data.get("error") if isinstance(data, dict) else None
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+        if isinstance(error, str):
+            return error
+    except orjson.JSONDecodeError:
+        pass
+    return body[:300].decode("utf-8", "replace").strip() or "(empty body)"
+
+
+def raise_for_upstream_status(provider: str, status: int, body: bytes) -> None:
+    """Map an upstream's error status to ours: its 4xx about the request are the client's
+    400; its refusal of our credentials or its throttling are the operator's 502/503."""
+    message = _upstream_message(body)
+    if status in (400, 404, 409, 413, 422):
+        raise InvalidRequest(f"the upstream rejected the request: {message}",
+                             code="upstream_rejected")
+    if status in (401, 403):
+        raise UpstreamError(f"upstream {provider!r} refused the server's credentials"
+                            f" (HTTP {status}); the operator must fix its API key")
+    if status == 429:
+        raise ServiceUnavailable(f"upstream {provider!r} is rate limiting this server;"
+                                 " retry shortly", code="upstream_rate_limited",
+                                 headers={"Retry-After": "5"})
+    if status in (408, 504):
+        raise UpstreamTimeout(f"upstream {provider!r} timed out (HTTP {status})")
+    raise UpstreamError(f"upstream {provider!r} failed with HTTP {status}: {message}")
+
+
+def usage_from(obj: dict[str, Any] | None) -> Usage | None:
+    if not isinstance(obj, dict):
+        return None
+    prompt, completion = obj.get("prompt_tokens"), obj.get("completion_tokens")
+    if not isinstance(prompt, int) or not isinstance(completion, int):
+        return None
+    return Usage(prompt, completion, raw=obj)
+
+
+def split_usage_event(complete: bytes) -> tuple[bytes, bytes, bytes, Usage | None]:
+    """Cut the usage event out of a run of whole events: (before, event, after, usage)."""
+    start = complete.find(USAGE_MARK)
+    begin = complete.rfind(EVENT_END, 0, start)
+    begin = 0 if begin < 0 else begin + 2
+    end = complete.find(EVENT_END, start) + 2
+    event = complete[begin:end]
+    usage = None
+    payload = event.strip()
+    if payload.startswith(b"data:"):
+        try:
+            usage = usage_from(orjson.loads(payload[5:]).get("usage"))
+        except (orjson.JSONDecodeError, AttributeError):
+            usage = None
+    if usage is None:  # not a usage event after all (the text contained the mark)
+        return complete, b"", b"", None
+    return complete[:begin], event, complete[end:], usage
+
+
+class UpstreamStream:
+    """An open upstream SSE response, iterated as whole events."""
+
+    def __init__(self, provider: str, response: aiohttp.ClientResponse) -> None:
+        self._provider = provider
+        self._response = response
+        self.usage: Usage | None = None
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[bytes]:
+        pending = b""
+        try:
+            async for data in self._response.content.iter_any():
+                if b"\r" in data:
+                    data = data.replace(b"\r\n", b"\n")
+                buffer = pending + data if pending else data
+                end = buffer.rfind(EVENT_END)
+                if end < 0:
+                    pending = buffer
+                    continue
+                complete, pending = buffer[: end + 2], buffer[end + 2:]
+                if self.usage is None and USAGE_MARK in complete:
+                    before, event, after, usage = split_usage_event(complete)
+                    if before:
+                        yield before
+                    self.usage = usage  # set just before its event: the gateway's signal
+                    yield event
+                    if after:
+                        yield after
+                else:
+                    yield complete
+        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+            raise UpstreamError(f"upstream {self._provider!r} broke off the stream: {exc}") \
+                from None
+        except TimeoutError:
+            raise UpstreamTimeout(f"upstream {self._provider!r} went silent mid-stream") from None
+        if pending.strip():
+            yield pending + EVENT_END
+
+    async def aclose(self) -> None:
+        # closing (not releasing) the response drops the connection, which is what tells
+        # the upstream to stop generating
+        self._response.close()
+
+
+class OpenAICompatibleProvider:
+    """ChatProvider for one configured upstream."""
+
+    def __init__(self, name: str, cfg: ProviderSettings) -> None:
+        self.name = name
+        self.cfg = cfg
+        self._url = (cfg.base_url or OPENAI_DEFAULT_BASE_URL).rstrip("/") + "/chat/completions"
+        self._headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+        if cfg.api_key:
+            self._headers["Authorization"] = f"Bearer {cfg.api_key}"
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def configured(self) -> bool:
+        """An upstream counts as configured with a key, or with a non-OpenAI base URL
+        (local vLLM, Ollama and llama.cpp servers usually need no key)."""
+        return bool(self.cfg.api_key) or (self.cfg.base_url or OPENAI_DEFAULT_BASE_URL) \
+            != OPENAI_DEFAULT_BASE_URL
+
+    def is_available(self, model: Model) -> bool:
+        return self.configured
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=self.cfg.max_connections, ttl_dns_cache=300,
+                                         keepalive_timeout=30)
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.cfg.connect_timeout,
+                                        sock_read=self.cfg.read_timeout)
+        self._session = aiohttp.ClientSession(connector=connector, timeout=timeout,
+                                              auto_decompress=True, trust_env=False)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def payload(self, request: ChatRequest, stream: bool) -> bytes:
+        model = request.model
+        body: dict[str, Any] = {"model": model.upstream_model, "messages": request.messages}
+        body.update(request.extra)
+        body[self.cfg.max_tokens_field] = request.max_completion_tokens
+        if request.temperature_set and model.forwards_temperature(request.reasoning_effort):
+            body["temperature"] = request.temperature
+        if request.reasoning_effort is not None:
+            body["reasoning_effort"] = request.reasoning_effort
+        if stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}  # we bill from it
+        return orjson.dumps(body)
+
+    async def _post(self, request: ChatRequest, stream: bool) -> aiohttp.ClientResponse:
+        if self._session is None:
+            raise ServiceUnavailable(f"provider {self.name!r} is not started")
+        try:
+            response = await self._session.post(self._url, data=self.payload(request, stream),
+                                                 headers=self._headers)
+        except (aiohttp.ServerTimeoutError, TimeoutError):
+            raise UpstreamTimeout(f"upstream {self.name!r} did not answer in time") from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(f"cannot reach upstream {self.name!r}: {exc}") from None
+        if response.status != 200:
+            try:
+                body = await response.read()
+            except (aiohttp.ClientError, TimeoutError):
+                body = b""
+            finally:
+                response.release()
+            raise_for_upstream_status(self.name, response.status, body)
+        return response
+
+    async def open_stream(self, request: ChatRequest) -> UpstreamStream:
+        return UpstreamStream(self.name, await self._post(request, stream=True))
+
+    async def complete(self, request: ChatRequest) -> tuple[dict[str, Any], Usage]:
+        response = await self._post(request, stream=False)
+        try:
+            body = await response.read()
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise UpstreamError(f"upstream {self.name!r} broke off the response: {exc}") \
+                from None
+        finally:
+            response.release()
+        try:
+            obj = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise UpstreamError(f"upstream {self.name!r} answered with invalid JSON") from None
+        usage = usage_from(obj.get("usage") if isinstance(obj, dict) else None)
+        if usage is None:
+            raise UpstreamError(f"upstream {self.name!r} answered without usage")
+        return obj, usage

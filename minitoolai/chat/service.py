@@ -1,0 +1,212 @@
+"""The chat gateway: validate, reserve, route, relay, settle.
+
+Hot path per request: one cached key lookup, one write transaction to reserve, the
+upstream call relayed as bytes, one write transaction to settle. Settlement runs in a
+task of its own so that a client who hangs up mid-stream cannot cancel it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from starlette.responses import Response, StreamingResponse
+
+from minitoolai.accounts.auth import Principal
+from minitoolai.catalog import Model
+from minitoolai.chat.pricing import estimate_usage, hold_amount, prompt_token_bound
+from minitoolai.chat.providers.base import ChatProvider, ChatRequest, ChatStream, Usage
+from minitoolai.chat.validation import validate_chat
+from minitoolai.errors import (
+    APIError,
+    ServiceUnavailable,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from minitoolai.ledger.holds import UsageRecord, release, reserve, settle
+from minitoolai.money import usd_number
+
+log = logging.getLogger(__name__)
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+RETRYABLE = (UpstreamError, UpstreamTimeout, ServiceUnavailable)
+
+
+class ChatService:
+    def __init__(self, runtime, providers: dict[str, ChatProvider]) -> None:
+        self.runtime = runtime
+        self.providers = providers
+        self._settings = runtime.settings
+        self._pending: set[asyncio.Task] = set()
+
+    # ---- routing ---------------------------------------------------------------------------
+    def routes_for(self, model: Model) -> list[ChatProvider]:
+        names = (model.provider, *model.fallback_providers)
+        return [p for n in names if (p := self.providers.get(n)) and p.is_available(model)]
+
+    def is_available(self, model: Model) -> bool:
+        return bool(self.routes_for(model))
+
+    # ---- the request -------------------------------------------------------------------------
+    async def respond(self, principal: Principal, body: Any, *, endpoint: str,
+                      openai_style: bool) -> Response:
+        settings = self._settings
+        request, text_bytes, images = validate_chat(
+            body, self.runtime.catalog, openai_style=openai_style,
+            default_max_tokens=settings.chat.default_max_completion_tokens)
+        routes = self.routes_for(request.model)
+        if not routes:
+            raise ServiceUnavailable(
+                f"no provider is configured for the model {request.model.id!r}; the operator"
+                f" must configure the {request.model.provider!r} provider",
+                param="model", code="no_provider")
+        prompt_bound = prompt_token_bound(request, text_bytes, images,
+                                          settings.chat.per_message_token_overhead)
+        amount = hold_amount(request, prompt_bound)
+        started = time.monotonic()
+        await reserve(self.runtime.db, request_id=request.request_id,
+                      account_id=principal.account_id, key_id=principal.key_id, amount=amount,
+                      kind="chat", ttl_seconds=settings.hold_ttl_seconds)
+        meter = _Meter(endpoint, request, prompt_bound, text_bytes, started)
+        try:
+            if request.stream:
+                stream = await self._first_route(routes, lambda p: p.open_stream(request))
+            else:
+                obj, usage = await self._first_route(routes, lambda p: p.complete(request))
+        except BaseException as exc:
+            # nothing was served: give the whole hold back, whatever stopped us
+            self._settle_later(meter.record(None, "error"), 0, request.request_id)
+            if isinstance(exc, APIError):
+                raise
+            if isinstance(exc, Exception):
+                log.exception("chat request %s failed", request.request_id)
+                raise UpstreamError(f"the request failed: {exc}") from None
+            raise
+        if request.stream:
+            return StreamingResponse(self._relay(stream, request, meter),
+                                     media_type="text/event-stream", headers=SSE_HEADERS)
+        cost = request.model.chat_cost(usage.prompt_tokens, usage.completion_tokens)
+        if isinstance(obj.get("usage"), dict):
+            obj["usage"]["cost"] = usd_number(cost)
+        await self._settle(meter.record(usage, "ok"), cost, request.request_id)
+        return Response(orjson.dumps(obj), media_type="application/json")
+
+    async def _first_route(self, routes: list[ChatProvider], call):
+        """Try each route in turn; only a failure before the first byte moves on."""
+        last: APIError | None = None
+        for provider in routes:
+            try:
+                return await call(provider)
+            except RETRYABLE as exc:
+                log.warning("provider %s failed before the first byte: %s", provider.name,
+                            exc.message)
+                last = exc
+        assert last is not None
+        raise last
+
+    async def _relay(self, stream: ChatStream, request: ChatRequest,
+                     meter: _Meter) -> AsyncIterator[bytes]:
+        status = "cancelled"  # unless the stream ends or fails
+        settled = False
+        try:
+            async for item in stream:
+                usage = stream.usage
+                if usage is not None and not settled:
+                    # the usage event: settle now, so that by the time the client reads
+                    # [DONE] its balance already shows the charge
+                    settled = True
+                    cost = request.model.chat_cost(usage.prompt_tokens, usage.completion_tokens)
+                    if request.include_usage:
+                        yield self._with_cost(item, cost)
+                    await asyncio.shield(self._settle_later(
+                        meter.record(usage, "ok"), cost, request.request_id))
+                    continue
+                meter.chunks += item.count(b"data: {")
+                yield item
+            status = "ok"
+        except APIError as exc:
+            # headers are gone: tell the client in-band, as OpenAI does, and end the stream
+            status = "error"
+            log.warning("stream %s failed: %s", request.request_id, exc.message)
+            yield b"data: " + exc.body() + b"\n\n"
+        finally:
+            if not settled:
+                estimate = meter.estimate()
+                cost = request.model.chat_cost(estimate.prompt_tokens,
+                                               estimate.completion_tokens)
+                self._settle_later(meter.record(estimate, status), cost, request.request_id)
+            await asyncio.shield(stream.aclose())
+
+    @staticmethod
+    def _with_cost(event: bytes, cost: int) -> bytes:
+        payload = event.strip()
+        try:
+            obj = orjson.loads(payload[5:])
+            obj["usage"]["cost"] = usd_number(cost)
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return event
+        return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+    # ---- settlement --------------------------------------------------------------------------
+    async def _settle(self, record: UsageRecord, cost: int, request_id: str) -> None:
+        charged = await settle(self.runtime.db, request_id, cost, record)
+        if charged is not None and charged < cost:
+            log.error("request %s cost %d but its hold covered only %d", request_id, cost,
+                      charged)
+
+    def _settle_later(self, record: UsageRecord, cost: int | None,
+                      request_id: str) -> asyncio.Task:
+        """Settle in a task of its own: a cancelled request cannot cancel its settlement."""
+        if cost is None or cost == 0:
+            coro = release(self.runtime.db, request_id, record)
+        else:
+            coro = self._settle(record, cost, request_id)
+        task = asyncio.get_running_loop().create_task(coro)
+        self._pending.add(task)
+        task.add_done_callback(self._settled)
+        return task
+
+    def _settled(self, task: asyncio.Task) -> None:
+        self._pending.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("settlement failed (the sweeper will release the hold)",
+                      exc_info=task.exception())
+
+    async def drain(self) -> None:
+        """Wait for settlements in flight (at shutdown)."""
+        if self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
+
+
+class _Meter:
+    """What the gateway knows of one request, for its usage record."""
+
+    __slots__ = ("endpoint", "request", "prompt_bound", "text_bytes", "started", "chunks")
+
+    def __init__(self, endpoint: str, request: ChatRequest, prompt_bound: int, text_bytes: int,
+                 started: float) -> None:
+        self.endpoint = endpoint
+        self.request = request
+        self.prompt_bound = prompt_bound
+        self.text_bytes = text_bytes
+        self.started = started
+        self.chunks = 0
+
+    def estimate(self) -> Usage:
+        return estimate_usage(self.prompt_bound, self.text_bytes, self.chunks,
+                              self.request.max_completion_tokens)
+
+    def record(self, usage: Usage | None, status: str) -> UsageRecord:
+        if usage is None and status != "error":
+            usage = self.estimate()
+        latency = int((time.monotonic() - self.started) * 1000)
+        return UsageRecord(
+            endpoint=self.endpoint, model=self.request.model.id,
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+            status=status, estimated=bool(usage and usage.estimated), latency_ms=latency)
+
