@@ -1,26 +1,91 @@
-"""Start and stop of images: builds its service and attaches it to the runtime."""
+"""Start and stop of images: builds the backends, storage and service, attaches the service
+to the runtime, and runs the embedded workers and the retention sweep."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import signal
+
+from minitoolai.images.backends import build_backends, model_ready
+
+log = logging.getLogger(__name__)
+
 
 def extend_catalog(settings, catalog) -> None:
-    """Add or adjust this capability's catalog entries (called at start and by the CLI)."""
+    """The seed's 15 image models are in the default catalog; nothing to add."""
 
 
 def availability(settings, model) -> tuple[bool, str]:
     """Whether this server can serve the model, from configuration alone, and why not."""
-    return False, "not implemented yet"
+    return model_ready(settings, model.id)
+
+
+def _build(runtime):
+    from minitoolai.images.service import ImagesService
+    from minitoolai.images.storage import build_storage
+
+    backends = build_backends(runtime.settings)
+    return ImagesService(runtime, backends, build_storage(runtime.settings))
+
+
+def _workers(service, count: int, prefix: str):
+    from minitoolai.images.worker import Worker
+
+    return [Worker(service.db, service.settings, service.backends, service.storage,
+                   name=f"{prefix}-{i}", wake=service.wake, on_done=service.notify_done)
+            for i in range(count)]
 
 
 async def start(runtime) -> None:
-    """Build the images service; set runtime.images."""
+    """Build the images service; set runtime.images; start embedded workers."""
     extend_catalog(runtime.settings, runtime.catalog)
+    service = _build(runtime)
+    runtime.images = service
+    runtime.background.append(asyncio.create_task(service.run_retention(),
+                                                  name="images-retention"))
+    if runtime.run_workers and service.backends:
+        for worker in _workers(service, runtime.settings.images.embedded_workers, "embedded"):
+            runtime.background.append(asyncio.create_task(worker.run(), name=worker.name))
 
 
 async def stop(runtime) -> None:
-    """Release what start() opened."""
+    """Release backends (pipelines, HTTP pools) and storage clients."""
+    service = runtime.images
+    if service is None:
+        return
+    closed = set()
+    for backend in service.backends.values():
+        if id(backend) not in closed:
+            closed.add(id(backend))
+            await backend.close()
+    await service.storage.close()
 
 
 async def run_standalone_worker(settings) -> None:
-    """`minitoolai worker`: drain the image queue until interrupted."""
-    raise NotImplementedError("image workers are not implemented yet")
+    """`minitoolai worker`: drain the image queue until SIGINT/SIGTERM."""
+    from minitoolai.runtime import Runtime
+
+    runtime = Runtime.build(settings)
+    runtime.run_workers = False
+    service = _build(runtime)
+    runtime.images = service
+    if not service.backends:
+        await runtime.db.dispose()
+        raise SystemExit("no image model is installed in this configuration (images.models);"
+                         " nothing to work on. See docs/images.md")
+    log.info("image worker serving %s", ", ".join(sorted(service.backends)))
+    tasks = [asyncio.create_task(w.run(), name=w.name)
+             for w in _workers(service, settings.images.standalone_workers, "worker")]
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    try:
+        await stopping.wait()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await stop(runtime)
+        await runtime.db.dispose()

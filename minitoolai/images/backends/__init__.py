@@ -1,0 +1,54 @@
+"""Image backends: diffusers (in-process), a1111 (AUTOMATIC1111/Forge upstream), and
+instant (tests and benchmarks only). `build_backends` maps each configured model to one."""
+
+from __future__ import annotations
+
+from minitoolai.images.backends.base import Backend
+
+
+def model_ready(settings, model: str) -> tuple[bool, str]:
+    """Whether the configuration makes `model` servable here, and a note saying why (not)."""
+    images = settings.images
+    cfg = images.models.get(model)
+    how = (f"set images.models.{model} in the config file, e.g. MINITOOLAI_IMAGES__MODELS="
+           f"'{{\"{model}\": {{\"backend\": \"diffusers\", \"path\": \"/models/{model}"
+           f".safetensors\"}}}}' (a local SD1.5/SDXL checkpoint), or backend \"a1111\" with"
+           " images.a1111.base_url; see docs/images.md")
+    if cfg is None or not cfg.enabled:
+        return False, f"image model {model!r} is not installed on this server: {how}"
+    if cfg.backend == "diffusers":
+        if cfg.path is None:
+            return False, f"image model {model!r} has no checkpoint path: {how}"
+        if not cfg.path.exists():
+            return False, f"image model {model!r}: checkpoint {cfg.path} does not exist"
+        return True, f"diffusers: {cfg.path}"
+    if cfg.backend == "a1111":
+        if not images.a1111.base_url:
+            return False, (f"image model {model!r} uses the a1111 backend but"
+                           " images.a1111.base_url is not set")
+        return True, f"a1111: {images.a1111.base_url}"
+    return True, "instant (test/benchmark backend: plain images, no model)"
+
+
+def build_backends(settings) -> dict[str, Backend]:
+    """One backend object per kind, shared by the models that use it."""
+    shared: dict[str, Backend] = {}
+    out: dict[str, Backend] = {}
+    for model, cfg in settings.images.models.items():
+        if not model_ready(settings, model)[0]:
+            continue
+        if cfg.backend not in shared:
+            if cfg.backend == "diffusers":
+                from minitoolai.images.backends.diffusers_backend import DiffusersBackend
+
+                shared[cfg.backend] = DiffusersBackend(settings.images)
+            elif cfg.backend == "a1111":
+                from minitoolai.images.backends.a1111 import A1111Backend
+
+                shared[cfg.backend] = A1111Backend(settings.images)
+            else:
+                from minitoolai.images.backends.instant import InstantBackend
+
+                shared[cfg.backend] = InstantBackend()
+        out[model] = shared[cfg.backend]
+    return out

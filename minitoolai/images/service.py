@@ -1,0 +1,183 @@
+"""The images service: submit (validate, hold, queue), job status, waiting for jobs, and
+the retention sweep. Set on the runtime as `runtime.images`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+
+from minitoolai.clock import as_utc, utcnow
+from minitoolai.errors import InvalidRequest, NotFound, ServiceUnavailable
+from minitoolai.images import queue
+from minitoolai.images.backends import model_ready
+from minitoolai.images.request import ImageRequest, parse_image_request
+from minitoolai.images.signatures import sign_job, signature_ok
+from minitoolai.ledger.holds import UsageRecord, release, reserve
+
+log = logging.getLogger(__name__)
+
+SEED_ENDPOINT = "/api/texttoimage"
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    jobid: int
+    signature: str
+
+
+class ImagesService:
+    def __init__(self, runtime, backends: dict, storage) -> None:
+        self.runtime = runtime
+        self.db = runtime.db
+        self.settings = runtime.settings.images
+        self.backends = backends
+        self.storage = storage
+        self.wake = asyncio.Event()  # set at submit: embedded workers start at once
+        self._changed = asyncio.Event()  # set when jobs finish: wakes waiters
+
+    # ---- availability ----
+    def is_available(self, model) -> bool:
+        model_id = getattr(model, "id", model)
+        return model_id in self.backends and self.backends[model_id].is_available(model_id)
+
+    def model_names(self) -> list[str]:
+        return [m.id for m in self.runtime.catalog.of_kind("image")]
+
+    # ---- submit ----
+    def parse(self, body) -> ImageRequest:
+        return parse_image_request(body, self.model_names())
+
+    async def submit(self, principal, req: ImageRequest, *, endpoint: str = SEED_ENDPOINT
+                     ) -> Ticket:
+        """Hold the price, queue the job, return its signed ticket."""
+        return (await self.submit_many(principal, [req], endpoint=endpoint))[0]
+
+    async def submit_many(self, principal, reqs: list[ImageRequest], *,
+                          endpoint: str = SEED_ENDPOINT) -> list[Ticket]:
+        """Hold every job's price first (all or none), then queue them together."""
+        for req in reqs:
+            if not self.is_available(req.model):
+                _, note = model_ready(self.runtime.settings, req.model)
+                raise ServiceUnavailable(note, param="model", code="model_not_installed")
+        if await queue.count_queued(self.db) + len(reqs) > self.settings.max_queued:
+            raise ServiceUnavailable(
+                f"the image queue is full ({self.settings.max_queued} jobs waiting);"
+                " try again shortly", code="queue_full", headers={"Retry-After": "10"})
+        rows = []
+        try:
+            for req in reqs:
+                price = self.runtime.catalog.get(req.model).image_nano
+                job_id = queue.new_job_id()
+                request_id = f"img_{job_id}"
+                await reserve(self.db, request_id=request_id, account_id=principal.account_id,
+                              key_id=principal.key_id, amount=price, kind="image",
+                              ttl_seconds=self.settings.hold_ttl_seconds)
+                rows.append({
+                    "id": job_id, "request_id": request_id,
+                    "account_id": principal.account_id, "key_id": principal.key_id,
+                    "endpoint": endpoint, "model": req.model, "prompt": req.prompt,
+                    "negative_prompt": req.negative_prompt, "scheduler": req.scheduler,
+                    "steps": req.steps, "cfg_scale": req.cfg_scale, "width": req.width,
+                    "height": req.height, "seed": req.seed, "price": price,
+                    "state": "queued", "attempts": 0, "created_at": utcnow(),
+                })
+            await queue.insert_jobs(self.db, rows)
+        except BaseException:
+            # no job exists: give the holds back now (the sweeper would, hours later)
+            for row in rows:
+                await asyncio.shield(release(self.db, row["request_id"], UsageRecord(
+                    endpoint=endpoint, model=row["model"], status="error")))
+            raise
+        self.wake.set()
+        return [Ticket(row["id"], sign_job(self.runtime.secret_key, row["id"])) for row in rows]
+
+    async def cancel_queued(self, job_ids: list[int], reason: str) -> None:
+        await queue.cancel_queued(self.db, job_ids, reason)
+
+    # ---- status ----
+    async def job_for_ticket(self, jobid, signature):
+        """The job row, or NotFound; a wrong signature is indistinguishable from no job."""
+        if isinstance(jobid, str) and jobid.strip().isdigit():
+            jobid = int(jobid.strip())
+        if isinstance(jobid, bool) or not isinstance(jobid, int):
+            raise InvalidRequest("jobid must be the integer returned at submit", param="jobid",
+                                 code="missing_field" if jobid is None else "invalid_value")
+        if not isinstance(signature, str) or not signature:
+            raise InvalidRequest("signature must be the string returned at submit",
+                                 param="signature",
+                                 code="missing_field" if signature is None else "invalid_value")
+        unknown = NotFound("no job with this jobid and signature", code="job_not_found")
+        if not 0 <= jobid <= queue.MAX_JOB_ID or not signature_ok(
+                self.runtime.secret_key, jobid, signature):
+            raise unknown
+        job = await queue.get_job(self.db, jobid)
+        if job is None:
+            raise unknown
+        return job
+
+    async def describe(self, job) -> dict:
+        """The jobs endpoint's answer for one job (the seed's shape, plus detail)."""
+        out: dict = {"status": job.state, "jobid": job.id}
+        if job.state == "queued":
+            position = await queue.queue_position(self.db, job)
+            out["position"] = position
+            out["message"] = f"queued: position {position} in the queue"
+        elif job.state == "processing":
+            out["message"] = f"processing (attempt {job.attempts} of"
+            out["message"] += f" {self.settings.max_attempts})"
+        elif job.state == "error":
+            out["message"] = job.error or "the job failed"
+        else:
+            expires_at = as_utc(job.expires_at)
+            if job.image_key is None or expires_at <= utcnow():
+                out.update(status="error", message=(
+                    f"the image expired at {expires_at.isoformat()} (images are kept"
+                    f" {self.settings.retention_hours:g} hours)"))
+            else:
+                out["image_url"] = await self.storage.url(job.image_key, expires_at)
+                out["message"] = "success"
+                out["expires_at"] = expires_at.isoformat()
+        return out
+
+    # ---- waiting (for /v1/images/generations) ----
+    def notify_done(self) -> None:
+        self._changed.set()
+
+    async def wait(self, job_ids: list[int], timeout: float) -> list:
+        """Wait until every job has finished; return their rows (in order)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._changed.clear()
+            rows = [await queue.get_job(self.db, job_id) for job_id in job_ids]
+            if all(row.state in ("success", "error") for row in rows):
+                return rows
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return rows
+            # workers in this process wake us; workers elsewhere are seen by polling
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), min(remaining, 0.25))
+
+    # ---- retention ----
+    async def sweep_files(self) -> int:
+        expired = await queue.expired_files(self.db)
+        for _, key in expired:
+            await self.storage.delete(key)
+        if expired:
+            await queue.forget_files(self.db, [job_id for job_id, _ in expired])
+        return len(expired)
+
+    async def run_retention(self) -> None:
+        while True:
+            try:
+                deleted = await self.sweep_files()
+                if deleted:
+                    log.info("deleted %d expired image(s)", deleted)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the sweep retries next round
+                log.exception("image retention sweep failed")
+            await asyncio.sleep(self.settings.retention_sweep_seconds)

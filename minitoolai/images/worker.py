@@ -1,0 +1,141 @@
+"""The worker: claim a batch of compatible jobs, run the backend, store the images, and
+complete the jobs (state change + charge in one transaction).
+
+Runs embedded in `serve` (asyncio tasks) or alone in `minitoolai worker` processes.
+While a batch runs, a heartbeat renews its lease; a worker that dies stops renewing and
+another worker's `recover` puts the jobs back in the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import timedelta
+
+from minitoolai.clock import utcnow
+from minitoolai.errors import UpstreamError, UpstreamTimeout
+from minitoolai.images import queue
+from minitoolai.images.storage import new_image_key
+
+log = logging.getLogger(__name__)
+
+# failures worth another attempt; anything else fails the job at once
+RETRYABLE = (UpstreamError, UpstreamTimeout, ConnectionError, TimeoutError)
+
+
+class Worker:
+    def __init__(self, db, settings, backends: dict, storage, *, name: str = "worker",
+                 wake: asyncio.Event | None = None, on_done=None) -> None:
+        self.db = db
+        self.settings = settings  # the ImagesSettings section
+        self.storage = storage
+        self.name = name
+        self.wake = wake
+        self.on_done = on_done  # called after jobs finish (wakes /v1 waiters)
+        # models grouped by backend object: one claim per group, with its batch size
+        groups: dict[int, tuple[object, list[str]]] = {}
+        for model, backend in backends.items():
+            groups.setdefault(id(backend), (backend, []))[1].append(model)
+        self.groups = list(groups.values())
+        self._next_recover = 0.0
+
+    async def run(self, *, burst: bool = False) -> None:
+        """Work until cancelled; burst: stop when the queue has nothing for us."""
+        while True:
+            try:
+                await self._maybe_recover()
+                worked = await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a database hiccup must not kill the worker loop
+                log.exception("%s: claiming or completing jobs failed", self.name)
+                worked = 0
+            if worked:
+                continue
+            if burst:
+                return
+            await self._idle()
+
+    async def _idle(self) -> None:
+        if self.wake is None:
+            await asyncio.sleep(self.settings.poll_interval_seconds)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wake.wait(), self.settings.poll_interval_seconds)
+        self.wake.clear()
+
+    async def _maybe_recover(self) -> None:
+        now = time.monotonic()
+        if now < self._next_recover:
+            return
+        self._next_recover = now + min(self.settings.lease_seconds / 2, 10.0)
+        changed = await queue.recover(
+            self.db, max_attempts=self.settings.max_attempts,
+            queue_timeout_seconds=self.settings.queue_timeout_seconds)
+        if changed:
+            log.warning("%s: recovered %d job(s) from stopped workers or a stale queue",
+                        self.name, changed)
+            if self.on_done:
+                self.on_done()
+
+    async def run_once(self) -> int:
+        """Claim and run at most one batch per backend; returns how many jobs ran."""
+        total = 0
+        for backend, models in self.groups:
+            token, jobs = await queue.claim(
+                self.db, models=models, max_batch=backend.max_batch,
+                lease_seconds=self.settings.lease_seconds,
+                hold_ttl_seconds=self.settings.hold_ttl_seconds)
+            if jobs:
+                await self._run_batch(backend, token, jobs)
+                total += len(jobs)
+        return total
+
+    async def _heartbeat(self, token: str) -> None:
+        interval = self.settings.lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await queue.renew(self.db, token, self.settings.lease_seconds)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the lease may still be renewed next time
+                log.exception("%s: renewing lease %s failed", self.name, token)
+
+    async def _run_batch(self, backend, token: str, jobs: list) -> None:
+        heartbeat = asyncio.create_task(self._heartbeat(token))
+        try:
+            try:
+                images = await backend.generate(jobs)
+                if len(images) != len(jobs):
+                    raise RuntimeError(f"backend returned {len(images)} images for"
+                                       f" {len(jobs)} jobs")
+                stored = []
+                for job, png in zip(jobs, images, strict=True):
+                    key = new_image_key()
+                    await self.storage.put(key, png)
+                    stored.append((job, key))
+            except asyncio.CancelledError:
+                raise  # shutting down: the lease lapses and the jobs run again elsewhere
+            except Exception as exc:
+                retry = isinstance(exc, RETRYABLE)
+                reason = f"image generation failed: {exc}" if str(exc) else (
+                    f"image generation failed: {type(exc).__name__}")
+                log.warning("%s: %d job(s) failed (%s)%s", self.name, len(jobs), reason,
+                            ", will retry" if retry else "")
+                await queue.fail(self.db, token, jobs, reason, retry=retry,
+                                 max_attempts=self.settings.max_attempts)
+                return
+            expires_at = utcnow() + timedelta(hours=self.settings.retention_hours)
+            won = set(await queue.complete(self.db, token, stored, expires_at))
+            for job, key in stored:
+                if job.id not in won:  # our lease lapsed and another worker took the job
+                    await self.storage.delete(key)
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            if self.on_done:
+                self.on_done()
