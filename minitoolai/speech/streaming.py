@@ -1,0 +1,124 @@
+"""Moving audio from an engine's thread to the client: a thread-to-loop bridge, and a
+response that settles the request's hold exactly once, however the stream ends."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import Future
+
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from minitoolai.speech.audio import Encoder
+
+log = logging.getLogger(__name__)
+
+_END = object()
+
+
+class LocalStream:
+    """Runs a local engine with an encoder in the engine's thread; iterate it on the loop.
+
+    Encoded chunks cross to the loop through an asyncio queue. Closing the iterator early
+    (client gone) makes the next engine callback answer False, which stops the engine.
+    """
+
+    def __init__(self, engine, text: str, voice: str, speed: float, fmt: str) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self.encoder = Encoder(fmt, engine.sample_rate(voice), engine.tempo(speed))
+        self._future: Future = engine.start(text, voice, speed, self._on_pcm)
+        self._future.add_done_callback(lambda _: self._post(_END))
+
+    def _post(self, item) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        except RuntimeError:  # the loop closed under us (shutdown): nobody is listening
+            self._stop.set()
+
+    def _on_pcm(self, pcm: bytes) -> bool:
+        # Runs in the engine's thread, possibly inside a C callback, where an exception
+        # would be printed and lost: keep it and stop the engine instead.
+        if self._stop.is_set():
+            return False
+        try:
+            data = self.encoder.feed(pcm)
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the loop side
+            self._error = exc
+            return False
+        if data:
+            self._post(data)
+        return True
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        finished = False
+        try:
+            while True:
+                item = await self._queue.get()
+                if item is _END:
+                    break
+                yield item
+            self._future.result()  # the engine's own exception, if any
+            if self._error is not None:
+                raise self._error
+            tail = self.encoder.finish()
+            finished = True
+            if tail:
+                yield tail
+        finally:
+            if not finished:
+                self._stop.set()
+                if not self._future.done():
+                    await asyncio.wrap_future(self._future)
+                self.encoder.close()
+
+
+Finish = Callable[[str], Awaitable[None]]
+
+
+class AudioResponse(StreamingResponse):
+    """Streams `first` then `rest`, then calls `finish(status)` once: "ok" when every byte
+    was sent, "cancelled" when the client went away, "error" when the source failed.
+    `finish` must close `rest` (it may be left mid-iteration). On success it runs before the
+    body's last (empty) message, so a client that has read the whole audio finds the
+    request settled."""
+
+    def __init__(self, first: bytes, rest: AsyncIterator[bytes], media_type: str,
+                 headers: dict[str, str], finish: Finish) -> None:
+        super().__init__(rest, media_type=media_type, headers=headers)
+        self._first = first
+        self._rest = rest
+        self._finish = finish
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        status = "error"
+        finished = False
+        try:
+            await send({"type": "http.response.start", "status": self.status_code,
+                        "headers": self.raw_headers})
+            if self._first:
+                await send({"type": "http.response.body", "body": self._first,
+                            "more_body": True})
+            async for chunk in self._rest:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            status = "ok"
+            finished = True
+            await self._finish(status)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except OSError:  # the client disconnected (ASGI 2.4 servers raise it from send)
+            status = "cancelled"
+        except asyncio.CancelledError:
+            status = "cancelled"
+            raise
+        except Exception:
+            # the headers are gone already: all we can do is cut the body short, and log
+            log.exception("speech stream failed after the response started")
+        finally:
+            if not finished:
+                # closes the source and settles, shielded from a second cancellation
+                await self._finish(status)
