@@ -1,7 +1,26 @@
-"""HTTP routes of dashboard."""
+"""HTTP routes of the dashboard: every page module's ROUTES, mounted as plain Starlette routes
+(each page parses its own form; none belongs in the API's OpenAPI schema)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
+from minitoolai.dashboard.views import (
+    admin_accounts,
+    admin_codes,
+    admin_platform,
+    apidocs,
+    auth,
+    home,
+    keys,
+    playground,
+    static,
+    usage,
+)
+
 router = APIRouter(redirect_slashes=False)
+
+for _module in (home, auth, keys, usage, playground, apidocs, admin_platform, admin_accounts,
+                admin_codes, static):
+    for _path, _endpoint, _methods in _module.ROUTES:
+        router.add_route(_path, _endpoint, methods=_methods, include_in_schema=False)

@@ -1,9 +1,71 @@
-"""Configuration of dashboard (filled in by the dashboard capability)."""
+"""Configuration of the web dashboard (`[dashboard]` in the TOML file,
+`MINITOOLAI_DASHBOARD__<KEY>` in the environment)."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from minitoolai.money import MoneyFormatError, parse_usd
+
+
+def _usd(value: str) -> str:
+    try:
+        parse_usd(value)
+    except MoneyFormatError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+class StripeSettings(BaseModel):
+    """Stripe Checkout top-ups: shown only when both keys are set."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    secret_key: str | None = None  # sk_live_... / sk_test_...
+    webhook_secret: str | None = None  # whsec_..., verifies the webhook's signature
+    api_base: str = "https://api.stripe.com"  # tests point this at a fake on loopback
+    currency: str = "usd"
+    amounts: list[str] = Field(default_factory=lambda: ["5", "10", "25", "50"])  # USD buttons
+    min_amount: str = "1"  # USD, for a custom amount
+    max_amount: str = "1000"
+    signature_tolerance_seconds: int = Field(300, ge=1)  # replayed signatures older than this fail
+    timeout_seconds: float = Field(20.0, gt=0)
+
+    @field_validator("min_amount", "max_amount")
+    @classmethod
+    def _limits(cls, value: str) -> str:
+        return _usd(value)
+
+    @field_validator("amounts")
+    @classmethod
+    def _amounts(cls, values: list[str]) -> list[str]:
+        for value in values:
+            _usd(value)
+        return values
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.secret_key and self.webhook_secret)
 
 
 class DashboardSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True  # False: no pages at `/` (the API keeps working)
+    signup: bool = True  # customers may create their own accounts
+    signup_credit: str = "0"  # USD given to a new account, as a top-up
+    session_days: float = Field(14, gt=0)  # a login lasts this long
+    # None: Secure cookies exactly when public_url is https; set True behind a TLS proxy
+    cookie_secure: bool | None = None
+    min_password_length: int = Field(8, ge=1)
+    login_failures_per_15min: int = Field(10, ge=1)  # per email and per client address
+    redeem_failures_per_15min: int = Field(10, ge=1)  # per account: no guessing codes
+    usage_page_size: int = Field(100, ge=10, le=1000)
+    chart_days: int = Field(30, ge=1, le=366)
+    playground_models: list[str] = Field(default_factory=list)  # empty: every available one
+    stripe: StripeSettings = Field(default_factory=StripeSettings)
+
+    @field_validator("signup_credit")
+    @classmethod
+    def _credit(cls, value: str) -> str:
+        return _usd(value)

@@ -1,0 +1,235 @@
+/* MiniToolAI dashboard: small progressive enhancements and the playground. Plain JS, no
+   build step. Every POST carries the session's CSRF token. */
+(function () {
+  "use strict";
+
+  function $(id) { return document.getElementById(id); }
+
+  // copy buttons: <button data-copy="input-id">
+  document.querySelectorAll("[data-copy]").forEach(function (btn) {
+    btn.addEventListener("click", function () {
+      var input = $(btn.getAttribute("data-copy"));
+      input.select();
+      var done = function () { btn.textContent = "Copied"; };
+      if (navigator.clipboard) { navigator.clipboard.writeText(input.value).then(done, done); }
+      else { document.execCommand("copy"); done(); }
+    });
+  });
+
+  // forms that ask first: <form data-confirm="...">
+  document.querySelectorAll("form[data-confirm]").forEach(function (form) {
+    form.addEventListener("submit", function (event) {
+      if (!window.confirm(form.getAttribute("data-confirm"))) { event.preventDefault(); }
+    });
+  });
+
+  // example tabs in the API docs: <button data-example="pre-id">
+  document.querySelectorAll(".tabs [data-example]").forEach(function (tab) {
+    tab.addEventListener("click", function () {
+      tab.parentNode.querySelectorAll("[data-example]").forEach(function (other) {
+        other.classList.toggle("on", other === tab);
+        $(other.getAttribute("data-example")).hidden = other !== tab;
+      });
+    });
+  });
+
+  var pg = $("pg");
+  if (!pg) { return; }
+  var csrf = pg.getAttribute("data-csrf");
+
+  document.querySelectorAll(".tabs [data-tab]").forEach(function (tab) {
+    tab.addEventListener("click", function () {
+      document.querySelectorAll(".tabs [data-tab]").forEach(function (other) {
+        var on = other === tab;
+        other.classList.toggle("on", on);
+        other.setAttribute("aria-selected", on ? "true" : "false");
+        $("tab-" + other.getAttribute("data-tab")).hidden = !on;
+      });
+    });
+  });
+
+  function post(url, body) {
+    return fetch(url, {
+      method: "POST", credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "Accept": "application/json",
+                 "X-CSRF-Token": csrf },
+      body: JSON.stringify(body)
+    });
+  }
+
+  function errorOf(response) {
+    return response.text().then(function (text) {
+      try {
+        var data = JSON.parse(text);
+        if (data.error && data.error.message) { return data.error.message; }
+        if (data.message) { return data.message; }
+      } catch (e) { /* not JSON: fall through to the status line */ }
+      return "HTTP " + response.status + " " + response.statusText;
+    });
+  }
+
+  function bubble(log, role, text) {
+    var div = document.createElement("div");
+    div.className = "msg " + role;
+    div.textContent = text;
+    log.appendChild(div);
+    log.scrollTop = log.scrollHeight;
+    return div;
+  }
+
+  // ---- chat ---------------------------------------------------------------------------
+  var chatForm = $("chat-form");
+  if (chatForm) {
+    var history = [];
+    var log = $("chat-log");
+    $("chat-clear").addEventListener("click", function () { history = []; log.textContent = ""; });
+    $("chat-input").addEventListener("keydown", function (event) {
+      if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) { chatForm.requestSubmit(); }
+    });
+    chatForm.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var input = $("chat-input");
+      var text = input.value.trim();
+      if (!text) { return; }
+      input.value = "";
+      history.push({ role: "user", content: text });
+      bubble(log, "user", text);
+      var out = bubble(log, "assistant", "");
+      var send = $("chat-send");
+      send.disabled = true;
+      $("chat-status").textContent = "Thinking…";
+      var messages = [];
+      var system = $("chat-system").value.trim();
+      if (system) { messages.push({ role: "developer", content: system }); }
+      var body = {
+        model: $("chat-model").value, messages: messages.concat(history), stream: true,
+        temperature: parseFloat($("chat-temperature").value || "1"),
+        max_completion_tokens: parseInt($("chat-max").value || "500", 10)
+      };
+      var answer = "";
+      var usage = null;
+      post("/playground/chat", body).then(function (response) {
+        if (!response.ok) { return errorOf(response).then(function (m) { throw new Error(m); }); }
+        var reader = response.body.getReader();
+        var decoder = new TextDecoder();
+        var buffer = "";
+        function handle(line) {
+          if (line.indexOf("data:") !== 0) { return; }
+          var data = line.slice(5).trim();
+          if (!data || data === "[DONE]") { return; }
+          var chunk = JSON.parse(data);
+          if (chunk.error) { throw new Error(chunk.error.message || "the stream failed"); }
+          if (chunk.choices && chunk.choices.length && chunk.choices[0].delta &&
+              chunk.choices[0].delta.content) {
+            answer += chunk.choices[0].delta.content;
+            out.textContent = answer;
+            log.scrollTop = log.scrollHeight;
+          }
+          if (chunk.usage) { usage = chunk.usage; }
+        }
+        function pump() {
+          return reader.read().then(function (step) {
+            if (step.done) { return; }
+            buffer += decoder.decode(step.value, { stream: true });
+            var lines = buffer.split("\n");
+            buffer = lines.pop();
+            lines.forEach(handle);
+            return pump();
+          });
+        }
+        return pump().then(function () { if (buffer) { handle(buffer); } });
+      }).then(function () {
+        history.push({ role: "assistant", content: answer });
+        if (usage) {
+          var meta = document.createElement("span");
+          meta.className = "meta";
+          meta.textContent = usage.prompt_tokens + " in / " + usage.completion_tokens +
+            " out tokens" + (usage.cost !== undefined ? " · $" + usage.cost : "");
+          out.appendChild(meta);
+        }
+        $("chat-status").textContent = "";
+      }).catch(function (error) {
+        history.pop();
+        out.className = "msg error";
+        out.textContent = error.message;
+        $("chat-status").textContent = "";
+      }).then(function () { send.disabled = false; });
+    });
+  }
+
+  // ---- image --------------------------------------------------------------------------
+  var imageForm = $("image-form");
+  if (imageForm) {
+    imageForm.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var status = $("image-status");
+      var result = $("image-result");
+      var send = $("image-send");
+      result.textContent = "";
+      send.disabled = true;
+      status.textContent = "Submitting…";
+      var body = {
+        model: $("image-model").value, prompt: $("image-prompt").value,
+        negativePrompt: $("image-negative").value || null,
+        steps: parseInt($("image-steps").value, 10),
+        width: parseInt($("image-width").value, 10), height: parseInt($("image-height").value, 10)
+      };
+      function fail(message) { status.textContent = ""; result.textContent = message; result.className = "image-result error-text"; send.disabled = false; }
+      post("/playground/image", body).then(function (response) {
+        if (!response.ok) { return errorOf(response).then(function (m) { throw new Error(m); }); }
+        return response.json();
+      }).then(function (ticket) {
+        var tries = 0;
+        function poll() {
+          fetch("/api/texttoimage/jobs/", {
+            method: "POST", headers: { "Content-Type": "application/json" },
+            body: JSON.stringify({ jobid: ticket.jobid, signature: ticket.signature })
+          }).then(function (r) { return r.json(); }).then(function (job) {
+            if (job.status === "success" && job.image_url) {
+              var img = document.createElement("img");
+              img.alt = body.prompt;
+              img.src = job.image_url;
+              result.className = "image-result";
+              result.appendChild(img);
+              status.textContent = "Done.";
+              send.disabled = false;
+            } else if (job.status === "error") {
+              fail(job.message || "the job failed");
+            } else {
+              status.textContent = job.message || job.status;
+              tries += 1;
+              setTimeout(poll, tries < 10 ? 700 : 2000);
+            }
+          }).catch(function (e) { fail(e.message); });
+        }
+        poll();
+      }).catch(function (error) { fail(error.message); });
+    });
+  }
+
+  // ---- speech -------------------------------------------------------------------------
+  var speechForm = $("speech-form");
+  if (speechForm) {
+    speechForm.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var status = $("speech-status");
+      var audio = $("speech-audio");
+      var send = $("speech-send");
+      send.disabled = true;
+      status.textContent = "Synthesising…";
+      var body = { model: $("speech-model").value, input: $("speech-input").value };
+      var voice = $("speech-voice");
+      if (voice) { body.voice = voice.value; }
+      post("/playground/speech", body).then(function (response) {
+        if (!response.ok) { return errorOf(response).then(function (m) { throw new Error(m); }); }
+        return response.blob();
+      }).then(function (blob) {
+        audio.src = URL.createObjectURL(blob);
+        audio.hidden = false;
+        status.textContent = "";
+        audio.play().catch(function () { /* autoplay refused: the controls are there */ });
+      }).catch(function (error) { status.textContent = error.message; })
+        .then(function () { send.disabled = false; });
+    });
+  }
+})();

@@ -1,0 +1,63 @@
+"""The dashboard's tables: login sessions, redemption codes, Stripe checkouts, playground keys.
+
+Declared on the core's `metadata`; created by the migration on the `dashboard` Alembic branch
+(db/migrations/versions/dashboard_0001_tables.py), which must be kept in step with this file.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, DateTime, ForeignKey, Index, Integer, String, Table
+
+from minitoolai.db.tables import metadata
+
+# A session id is a 256-bit random cookie value; only its SHA-256 is stored, so a leaked
+# database (or backup) cannot be replayed as logins.
+dashboard_sessions = Table(
+    "dashboard_sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Index("ix_dashboard_sessions_account_id", "account_id"),
+)
+
+# Single-use top-up codes made by the operator. `code` is the canonical form (upper case,
+# no separators); used_by/used_at are set exactly once, by a conditional UPDATE.
+redemption_codes = Table(
+    "redemption_codes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("code", String(64), nullable=False, unique=True),
+    Column("amount", BigInteger, nullable=False),  # nanodollars
+    Column("batch", String(200), nullable=False, server_default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", Integer, ForeignKey("accounts.id"), nullable=True),
+    Column("used_by", Integer, ForeignKey("accounts.id"), nullable=True),
+    Column("used_at", DateTime(timezone=True), nullable=True),
+)
+
+# Stripe Checkout sessions we opened: the webhook credits only sessions found here, with the
+# amount recorded here, once (status moves to 'paid' in the same transaction as the credit).
+stripe_checkouts = Table(
+    "stripe_checkouts",
+    metadata,
+    Column("id", String(255), primary_key=True),  # Stripe's cs_... id
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("amount", BigInteger, nullable=False),  # nanodollars credited when paid
+    Column("amount_cents", Integer, nullable=False),  # what Stripe charges
+    Column("status", String(16), nullable=False),  # open | paid
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("paid_at", DateTime(timezone=True), nullable=True),
+    Index("ix_stripe_checkouts_account_id", "account_id"),
+)
+
+# The API key the playground charges its calls to, one per account (its secret is never
+# needed: the playground calls the services in-process with the key's Principal).
+playground_keys = Table(
+    "dashboard_playground_keys",
+    metadata,
+    Column("account_id", Integer, ForeignKey("accounts.id"), primary_key=True),
+    Column("key_id", String(32), nullable=False),
+)

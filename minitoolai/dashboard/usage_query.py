@@ -1,0 +1,151 @@
+"""Reading the usage table for the dashboard: filtered pages, CSV rows, daily spend per model.
+
+Every query takes the account id from the caller's session (or None for the operator's
+all-accounts views): a customer's filters can narrow their own rows, never widen them.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+from sqlalchemy import func, select
+
+from minitoolai.clock import utcnow
+from minitoolai.db.engine import Database
+from minitoolai.db.tables import ledger_entries, usage
+
+
+@dataclass(frozen=True, slots=True)
+class UsageFilter:
+    start: date | None = None  # inclusive, UTC days
+    end: date | None = None  # inclusive
+    model: str | None = None
+
+    @classmethod
+    def parse(cls, start: str | None, end: str | None, model: str | None) -> UsageFilter:
+        """From query parameters; a malformed date is ignored rather than an error page."""
+        return cls(_date(start), _date(end), (model or "").strip() or None)
+
+    def apply(self, query, account_id: int | None):
+        if account_id is not None:
+            query = query.where(usage.c.account_id == account_id)
+        if self.start:
+            query = query.where(usage.c.created_at >= _midnight(self.start))
+        if self.end:
+            query = query.where(usage.c.created_at < _midnight(self.end + timedelta(days=1)))
+        if self.model:
+            query = query.where(usage.c.model == self.model)
+        return query
+
+    def as_params(self) -> dict[str, str]:
+        out = {}
+        if self.start:
+            out["start"] = self.start.isoformat()
+        if self.end:
+            out["end"] = self.end.isoformat()
+        if self.model:
+            out["model"] = self.model
+        return out
+
+
+def _date(text: str | None) -> date | None:
+    try:
+        return date.fromisoformat(text.strip()) if text and text.strip() else None
+    except ValueError:
+        return None
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, datetime.min.time(), tzinfo=UTC)
+
+
+async def usage_page(db: Database, account_id: int | None, flt: UsageFilter, *,
+                     limit: int, before_id: int | None = None) -> list:
+    """Newest first, `limit` rows, older than `before_id` when paging."""
+    query = flt.apply(select(usage), account_id).order_by(usage.c.id.desc()).limit(limit)
+    if before_id is not None:
+        query = query.where(usage.c.id < before_id)
+    async with db.read() as conn:
+        return (await conn.execute(query)).all()
+
+
+async def usage_totals(db: Database, account_id: int | None, flt: UsageFilter) -> tuple[int, int]:
+    """(requests, cost in nanodollars) matching the filter."""
+    query = flt.apply(select(func.count(), func.coalesce(func.sum(usage.c.cost), 0))
+                      .select_from(usage), account_id)
+    async with db.read() as conn:
+        row = (await conn.execute(query)).one()
+    return int(row[0]), int(row[1])
+
+
+async def usage_models(db: Database, account_id: int | None) -> list[str]:
+    query = select(usage.c.model).distinct().order_by(usage.c.model)
+    if account_id is not None:
+        query = query.where(usage.c.account_id == account_id)
+    async with db.read() as conn:
+        return [r[0] for r in (await conn.execute(query)).all()]
+
+
+async def usage_rows_for_csv(db: Database, account_id: int | None, flt: UsageFilter,
+                             limit: int = 1_000_000) -> list:
+    query = flt.apply(select(usage), account_id).order_by(usage.c.id).limit(limit)
+    async with db.read() as conn:
+        return (await conn.execute(query)).all()
+
+
+def _day_column(db: Database, column):
+    # SQLite stores UTC datetimes as text; PostgreSQL's timestamptz needs its UTC day
+    if db.is_sqlite:
+        return func.date(column)
+    return func.date(func.timezone("UTC", column))
+
+
+def _as_date(value) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
+
+
+async def daily_spend(db: Database, account_id: int | None, days: int,
+                      today: date | None = None) -> tuple[list[date], dict[str, list[int]]]:
+    """The last `days` UTC days and, per model, the spend of each day (nanodollars)."""
+    today = today or utcnow().date()
+    first = today - timedelta(days=days - 1)
+    day = _day_column(db, usage.c.created_at).label("day")
+    query = (select(day, usage.c.model, func.sum(usage.c.cost))
+             .where(usage.c.created_at >= _midnight(first), usage.c.cost > 0)
+             .group_by(day, usage.c.model))
+    if account_id is not None:
+        query = query.where(usage.c.account_id == account_id)
+    async with db.read() as conn:
+        rows = (await conn.execute(query)).all()
+    dates = [first + timedelta(days=i) for i in range(days)]
+    index = {d: i for i, d in enumerate(dates)}
+    series: dict[str, list[int]] = defaultdict(lambda: [0] * days)
+    for raw_day, model, total in rows:
+        i = index.get(_as_date(raw_day))
+        if i is not None:
+            series[model][i] += int(total)
+    return dates, dict(sorted(series.items(), key=lambda kv: -sum(kv[1])))
+
+
+async def daily_credits(db: Database, days: int,
+                        today: date | None = None) -> tuple[list[date], dict[str, list[int]]]:
+    """Money in per UTC day, by kind (top-up, redeem, adjustment): the operator's revenue."""
+    today = today or utcnow().date()
+    first = today - timedelta(days=days - 1)
+    day = _day_column(db, ledger_entries.c.created_at).label("day")
+    query = (select(day, ledger_entries.c.kind, func.sum(ledger_entries.c.amount))
+             .where(ledger_entries.c.created_at >= _midnight(first),
+                    ledger_entries.c.kind.in_(("topup", "redeem")))
+             .group_by(day, ledger_entries.c.kind))
+    async with db.read() as conn:
+        rows = (await conn.execute(query)).all()
+    dates = [first + timedelta(days=i) for i in range(days)]
+    index = {d: i for i, d in enumerate(dates)}
+    series: dict[str, list[int]] = defaultdict(lambda: [0] * days)
+    for raw_day, kind, total in rows:
+        i = index.get(_as_date(raw_day))
+        if i is not None:
+            series[kind][i] += int(total)
+    return dates, dict(series)

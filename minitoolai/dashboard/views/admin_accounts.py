@@ -1,0 +1,77 @@
+"""Operator pages: search accounts; one account's balance, keys and usage; credit
+adjustments with a reason (a ledger entry); disable and enable."""
+
+from __future__ import annotations
+
+from starlette.responses import Response
+
+from minitoolai.accounts.store import get_account, list_accounts, list_keys, set_account_flags
+from minitoolai.dashboard.sessions import end_all_sessions
+from minitoolai.dashboard.views.usage import render_usage
+from minitoolai.dashboard.web import Ctx, page
+from minitoolai.errors import InvalidRequest, NotFound
+from minitoolai.ledger.credits import add_credit
+from minitoolai.money import MoneyFormatError, format_usd, parse_usd
+
+
+def _account_id(ctx: Ctx) -> int:
+    text = ctx.request.path_params["account_id"]
+    if not text.isdigit():
+        raise NotFound(f"no account with id {text}")
+    return int(text)
+
+
+async def accounts_page(ctx: Ctx) -> Response:
+    search = ctx.query("q").strip()[:200]
+    rows = await list_accounts(ctx.db, search or None, limit=500)
+    return ctx.render("admin/accounts.html", accounts=rows, q=search)
+
+
+async def account_page(ctx: Ctx) -> Response:
+    account = await get_account(ctx.db, _account_id(ctx))
+    keys = await list_keys(ctx.db, account.id)
+    return await render_usage(ctx, account.id, "admin/account.html", account=account, keys=keys,
+                              show_csv=False)
+
+
+async def adjust(ctx: Ctx) -> Response:
+    account_id = _account_id(ctx)
+    reason = ctx.form.get("reason", "").strip()[:500]
+    url = f"/admin/accounts/{account_id}"
+    if not reason:
+        return ctx.redirect(url, "Give a reason for the adjustment: it goes in the ledger.")
+    try:
+        amount = parse_usd(ctx.form.get("amount", ""))
+    except MoneyFormatError as exc:
+        return ctx.redirect(url, f"Not an amount: {exc}.")
+    try:
+        balance = await add_credit(ctx.db, account_id, amount, kind="adjustment",
+                                   note=f"{reason} (by {ctx.account.email})")
+    except InvalidRequest as exc:
+        return ctx.redirect(url, f"Not adjusted: {exc.message}.")
+    sign = "+" if amount > 0 else "-"
+    return ctx.redirect(url, f"Adjusted by {sign}${format_usd(abs(amount))}; balance "
+                             f"${format_usd(balance)}.")
+
+
+async def set_disabled(ctx: Ctx) -> Response:
+    account_id = _account_id(ctx)
+    disable = ctx.form.get("disabled") == "1"
+    if disable and account_id == ctx.account.id:
+        return ctx.redirect(f"/admin/accounts/{account_id}", "You cannot disable yourself.")
+    await set_account_flags(ctx.db, account_id, disabled=disable)
+    if disable:
+        # keys stop at once in this process (others within the auth cache's seconds), and
+        # the dashboard sessions go too
+        ctx.runtime.auth.forget_account(account_id)
+        await end_all_sessions(ctx.db, account_id)
+    return ctx.redirect(f"/admin/accounts/{account_id}",
+                        "Account disabled." if disable else "Account enabled.")
+
+
+ROUTES = [
+    ("/admin/accounts", page(accounts_page, admin=True), ["GET"]),
+    ("/admin/accounts/{account_id}", page(account_page, admin=True), ["GET"]),
+    ("/admin/accounts/{account_id}/credit", page(adjust, admin=True), ["POST"]),
+    ("/admin/accounts/{account_id}/disabled", page(set_disabled, admin=True), ["POST"]),
+]

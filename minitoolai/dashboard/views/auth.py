@@ -1,0 +1,126 @@
+"""Sign up, log in, log out."""
+
+from __future__ import annotations
+
+
+from starlette.responses import Response
+
+from minitoolai.accounts.store import create_account
+from minitoolai.dashboard.passwords import check_login, set_password
+from minitoolai.dashboard.sessions import (
+    ANON_CSRF_COOKIE,
+    SESSION_COOKIE,
+    create_session,
+    end_session,
+)
+from minitoolai.dashboard.web import Ctx, page
+from minitoolai.errors import InvalidRequest
+from minitoolai.ledger.credits import add_credit
+from minitoolai.money import parse_usd
+
+MAX_PASSWORD = 1024  # argon2 takes any length; this only bounds the work per attempt
+
+
+def _safe_next(target: str | None) -> str:
+    """Only same-site paths: never let ?next= send a user to another site."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target
+
+
+def _client(ctx: Ctx) -> str:
+    return ctx.request.client.host if ctx.request.client else "unknown"
+
+
+async def _logged_in(ctx: Ctx, account_id: int, target: str) -> Response:
+    token, _ = await create_session(ctx.db, account_id, ctx.service.config.session_days)
+    response = ctx.redirect(_safe_next(target))
+    response.set_cookie(SESSION_COOKIE, token, path="/", httponly=True, samesite="lax",
+                        secure=ctx.service.cookie_secure,
+                        max_age=int(ctx.service.config.session_days * 86400))
+    response.delete_cookie(ANON_CSRF_COOKIE, path="/")
+    return response
+
+
+async def login_form(ctx: Ctx) -> Response:
+    if ctx.session is not None:
+        return ctx.redirect("/")
+    return ctx.render("login.html", next=_safe_next(ctx.query("next")), email="")
+
+
+async def login(ctx: Ctx) -> Response:
+    email = ctx.form.get("email", "").strip().lower()[:320]
+    password = ctx.form.get("password", "")[:MAX_PASSWORD]
+    target = _safe_next(ctx.form.get("next"))
+    keys = ("email:" + email, "ip:" + _client(ctx))
+    throttle = ctx.service.login_throttle
+    if throttle.blocked(*keys):
+        return ctx.render("login.html", status_code=429, next=target, email=email,
+                          error="Too many failed attempts. Wait 15 minutes and try again.")
+    account = await check_login(ctx.db, email, password)
+    if account is None:
+        throttle.fail(*keys)
+        return ctx.render("login.html", status_code=401, next=target, email=email,
+                          error="Wrong email or password.")
+    if account.disabled:
+        return ctx.render("login.html", status_code=403, next=target, email=email,
+                          error="This account is disabled. Contact the operator.")
+    throttle.reset("email:" + email)
+    return await _logged_in(ctx, account.id, target)
+
+
+async def signup_form(ctx: Ctx) -> Response:
+    if ctx.session is not None:
+        return ctx.redirect("/")
+    if not ctx.service.config.signup:
+        return ctx.render("error.html", status_code=403, status=403,
+                          message="Sign-up is closed. Ask the operator for an account.")
+    return ctx.render("signup.html", email="", name="")
+
+
+async def signup(ctx: Ctx) -> Response:
+    config = ctx.service.config
+    if not config.signup:
+        return ctx.render("error.html", status_code=403, status=403,
+                          message="Sign-up is closed. Ask the operator for an account.")
+    email = ctx.form.get("email", "").strip()[:320]
+    name = ctx.form.get("name", "").strip()[:200]
+    password = ctx.form.get("password", "")
+    error = None
+    if len(password) < config.min_password_length:
+        error = f"Choose a password of at least {config.min_password_length} characters."
+    elif len(password) > MAX_PASSWORD:
+        error = f"Choose a password of at most {MAX_PASSWORD} characters."
+    elif password != ctx.form.get("password2", ""):
+        error = "The two passwords differ."
+    if error is None:
+        try:
+            account = await create_account(ctx.db, email, name)
+        except InvalidRequest as exc:
+            # same words whether the email is malformed or taken would hide nothing here:
+            # the sign-up form has to say why it failed
+            error = exc.message
+    if error is not None:
+        return ctx.render("signup.html", status_code=400, email=email, name=name, error=error)
+    await set_password(ctx.db, account.id, password)
+    credit = parse_usd(config.signup_credit)
+    if credit:
+        await add_credit(ctx.db, account.id, credit, kind="topup", note="sign-up credit",
+                         reference=f"signup:{account.id}")
+    return await _logged_in(ctx, account.id, "/")
+
+
+async def logout(ctx: Ctx) -> Response:
+    await end_session(ctx.db, ctx.request.cookies.get(SESSION_COOKIE))
+    response = ctx.redirect("/login", "You are logged out.")
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+ROUTES = [
+    ("/login", page(login_form, login=False), ["GET"]),
+    ("/login", page(login, login=False), ["POST"]),
+    ("/signup", page(signup_form, login=False), ["GET"]),
+    ("/signup", page(signup, login=False), ["POST"]),
+    ("/logout", page(logout), ["POST"]),
+]

@@ -1,0 +1,90 @@
+"""The playground: chat streamed into the page, an image job watched until its picture
+shows, speech played in the page. Each call goes in-process to the capability's service with
+the account's playground key, so it is held, charged, limited and listed like any API call.
+
+The page's script posts JSON with the session's CSRF token in `X-CSRF-Token`; errors come
+back in the API's own envelope (status and message), which the script shows.
+"""
+
+from __future__ import annotations
+
+from starlette.responses import Response
+
+from minitoolai.core_routes import is_available
+from minitoolai.dashboard.playground_key import playground_principal
+from minitoolai.dashboard.web import Ctx, page, security_headers
+from minitoolai.errors import InvalidRequest, ServiceUnavailable
+from minitoolai.http import json_response, read_json
+
+CHAT_ENDPOINT = "/api/chat-completions"
+IMAGE_ENDPOINT = "/api/texttoimage"
+SPEECH_ENDPOINT = "/api/texttospeech"
+
+
+def _models(ctx: Ctx, kind: str) -> list[str]:
+    wanted = set(ctx.service.config.playground_models)
+    return [m.id for m in ctx.runtime.catalog.of_kind(kind)
+            if is_available(ctx.runtime, m) and (not wanted or m.id in wanted)]
+
+
+async def playground(ctx: Ctx) -> Response:
+    images = ctx.runtime.images
+    voices = []
+    speech = ctx.runtime.speech
+    if speech is not None and hasattr(speech, "voice_names"):
+        voices = list(speech.voice_names())
+    return ctx.render("playground.html", chat_models=_models(ctx, "chat"),
+                      image_models=_models(ctx, "image") if images is not None else [],
+                      speech_models=_models(ctx, "speech") if speech is not None else [],
+                      voices=voices, images_on=images is not None, speech_on=speech is not None)
+
+
+async def _body(ctx: Ctx) -> dict:
+    body = await read_json(ctx.request)
+    if not isinstance(body, dict):
+        raise InvalidRequest("the request body must be a JSON object")
+    return body
+
+
+def _api(response: Response) -> Response:
+    security_headers(response)
+    return response
+
+
+async def chat(ctx: Ctx) -> Response:
+    if ctx.runtime.chat is None:
+        raise ServiceUnavailable("chat is not running on this server")
+    body = await _body(ctx)
+    body["stream"] = True  # the page always reads a stream
+    principal = await playground_principal(ctx.db, ctx.account.id)
+    return _api(await ctx.runtime.chat.respond(principal, body, endpoint=CHAT_ENDPOINT,
+                                               openai_style=False))
+
+
+async def image(ctx: Ctx) -> Response:
+    service = ctx.runtime.images
+    if service is None:
+        raise ServiceUnavailable("image generation is not running on this server")
+    req = service.parse(await _body(ctx))
+    principal = await playground_principal(ctx.db, ctx.account.id)
+    ticket = await service.submit(principal, req, endpoint=IMAGE_ENDPOINT)
+    # the page then polls the public jobs endpoint with this ticket, like any client
+    return _api(json_response({"status": "success", "jobid": ticket.jobid,
+                               "signature": ticket.signature}))
+
+
+async def speech(ctx: Ctx) -> Response:
+    service = ctx.runtime.speech
+    if service is None or not hasattr(service, "respond"):
+        raise ServiceUnavailable("text-to-speech is not running on this server")
+    body = await _body(ctx)
+    principal = await playground_principal(ctx.db, ctx.account.id)
+    return _api(await service.respond(principal, body, endpoint=SPEECH_ENDPOINT))
+
+
+ROUTES = [
+    ("/playground", page(playground), ["GET"]),
+    ("/playground/chat", page(chat), ["POST"]),
+    ("/playground/image", page(image), ["POST"]),
+    ("/playground/speech", page(speech), ["POST"]),
+]
