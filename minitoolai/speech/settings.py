@@ -10,7 +10,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from minitoolai.money import MoneyFormatError, per_unit_nano
+
+
+
+def _price(value: str) -> str:
+    """A price per 1M characters must be a whole number of nanodollars per character."""
+    try:
+        per_unit_nano(value)
+    except MoneyFormatError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
 
 AudioFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
 
@@ -31,6 +44,8 @@ class UpstreamSpeechModel(BaseModel):
     voices: list[str] = Field(default_factory=lambda: list(TTS1_VOICES))
     instructions: bool = False  # whether the model takes `instructions` (gpt-4o-mini-tts)
     enabled: bool = True
+
+    _check_price = field_validator("price")(_price)
 
 
 def _default_upstream_models() -> list[UpstreamSpeechModel]:
@@ -90,6 +105,8 @@ class SpeechSettings(BaseModel):
     piper_price: str = "2.00"
     piper_voices: list[PiperVoiceSettings] = Field(default_factory=list)
     piper_threads: int = Field(1, ge=1)  # syntheses run at once
+
+    _check_prices = field_validator("espeak_price", "piper_price")(_price)
 
     # ---- OpenAI-compatible upstreams ------------------------------------------------------
     upstream_models: list[UpstreamSpeechModel] = Field(default_factory=_default_upstream_models)
