@@ -39,7 +39,7 @@ class Settings(BaseModel):
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     rate_limit_per_minute: int = Field(600, ge=0)  # per API key; 0 disables
     rate_limit_burst: int = Field(100, ge=1)
-    hold_ttl_seconds: int = Field(900, ge=10)  # a hold older than this belongs to a dead process
+    hold_ttl_seconds: int = Field(900, ge=1)  # a hold older than this belongs to a dead process
     sweep_interval_seconds: float = Field(30.0, gt=0)
     auth_cache_seconds: float = Field(2.0, ge=0)  # how long a key lookup is trusted in-process
     demo_account: bool = True  # `serve` creates a demo account and key on first run

@@ -69,7 +69,7 @@ class FakeOpenAI:
         asyncio.set_event_loop(self._loop)
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self.chat)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         self._loop.run_until_complete(self._runner.setup())
         site = web.TCPSite(self._runner, "127.0.0.1", self.port, backlog=1024)
         self._loop.run_until_complete(site.start())
@@ -104,7 +104,7 @@ class FakeOpenAI:
             return web.json_response({"error": {"message": f"fake failure {code}",
                                                 "type": "server_error"}}, status=code)
         if "hang" in directives:
-            await asyncio.sleep(3600)
+            await asyncio.sleep(30)
         chunks = int(directives.get("chunks") or self.default_chunks)
         prompt_tokens = count_prompt_tokens(messages)
         chat_id = "chatcmpl-fake" + str(len(self.requests))
