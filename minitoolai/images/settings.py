@@ -39,7 +39,8 @@ class A1111Settings(BaseModel):
     username: str | None = None  # --api-auth credentials, when the server asks for them
     password: str | None = None
     timeout_seconds: float = Field(600.0, gt=0)
-    max_batch: int = Field(4, ge=1)
+    # jobs per claim, sent as concurrent requests: the txt2img API takes one prompt per call
+    max_batch: int = Field(1, ge=1)
     # A1111 1.9+/Forge take `scheduler` separately ("Karras"); older ones want it in the name
     separate_scheduler: bool = True
 

@@ -41,7 +41,7 @@ def build_backends(settings) -> dict[str, Backend]:
             if cfg.backend == "diffusers":
                 from minitoolai.images.backends.diffusers_backend import DiffusersBackend
 
-                shared[cfg.backend] = DiffusersBackend(settings.images)
+                shared[cfg.backend] = DiffusersBackend(settings)
             elif cfg.backend == "a1111":
                 from minitoolai.images.backends.a1111 import A1111Backend
 
