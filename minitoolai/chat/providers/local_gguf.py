@@ -1,0 +1,242 @@
+"""A chat provider that runs a GGUF model inside the server, through llama.cpp.
+
+The model loads once (`start`, in a thread) and stays in memory. Each request is formatted
+with the model's own chat template and tokenized with its own tokenizer on the way in (so
+errors come before the first byte), then waits its turn in the model's fair queue
+(local_queue.py). Tokens become SSE events on the worker thread, pre-rendered from a
+per-request byte prefix so the hot path is one small JSON string encode per token; the
+stream ends exactly like OpenAI's: a chunk with finish_reason, the usage chunk with
+`"choices": []`, then `[DONE]`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import orjson
+
+from minitoolai.catalog import Model
+from minitoolai.chat.local_models import problem
+from minitoolai.chat.providers.base import ChatRequest, Usage
+from minitoolai.chat.providers.local_engine import Engine, Outcome, Prepared, sampling_of
+from minitoolai.chat.providers.local_queue import Channel, Job, LocalQueue
+from minitoolai.chat.settings import LocalModelSettings
+from minitoolai.errors import ConfigError, ServiceUnavailable, UpstreamError
+
+DONE = b"data: [DONE]\n\n"
+# above this many characters of messages, templating and tokenizing go to a thread so one
+# huge prompt cannot stall the event loop for everybody
+INLINE_PREPARE_CHARS = 16_384
+
+
+def usage_object(outcome: Outcome) -> dict[str, Any]:
+    return {
+        "prompt_tokens": outcome.prompt_tokens,
+        "completion_tokens": outcome.completion_tokens,
+        "total_tokens": outcome.prompt_tokens + outcome.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
+                                      "accepted_prediction_tokens": 0,
+                                      "rejected_prediction_tokens": 0},
+    }
+
+
+class ChunkRenderer:
+    """Renders one request's `chat.completion.chunk` events from a fixed byte prefix."""
+
+    def __init__(self, request_id: str, model: str, fingerprint: str) -> None:
+        self.created = int(time.time())
+        self._common = (b'{"id":' + orjson.dumps(request_id)
+                        + b',"object":"chat.completion.chunk","created":'
+                        + str(self.created).encode() + b',"model":' + orjson.dumps(model)
+                        + b',"service_tier":"default","system_fingerprint":'
+                        + orjson.dumps(fingerprint) + b',"choices":')
+        self._head = b"data: " + self._common + b'[{"index":0,"delta":{'
+        self._started = False
+
+    def content(self, text: str) -> bytes:
+        if self._started:
+            delta = b'"content":' + orjson.dumps(text)
+        else:  # like OpenAI, the first delta names the role
+            self._started = True
+            delta = b'"role":"assistant","content":' + orjson.dumps(text)
+        return (self._head + delta
+                + b'},"logprobs":null,"finish_reason":null}],"usage":null}\n\n')
+
+    def finish(self, reason: str) -> bytes:
+        opening = b"" if self._started else self.content("")
+        return (opening + self._head + b'},"logprobs":null,"finish_reason":'
+                + orjson.dumps(reason) + b'}],"usage":null}\n\n')
+
+    def usage(self, usage: dict[str, Any]) -> bytes:
+        return b"data: " + self._common + b'[],"usage":' + orjson.dumps(usage) + b"}\n\n"
+
+
+class LocalStream:
+    """A queued or running generation, iterated as SSE bytes."""
+
+    def __init__(self, job: Job, renderer: ChunkRenderer, name: str) -> None:
+        self._job = job
+        self._renderer = renderer
+        self._name = name
+        self.usage: Usage | None = None
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[bytes]:
+        try:
+            while True:
+                batch: list[bytes] = []
+                for kind, value in await self._job.channel.get_all():
+                    if kind == "text":
+                        batch.append(value)
+                        continue
+                    if kind == "error":
+                        if batch:
+                            yield b"".join(batch)
+                        raise _as_api_error(self._name, value)
+                    outcome: Outcome = value
+                    if outcome.cancelled:
+                        if batch:
+                            yield b"".join(batch)
+                        raise ServiceUnavailable(f"the local model {self._name!r} stopped"
+                                                 " this generation (server shutting down)")
+                    batch.append(self._renderer.finish(outcome.finish_reason))
+                    yield b"".join(batch)
+                    raw = usage_object(outcome)
+                    self.usage = Usage(outcome.prompt_tokens, outcome.completion_tokens, raw=raw)
+                    yield self._renderer.usage(raw)
+                    yield DONE
+                    return
+                if batch:
+                    yield b"".join(batch)
+        finally:
+            # the reader stopped (client gone, gateway closed us) or we are done: either way
+            # the model must not go on generating for nobody
+            self._job.cancel()
+
+    async def aclose(self) -> None:
+        self._job.cancel()
+
+
+def _as_api_error(name: str, exc: BaseException) -> Exception:
+    if isinstance(exc, ServiceUnavailable | UpstreamError):
+        return exc
+    return UpstreamError(f"the local model {name!r} failed: {exc}", code="local_model_failed")
+
+
+class LocalGGUFProvider:
+    """ChatProvider for one GGUF model served in-process."""
+
+    def __init__(self, cfg: LocalModelSettings) -> None:
+        self.cfg = cfg
+        self.name = f"local:{cfg.id}"
+        self.engine = Engine(cfg)
+        self._queue: LocalQueue | None = None
+        self._starting: asyncio.Lock | None = None
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Load the model (once, in a thread) and start its worker."""
+        if self._starting is None:
+            self._starting = asyncio.Lock()
+        async with self._starting:
+            if self._queue is not None:
+                return
+            reason = problem(self.cfg)
+            if reason:
+                raise ConfigError(reason)
+            await asyncio.to_thread(self.engine.load)
+            queue = LocalQueue(self.engine, self.name, self.cfg.queue_size)
+            queue.start()
+            self._queue = queue
+
+    async def aclose(self) -> None:
+        queue, self._queue = self._queue, None
+        if queue is not None:
+            await asyncio.to_thread(queue.close)
+        await asyncio.to_thread(self.engine.close)
+
+    def is_available(self, model: Model | None = None) -> bool:
+        return self._queue is not None and not self._queue.closed
+
+    @property
+    def waiting(self) -> int:
+        """How many requests wait for the model now (not counting the running one)."""
+        return 0 if self._queue is None else self._queue.waiting
+
+    # ---- requests ----------------------------------------------------------------------------
+    async def _prepare(self, request: ChatRequest) -> Prepared:
+        if not self.is_available():
+            raise ServiceUnavailable(f"the local model {self.cfg.id!r} is not loaded",
+                                     code="model_unavailable")
+        sampling = sampling_of(request.temperature, request.extra)
+        size = sum(len(str(m.get("content") or "")) for m in request.messages)
+        args = (request.messages, request.max_completion_tokens, sampling)
+        if size > INLINE_PREPARE_CHARS:
+            return await asyncio.to_thread(self.engine.prepare, *args)
+        return self.engine.prepare(*args)
+
+    def _submit(self, prepared: Prepared, render: Callable[[str], Any]) -> Job:
+        job = Job(prepared, Channel(asyncio.get_running_loop()), render)
+        queue = self._queue
+        if queue is None:
+            raise ServiceUnavailable(f"the local model {self.cfg.id!r} is not loaded",
+                                     code="model_unavailable")
+        queue.submit(job)
+        return job
+
+    async def open_stream(self, request: ChatRequest) -> LocalStream:
+        prepared = await self._prepare(request)
+        renderer = ChunkRenderer(request.request_id, request.model.id, self.engine.fingerprint)
+        job = self._submit(prepared, renderer.content)
+        return LocalStream(job, renderer, self.name)
+
+    async def complete(self, request: ChatRequest) -> tuple[dict[str, Any], Usage]:
+        prepared = await self._prepare(request)
+        created = int(time.time())
+        job = self._submit(prepared, _identity)
+        pieces: list[str] = []
+        try:
+            while True:
+                for kind, value in await job.channel.get_all():
+                    if kind == "text":
+                        pieces.append(value)
+                    elif kind == "error":
+                        raise _as_api_error(self.name, value)
+                    elif value.cancelled:
+                        raise ServiceUnavailable(f"the local model {self.name!r} stopped this"
+                                                 " generation (server shutting down)")
+                    else:
+                        return self._completion(request, created, "".join(pieces), value)
+        finally:
+            job.cancel()  # a no-op when finished; stops the model if our caller went away
+
+    def _completion(self, request: ChatRequest, created: int, text: str,
+                    outcome: Outcome) -> tuple[dict[str, Any], Usage]:
+        raw = usage_object(outcome)
+        body = {
+            "id": request.request_id,
+            "object": "chat.completion",
+            "created": created,
+            "model": request.model.id,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": text, "refusal": None,
+                            "annotations": []},
+                "logprobs": None,
+                "finish_reason": outcome.finish_reason,
+            }],
+            "usage": raw,
+            "service_tier": "default",
+            "system_fingerprint": self.engine.fingerprint,
+        }
+        return body, Usage(outcome.prompt_tokens, outcome.completion_tokens, raw=raw)
+
+
+def _identity(text: str) -> str:
+    return text
