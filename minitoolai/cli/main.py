@@ -19,6 +19,7 @@ app.add_typer(credits.app, name="credits")
 app.command("balance")(credits.balance)
 app.command("usage")(credits.usage_)
 app.add_typer(ledger.app, name="ledger")
+app.add_typer(__import__("minitoolai.cli.codes", fromlist=["app"]).app, name="codes")
 
 
 @app.command("models")

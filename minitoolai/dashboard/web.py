@@ -68,6 +68,14 @@ class Ctx:
             token = self.anon_csrf = self.anon_csrf or new_token()
         return token
 
+    @property
+    def base_url(self) -> str:
+        """The server's URL as customers reach it: public_url when configured, else the
+        address this request came to (right behind a plain port or an unconfigured proxy)."""
+        if self.runtime.settings.public_url:
+            return self.runtime.settings.base_url
+        return str(self.request.base_url).rstrip("/")
+
     def query(self, name: str, default: str = "") -> str:
         return self.request.query_params.get(name, default)
 
@@ -75,7 +83,7 @@ class Ctx:
         flash = self.request.cookies.get(FLASH_COOKIE)
         html = self.service.templates.get_template(template).render(
             user=self.session.account if self.session else None, csrf_token=self.csrf_token,
-            base_url=self.runtime.settings.base_url, path=self.request.url.path,
+            base_url=self.base_url, path=self.request.url.path,
             flash=urllib.parse.unquote(flash)[:300] if flash else None,
              stripe_enabled=self.service.config.stripe.enabled,
             signup_enabled=self.service.config.signup, **values)

@@ -210,6 +210,21 @@
   // ---- speech -------------------------------------------------------------------------
   var speechForm = $("speech-form");
   if (speechForm) {
+    var modelSelect = $("speech-model");
+    var voiceSelect = $("speech-voice");
+    var fillVoices = function () {
+      var option = modelSelect.options[modelSelect.selectedIndex];
+      var voices = JSON.parse(option.getAttribute("data-voices") || "[]");
+      voiceSelect.textContent = "";
+      voices.forEach(function (v) {
+        var o = document.createElement("option");
+        o.value = o.textContent = v;
+        o.selected = v === option.getAttribute("data-default");
+        voiceSelect.appendChild(o);
+      });
+    };
+    modelSelect.addEventListener("change", fillVoices);
+    fillVoices();
     speechForm.addEventListener("submit", function (event) {
       event.preventDefault();
       var status = $("speech-status");
@@ -217,9 +232,9 @@
       var send = $("speech-send");
       send.disabled = true;
       status.textContent = "Synthesising…";
-      var body = { model: $("speech-model").value, input: $("speech-input").value };
-      var voice = $("speech-voice");
-      if (voice) { body.voice = voice.value; }
+      var body = { model: modelSelect.value, input: $("speech-input").value,
+                   format: modelSelect.getAttribute("data-format") };
+      if (voiceSelect.value) { body.voice = voiceSelect.value; }
       post("/playground/speech", body).then(function (response) {
         if (!response.ok) { return errorOf(response).then(function (m) { throw new Error(m); }); }
         return response.blob();

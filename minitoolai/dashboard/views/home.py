@@ -60,7 +60,7 @@ async def checkout(ctx: Ctx) -> Response:
         raise NotFound("card top-ups are not configured on this server")
     amount = stripe.amount_in_range(settings, ctx.form.get("amount", ""))
     session = await stripe.open_checkout(ctx.db, settings, ctx.account.id, ctx.account.email,
-                                         amount, ctx.runtime.settings.base_url)
+                                         amount, ctx.base_url)
     return ctx.redirect(session.url)
 
 

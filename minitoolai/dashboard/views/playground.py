@@ -8,6 +8,7 @@ back in the API's own envelope (status and message), which the script shows.
 
 from __future__ import annotations
 
+import orjson
 from starlette.responses import Response
 
 from minitoolai.core_routes import is_available
@@ -15,10 +16,11 @@ from minitoolai.dashboard.playground_key import playground_principal
 from minitoolai.dashboard.web import Ctx, page, security_headers
 from minitoolai.errors import InvalidRequest, ServiceUnavailable
 from minitoolai.http import json_response, read_json
+from minitoolai.speech.validation import parse_speech
 
 CHAT_ENDPOINT = "/api/chat-completions"
 IMAGE_ENDPOINT = "/api/texttoimage"
-SPEECH_ENDPOINT = "/api/texttospeech"
+SPEECH_ENDPOINT = "/api/texttospeech/"
 
 
 def _models(ctx: Ctx, kind: str) -> list[str]:
@@ -27,16 +29,28 @@ def _models(ctx: Ctx, kind: str) -> list[str]:
             if is_available(ctx.runtime, m) and (not wanted or m.id in wanted)]
 
 
+def _speech_options(ctx: Ctx) -> tuple[list[tuple[str, str, str]], str]:
+    """(model id, its voices as JSON, its default voice) per speech model, and the audio
+    format the page asks for (mp3 where this server can encode it, else wav)."""
+    speech = ctx.runtime.speech
+    if speech is None:
+        return [], "wav"
+    options = []
+    for model_id in _models(ctx, "speech"):
+        model = ctx.runtime.catalog.get(model_id)
+        voices = [v["id"] for v in speech.voices(model)]
+        options.append((model_id, orjson.dumps(voices).decode(), speech.default_voice(model)))
+    missing = getattr(speech, "missing_formats", ())
+    return options, "mp3" if "mp3" not in missing else "wav"
+
+
 async def playground(ctx: Ctx) -> Response:
     images = ctx.runtime.images
-    voices = []
-    speech = ctx.runtime.speech
-    if speech is not None and hasattr(speech, "voice_names"):
-        voices = list(speech.voice_names())
+    speech_models, speech_format = _speech_options(ctx)
     return ctx.render("playground.html", chat_models=_models(ctx, "chat"),
                       image_models=_models(ctx, "image") if images is not None else [],
-                      speech_models=_models(ctx, "speech") if speech is not None else [],
-                      voices=voices, images_on=images is not None, speech_on=speech is not None)
+                      speech_models=speech_models, speech_format=speech_format,
+                      images_on=images is not None, speech_on=ctx.runtime.speech is not None)
 
 
 async def _body(ctx: Ctx) -> dict:
@@ -75,11 +89,11 @@ async def image(ctx: Ctx) -> Response:
 
 async def speech(ctx: Ctx) -> Response:
     service = ctx.runtime.speech
-    if service is None or not hasattr(service, "respond"):
+    if service is None:
         raise ServiceUnavailable("text-to-speech is not running on this server")
-    body = await _body(ctx)
+    req = parse_speech(await _body(ctx), service, openai_style=False)
     principal = await playground_principal(ctx.db, ctx.account.id)
-    return _api(await service.respond(principal, body, endpoint=SPEECH_ENDPOINT))
+    return _api(await service.speak(principal, req, SPEECH_ENDPOINT))
 
 
 ROUTES = [

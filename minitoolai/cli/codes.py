@@ -1,0 +1,42 @@
+"""`minitoolai codes create|list`: single-use redemption codes for top-ups."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from minitoolai.cli.common import console, err_console, usd_or_exit, with_db
+from minitoolai.dashboard.codes import MAX_BATCH, create_codes, display, list_codes
+from minitoolai.money import format_usd
+
+app = typer.Typer(help="Redemption codes: single-use top-ups customers redeem in the dashboard.",
+                  no_args_is_help=True)
+
+
+@app.command("create")
+def create(amount: str = typer.Option(..., "--amount", help="value of each code in USD"),
+           count: int = typer.Option(1, "--count", help=f"how many codes (1..{MAX_BATCH})"),
+           batch: str = typer.Option("", "--batch", help="a label to find the batch by")):
+    """Create codes; prints them one per line (and nothing else on stdout)."""
+    value = usd_or_exit(amount)
+    if not 1 <= count <= MAX_BATCH:
+        err_console.print(f"[red]error:[/red] --count must be between 1 and {MAX_BATCH}")
+        raise typer.Exit(2)
+    codes = with_db(lambda settings, db: create_codes(db, value, count, batch=batch))
+    err_console.print(f"{len(codes)} code(s) worth ${format_usd(value)} each", highlight=False)
+    for code in codes:
+        print(display(code))
+
+
+@app.command("list")
+def list_(used: bool = typer.Option(None, "--used/--unused", help="only used / unused codes"),
+          batch: str = typer.Option(None, "--batch", help="only this batch"),
+          limit: int = typer.Option(500, "--limit", help="rows to show")):
+    """List codes, newest first: value, batch, and who used each one when."""
+    rows = with_db(lambda settings, db: list_codes(db, used=used, batch=batch, limit=limit))
+    table = Table("code", "amount", "batch", "created", "used by", "used at")
+    for c in rows:
+        table.add_row(display(c.code), "$" + format_usd(c.amount), c.batch,
+                      f"{c.created_at:%Y-%m-%d %H:%M}", c.used_by_email or "",
+                      f"{c.used_at:%Y-%m-%d %H:%M}" if c.used_at else "")
+    console.print(table)
