@@ -3,7 +3,7 @@
 
 Every test that uses `database_url` runs once per database backend. PostgreSQL gets one
 database per test, cloned from a template migrated once per run, and dropped after, so
-runs never see each other's rows. Set MINITOOLAI_TEST_DATABASES=sqlite to skip PostgreSQL.
+runs never see each other's rows. Set MTAI_TEST_DATABASES=sqlite to skip PostgreSQL.
 """
 
 from __future__ import annotations
@@ -23,9 +23,15 @@ from minitoolai.db.migrate import upgrade
 from minitoolai.ledger.credits import add_credit
 from minitoolai.ledger.verify import verify
 
-PG_ADMIN_DSN = os.environ.get("MINITOOLAI_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-BACKENDS = [b.strip() for b in os.environ.get("MINITOOLAI_TEST_DATABASES",
-                                               "sqlite,postgresql").split(",") if b.strip()]
+# Test-harness variables must not carry the MINITOOLAI_ prefix: servers started by the
+# tests would refuse them as unknown configuration keys. The old names are still accepted.
+_LEGACY = {k: os.environ.pop(k) for k in ("MINITOOLAI_TEST_PG", "MINITOOLAI_TEST_DATABASES")
+           if k in os.environ}
+PG_ADMIN_DSN = os.environ.get("MTAI_TEST_PG", _LEGACY.get("MINITOOLAI_TEST_PG",
+                              "postgresql://postgres@127.0.0.1:5432/postgres"))
+BACKENDS = [b.strip() for b in os.environ.get(
+    "MTAI_TEST_DATABASES", _LEGACY.get("MINITOOLAI_TEST_DATABASES", "sqlite,postgresql"))
+    .split(",") if b.strip()]
 _RUN_ID = uuid.uuid4().hex[:8]
 _pg_state: dict = {}
 
@@ -71,7 +77,7 @@ def pytest_sessionfinish(session, exitstatus):
 
 def pytest_terminal_summary(terminalreporter):
     if "postgresql" not in BACKENDS:
-        terminalreporter.write_line("PostgreSQL tests SKIPPED: MINITOOLAI_TEST_DATABASES excludes"
+        terminalreporter.write_line("PostgreSQL tests SKIPPED: MTAI_TEST_DATABASES excludes"
                                     " postgresql", yellow=True)
     elif _pg_state.get("reason"):
         terminalreporter.write_line(f"PostgreSQL tests SKIPPED: {_pg_state['reason']}",
