@@ -147,7 +147,11 @@ class SpeechService:
                 entry["default_voice"] = self.settings.espeak_default_voice
                 entry["variants"] = engine.variants
             if not available:
-                entry["note"] = self.notes.get(model.provider) or "not configured"
+                if speech_models.is_local(model):
+                    entry["note"] = self.notes.get(model.provider) or "not running"
+                else:
+                    entry["note"] = speech_models.upstream_configured(
+                        self.runtime.settings, model)[1]
             out.append(entry)
         return out
 

@@ -52,7 +52,7 @@ class FakeSpeechUpstream:
         return self
 
     def __exit__(self, *exc) -> None:
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(30)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
 
@@ -60,7 +60,8 @@ class FakeSpeechUpstream:
         self._loop = asyncio.new_event_loop()
         app = web.Application()
         app.router.add_post("/v1/audio/speech", self._speech)
-        self._runner = web.AppRunner(app)
+        # a client that hangs up cancels its handler (the [hang] directive)
+        self._runner = web.AppRunner(app, handler_cancellation=True)
         self._loop.run_until_complete(self._runner.setup())
         site = web.TCPSite(self._runner, "127.0.0.1", self.port)
         self._loop.run_until_complete(site.start())
@@ -79,7 +80,7 @@ class FakeSpeechUpstream:
             return web.json_response({"error": {"message": f"upstream says {code}",
                                                 "type": "server_error"}}, status=code)
         if directive and directive.group(1) == "hang":
-            await asyncio.sleep(30)
+            await asyncio.sleep(5)
         audio = audio_for(body)
         response = web.StreamResponse(
             headers={"Content-Type": CONTENT_TYPES.get(body.get("response_format"),
