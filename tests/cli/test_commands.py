@@ -1,0 +1,85 @@
+"""The command line of DESIGN.md, run as a user runs it (a subprocess), on each database."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from minitoolai.db.engine import Database
+from tests.conftest import run
+
+
+@pytest.fixture
+def cli(database_url, tmp_path):
+    env = {**os.environ, "MINITOOLAI_DATABASE_URL": database_url,
+           "MINITOOLAI_DATA_DIR": str(tmp_path / "data"), "OPENAI_API_KEY": "",
+           "COLUMNS": "200"}
+
+    def call(*args, ok=True):
+        result = subprocess.run([sys.executable, "-m", "minitoolai.cli.main", *args], env=env,
+                                capture_output=True, text=True, timeout=120)
+        if ok:
+            assert result.returncode == 0, result.stdout + result.stderr
+        return result
+    return call
+
+
+def test_account_key_credit_balance_usage_verify(cli, database_url):
+    account_id = cli("accounts", "create", "Ada@Example.com", "--name", "Ada",
+                     "--credit", "10").stdout.strip()
+    assert account_id.isdigit()
+    key = cli("keys", "create", "ada@example.com", "--name", "laptop").stdout.splitlines()[-1]
+    assert key.startswith("mtai-") and len(key) > 40
+    listing = cli("keys", "list", "ada@example.com").stdout
+    assert "laptop" in listing and key not in listing  # the secret is never shown again
+    assert "+$2.50, balance $12.50" in cli("credits", "add", "ada@example.com", "2.5",
+                                           "--note", "invoice 7").stdout
+    assert "balance   $12.50" in cli("balance", "ada@example.com").stdout
+    assert "0 request(s)" in cli("usage", "ada@example.com", "--since", "2020-01-01").stdout
+    assert "ledger OK" in cli("ledger", "verify").stdout
+    assert "ada@example.com" in cli("accounts", "list").stdout
+    key_id = listing.split("key_")[1].split()[0]
+    assert "revoked" in cli("keys", "revoke", "key_" + key_id).stdout
+
+
+def test_errors_are_clear_and_non_zero(cli):
+    cli("accounts", "create", "bo@example.com")
+    dup = cli("accounts", "create", "bo@example.com", ok=False)
+    assert dup.returncode == 1 and "already exists" in dup.stderr
+    assert "no account with email" in cli("balance", "nobody@example.com", ok=False).stderr
+    bad = cli("credits", "add", "bo@example.com", "0.0000000001", ok=False)
+    assert bad.returncode == 2 and "finer than one nanodollar" in bad.stderr
+    assert cli("usage", "bo@example.com", "--since", "yesterday", ok=False).returncode == 2
+
+
+def test_ledger_verify_fails_on_tampering(cli, database_url):
+    cli("accounts", "create", "eve@example.com", "--credit", "5")
+
+    async def tamper():
+        db = Database(database_url, pool_size=1)
+        try:
+            async with db.write() as conn:
+                await conn.exec_driver_sql("UPDATE accounts SET balance = balance + 1")
+        finally:
+            await db.dispose()
+    run(tamper())
+    result = cli("ledger", "verify", ok=False)
+    assert result.returncode == 1 and "!= ledger sum" in result.stderr
+
+
+def test_models_lists_the_seed_catalog_with_prices(cli):
+    out = cli("models").stdout
+    for model in ("gpt-4o-mini", "gpt-5.5", "gpt-5.1-codex-mini", "realvision"):
+        assert model in out
+    assert "$5.00 in / $30.00 out per 1M tokens" in out  # gpt-5.5
+    assert "$0.0015 per image" in out
+
+
+def test_bad_configuration_names_the_key(cli, tmp_path):
+    env_cli = subprocess.run([sys.executable, "-m", "minitoolai.cli.main", "models"],
+                             env={**os.environ, "MINITOOLAI_PORTT": "1"}, capture_output=True,
+                             text=True, timeout=60)
+    assert env_cli.returncode == 2 and "'portt'" in env_cli.stderr
