@@ -98,6 +98,9 @@ class AudioResponse(StreamingResponse):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         status = "error"
         finished = False
+        gone = asyncio.Event()
+        # the body has been read: the next message is the client's disconnect, if it comes
+        watcher = asyncio.ensure_future(self._watch(receive, gone))
         try:
             await send({"type": "http.response.start", "status": self.status_code,
                         "headers": self.raw_headers})
@@ -105,6 +108,8 @@ class AudioResponse(StreamingResponse):
                 await send({"type": "http.response.body", "body": self._first,
                             "more_body": True})
             async for chunk in self._rest:
+                if gone.is_set():
+                    raise ConnectionResetError("the client went away")
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             status = "ok"
             finished = True
@@ -119,6 +124,16 @@ class AudioResponse(StreamingResponse):
             # the headers are gone already: all we can do is cut the body short, and log
             log.exception("speech stream failed after the response started")
         finally:
+            watcher.cancel()
             if not finished:
-                # closes the source and settles, shielded from a second cancellation
+                # closes the source (stopping the engine) and settles, shielded from a
+                # second cancellation
                 await self._finish(status)
+
+    @staticmethod
+    async def _watch(receive: Receive, gone: asyncio.Event) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                gone.set()
+                return
