@@ -31,13 +31,13 @@ def _nice_ceiling(value: int) -> int:
         magnitude *= 10
     for step in (1, 2, 5, 10):
         if step * magnitude >= value:
-            return step * magnitude
+            return max(step * magnitude, 2)  # even, so the middle line is a whole number
     return 10 * magnitude
 
 
 def _money_label(nano: int) -> str:
-    text = format_usd(nano)
-    return "$" + (text if len(text) <= 8 else format_usd(nano, 4))
+    # axis values are round (1, 2, 5 x 10^k nanodollars) so the exact text stays short
+    return "$" + format_usd(nano)
 
 
 def stacked_bars(dates: list[date], series: dict[str, list[int]], *, title: str,
@@ -61,6 +61,8 @@ def stacked_bars(dates: list[date], series: dict[str, list[int]], *, title: str,
         y = TOP + plot_h * (1 - fraction)
         parts.append(f'<line x1="{LEFT}" y1="{y:.1f}" x2="{WIDTH - RIGHT}" y2="{y:.1f}" '
                      f'stroke="#d8dce6" stroke-width="1"/>')
+        if not any(totals):
+            continue  # an empty chart has no scale worth printing
         parts.append(f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end" font-size="11" '
                      f'fill="#5b6275">{escape(_money_label(int(top * fraction)))}</text>')
     legend = []

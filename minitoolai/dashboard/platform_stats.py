@@ -60,8 +60,7 @@ async def provider_health(db: Database, catalog, hours: int = 24) -> list[Provid
         rows = (await conn.execute(query)).all()
     by_name: dict[str, ProviderHealth] = {}
     for model in catalog:
-        if model.kind == "chat":
-            by_name.setdefault(model.provider, ProviderHealth(model.provider)).models.add(model.id)
+        by_name.setdefault(model.provider, ProviderHealth(model.provider)).models.add(model.id)
     for model_id, status, count, latency_sum, latency_count, last in rows:
         model = catalog.get(model_id)
         name = model.provider if model is not None else "unknown"
