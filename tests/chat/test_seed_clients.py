@@ -117,3 +117,56 @@ def test_non_streamed_seed_request_returns_one_completion(server, database_url):
     prompt = count_prompt_tokens(SEED_MESSAGES)
     assert body["usage"]["cost"] == (prompt * 100 + 5 * 400) / 1e9
     run(assert_ledger_ok(database_url))
+
+
+SEED_PHP = r'''<?php
+$api_url = "@@API_URL@@";
+$api_key = "@@API_KEY@@";
+$data = [
+"model" => "gpt-4o-mini", #gpt-4o, gpt-4.1, gpt-5.4-nano, ...
+"messages" => [
+["role" => "developer", "content" => "You are a helpful assistant."],
+["role" => "user", "content" => "Hello"],
+["role" => "assistant", "content" => "How can I help you today?"],
+["role" => "user", "content" => "What's the largest U.S. state by area?"],
+],
+"temperature" => 1.0,
+"max_completion_tokens" => 1000
+];
+// For reasoning models, use 'reasoning_effort' in the request data.
+$headers = [
+"Content-Type: application/json",
+"Authorization: Bearer $api_key"
+];
+$ch = curl_init();
+curl_setopt($ch, CURLOPT_URL, $api_url);
+curl_setopt($ch, CURLOPT_POST, true);
+curl_setopt($ch, CURLOPT_HTTPHEADER, $headers);
+curl_setopt($ch, CURLOPT_RETURNTRANSFER, false);
+curl_setopt($ch, CURLOPT_POSTFIELDS, json_encode($data));
+// streamed
+curl_setopt($ch, CURLOPT_WRITEFUNCTION, function($ch, $data) {
+echo $data;
+ob_flush();
+flush();
+return strlen($data);
+});
+$response = curl_exec($ch);
+if (curl_errno($ch)) {
+echo "cURL error: " . curl_error($ch);
+}
+curl_close($ch);
+?>
+'''
+
+
+@pytest.mark.skipif(shutil.which("php") is None, reason="php (php-cli, php-curl) not installed")
+def test_seed_php_example_streams_the_seed_sequence(server, database_url, tmp_path):
+    customer = run(make_customer(database_url, 1_000_000_000))
+    script = tmp_path / "seed.php"
+    script.write_text(SEED_PHP.replace("@@API_URL@@", server.url + "/api/chat-completions/")
+                      .replace("@@API_KEY@@", customer.key))
+    out = subprocess.run(["php", str(script)], capture_output=True, text=True, timeout=60)
+    assert "cURL error" not in out.stdout, out.stdout
+    assert_seed_sequence([line for line in out.stdout.splitlines() if line])
+    run(assert_ledger_ok(database_url))
