@@ -101,7 +101,7 @@ class DiffusersBackend:
         path = Path(cfg.path)
         if path.is_dir():
             pipe = diffusers.DiffusionPipeline.from_pretrained(
-                path, local_files_only=True, torch_dtype=dtype)
+                path, local_files_only=True, dtype=dtype)
         else:
             arch = cfg.architecture if cfg.architecture != "auto" else detect_architecture(path)
             cls = (diffusers.StableDiffusionXLPipeline if arch == "sdxl"
@@ -148,8 +148,13 @@ class DiffusersBackend:
         cfg = self.settings.images.models[first.model]
         with self._lock:
             pipe = self.pipeline(first.model)
-            pipe.scheduler = build_scheduler(first.scheduler, pipe.scheduler.config,
-                                             cfg.timestep_spacing)
+            scheduler = build_scheduler(first.scheduler, pipe.scheduler.config,
+                                        cfg.timestep_spacing)
+            if hasattr(scheduler, "noise_sampler_seed"):
+                # DPM++ SDE draws its Brownian noise from its own seed, not the generator:
+                # give it one seed per image, so a job's seed means the same picture always
+                scheduler.noise_sampler_seed = [job.seed for job in jobs]
+            pipe.scheduler = scheduler
             # one generator per image: each job's seed gives the same image alone or batched
             generators = [torch.Generator(device="cpu").manual_seed(job.seed) for job in jobs]
             negatives = [job.negative_prompt for job in jobs]
