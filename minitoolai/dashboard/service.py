@@ -30,6 +30,8 @@ class DashboardService:
         self.settings = settings
         self.config = settings.dashboard
         self.login_throttle = FailureThrottle(self.config.login_failures_per_15min)
+        # an address may try several accounts (an office behind one NAT), not endlessly
+        self.address_throttle = FailureThrottle(5 * self.config.login_failures_per_15min)
         self.redeem_throttle = FailureThrottle(self.config.redeem_failures_per_15min)
         self.templates = Environment(loader=FileSystemLoader(TEMPLATES_DIR),
                                      autoescape=select_autoescape(("html", "xml")),

@@ -58,7 +58,7 @@ class DashboardSettings(BaseModel):
     # None: Secure cookies exactly when public_url is https; set True behind a TLS proxy
     cookie_secure: bool | None = None
     min_password_length: int = Field(8, ge=1)
-    login_failures_per_15min: int = Field(10, ge=1)  # per email and per client address
+    login_failures_per_15min: int = Field(10, ge=1)  # per email; 5x that per client address
     redeem_failures_per_15min: int = Field(10, ge=1)  # per account: no guessing codes
     usage_page_size: int = Field(100, ge=10, le=1000)
     chart_days: int = Field(30, ge=1, le=366)

@@ -158,7 +158,7 @@ def page(handler: Handler, *, login: bool = True, admin: bool = False,
                 target = "/login?next=" + urllib.parse.quote(request.url.path)
                 return ctx.redirect(target)
             if admin and not session.account.is_admin:
-                return error_page(ctx, 403, "This page is for the platform's operators.")
+                return error_page(ctx, 403, "This page is for the operators of the platform.")
             if request.method == "POST":
                 ctx.form = await _read_form(request)
                 if csrf and not _csrf_ok(ctx):

@@ -52,20 +52,21 @@ async def login(ctx: Ctx) -> Response:
     email = ctx.form.get("email", "").strip().lower()[:320]
     password = ctx.form.get("password", "")[:MAX_PASSWORD]
     target = _safe_next(ctx.form.get("next"))
-    keys = ("email:" + email, "ip:" + _client(ctx))
-    throttle = ctx.service.login_throttle
-    if throttle.blocked(*keys):
+    by_email, by_address = ctx.service.login_throttle, ctx.service.address_throttle
+    address = _client(ctx)
+    if by_email.blocked(email) or by_address.blocked(address):
         return ctx.render("login.html", status_code=429, next=target, email=email,
                           error="Too many failed attempts. Wait 15 minutes and try again.")
     account = await check_login(ctx.db, email, password)
     if account is None:
-        throttle.fail(*keys)
+        by_email.fail(email)
+        by_address.fail(address)
         return ctx.render("login.html", status_code=401, next=target, email=email,
                           error="Wrong email or password.")
     if account.disabled:
         return ctx.render("login.html", status_code=403, next=target, email=email,
                           error="This account is disabled. Contact the operator.")
-    throttle.reset("email:" + email)
+    by_email.reset(email)
     return await _logged_in(ctx, account.id, target)
 
 
