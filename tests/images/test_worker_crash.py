@@ -1,0 +1,110 @@
+"""A worker killed mid-job (a real `minitoolai worker` process, SIGKILL) leaves the job to
+run again, and it is charged once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+from sqlalchemy import func, select
+
+from minitoolai.db.engine import Database
+from minitoolai.db.tables import ledger_entries
+from minitoolai.images.tables import image_jobs
+from minitoolai.money import parse_usd
+from tests.conftest import assert_ledger_ok, make_customer
+from tests.images.conftest import PRICE, poll, submit
+from tests.images.fake_a1111 import FakeA1111
+
+
+def start_worker(settings, fake_url: str, log_path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MINITOOLAI_")}
+    env.update({
+        "MINITOOLAI_DATABASE_URL": settings.database_url,
+        "MINITOOLAI_DATA_DIR": str(settings.data_dir),
+        "MINITOOLAI_SECRET_KEY": settings.secret_key,
+        "MINITOOLAI_IMAGES__MODELS": json.dumps({"realvision": {"backend": "a1111"}}),
+        "MINITOOLAI_IMAGES__A1111__BASE_URL": fake_url,
+        "MINITOOLAI_IMAGES__LEASE_SECONDS": "2",
+        "MINITOOLAI_IMAGES__POLL_INTERVAL_SECONDS": "0.1",
+        "OPENAI_API_KEY": "",
+    })
+    return subprocess.Popen([sys.executable, "-m", "minitoolai.cli.main", "worker"], env=env,
+                            stdout=log_path.open("w"), stderr=subprocess.STDOUT)
+
+
+def wait_for(predicate, timeout: float = 60.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+async def test_worker_killed_mid_job_runs_again_and_charges_once(
+        database_url, image_settings, serve, tmp_path):
+    fake = FakeA1111().start()
+    workers = []
+    try:
+        customer = await make_customer(database_url, parse_usd("1"))
+        settings = image_settings(images={
+            "models": {"realvision": {"backend": "a1111"}},
+            "a1111": {"base_url": fake.url}, "lease_seconds": 2})
+        server = serve(settings, workers=False)  # the API only: jobs run in the workers
+        fake.hang_next = 1  # the first run never answers
+        ticket = submit(server.url, customer.key).json()
+        workers.append(start_worker(settings, fake.url, tmp_path / "worker1.log"))
+        wait_for(lambda: len(fake.requests) == 1, what="the first worker's request")
+        status = poll(server.url, ticket["jobid"], ticket["signature"], until=("processing",))
+        assert status["status"] == "processing" and "attempt 1" in status["message"]
+
+        workers[0].send_signal(signal.SIGKILL)
+        assert workers[0].wait(timeout=30) == -signal.SIGKILL
+        # a second worker process finds the lapsed lease and runs the job again
+        workers.append(start_worker(settings, fake.url, tmp_path / "worker2.log"))
+        body = poll(server.url, ticket["jobid"], ticket["signature"], timeout=60)
+        assert body["status"] == "success", (body, (tmp_path / "worker2.log").read_text())
+        assert len(fake.requests) == 2
+        assert requests.get(body["image_url"], timeout=10).status_code == 200
+
+        db = Database(database_url, pool_size=1)
+        try:
+            async with db.read() as conn:
+                job = (await conn.execute(select(image_jobs).where(
+                    image_jobs.c.id == ticket["jobid"]))).one()
+                charges = (await conn.execute(select(func.count(), func.sum(
+                    ledger_entries.c.amount)).where(ledger_entries.c.kind == "charge"))).one()
+        finally:
+            await db.dispose()
+        assert job.attempts == 2 and job.state == "success"
+        assert tuple(charges) == (1, -PRICE)
+        balance = requests.get(server.url + "/api/balance/", headers=customer.headers,
+                               timeout=10).json()
+        assert balance["balance"] == "0.9985" and balance["held"] == "0"
+        await assert_ledger_ok(database_url)
+    finally:
+        for process in workers:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+        fake.stop()
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGTERM])
+async def test_worker_process_stops_cleanly(database_url, image_settings, tmp_path,
+                                            signal_number):
+    settings = image_settings(images={"models": {"realvision": {"backend": "a1111"}},
+                                      "a1111": {"base_url": "http://127.0.0.1:9"}})
+    process = start_worker(settings, "http://127.0.0.1:9", tmp_path / "w.log")
+    time.sleep(3)
+    process.send_signal(signal_number)
+    assert process.wait(timeout=30) == 0, (tmp_path / "w.log").read_text()
