@@ -53,7 +53,9 @@ def dash_settings(make_settings, upstream, fake_stripe):
         dashboard = {"stripe": {"secret_key": fake_stripe.secret_key,
                                 "webhook_secret": fake_stripe.webhook_secret,
                                 "api_base": fake_stripe.base_url}}
-        dashboard.update(overrides.pop("dashboard", {}))
+        extra = dict(overrides.pop("dashboard", {}))
+        dashboard["stripe"].update(extra.pop("stripe", {}))
+        dashboard.update(extra)
         images = {"models": {"realvision": {"backend": "instant"}}}
         return make_settings(chat=chat, dashboard=dashboard, images=images, **overrides)
 
