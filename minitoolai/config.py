@@ -91,11 +91,11 @@ def _env_tree(environ: Mapping[str, str]) -> dict[str, Any]:
     return tree
 
 
-def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+def merge_dicts(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in over.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = merge_dicts(out[key], value)
         else:
             out[key] = value
     return out
@@ -127,9 +127,9 @@ def load_settings(
             raise ConfigError(f"MINITOOLAI_CONFIG: no such file {path}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"MINITOOLAI_CONFIG: {path} is not valid TOML: {exc}") from None
-    data = _merge(data, _env_tree(environ))
+    data = merge_dicts(data, _env_tree(environ))
     if overrides:
-        data = _merge(data, overrides)
+        data = merge_dicts(data, overrides)
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:

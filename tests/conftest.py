@@ -18,6 +18,7 @@ import pytest
 
 from minitoolai.accounts.store import create_account, create_key
 from minitoolai.config import Settings, load_settings
+from minitoolai.config import merge_dicts as merge_config
 from minitoolai.db.engine import Database
 from minitoolai.db.migrate import upgrade
 from minitoolai.ledger.credits import add_credit
@@ -107,16 +108,15 @@ def database_url(request, tmp_path):
 
 @pytest.fixture
 def make_settings(database_url, tmp_path):
-    """Settings for this test: its own data dir and database, no real upstream, no demo."""
+    """Settings for this test: its own data dir and database, no real upstream, no demo, and
+    no built-in local model unless the test asks for it (loading it costs every server)."""
 
     def make(**overrides) -> Settings:
         base = {"data_dir": str(tmp_path / "data"), "database_url": database_url,
                 "demo_account": "false", "secret_key": "test-secret-" + _RUN_ID,
-                "sweep_interval_seconds": "3600"}
+                "sweep_interval_seconds": "3600", "chat": {"builtin_local_model": False}}
         environ = {"OPENAI_API_KEY": "", "OPENAI_BASE_URL": ""}
-        merged = {**base, **overrides}
-        settings = load_settings(environ, overrides=merged)
-        return settings
+        return load_settings(environ, overrides=merge_config(base, overrides))
 
     return make
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from minitoolai.catalog import Model
+from minitoolai.chat.local_models import local_model_settings, problem
 from minitoolai.chat.providers.openai_compatible import OpenAICompatibleProvider
 from minitoolai.chat.service import ChatService
 from minitoolai.money import per_unit_nano
@@ -13,10 +14,6 @@ log = logging.getLogger(__name__)
 
 
 def _local_model_settings(settings) -> list:
-    try:
-        from minitoolai.chat.local_models import local_model_settings
-    except ImportError:  # the local provider is an optional part of the install
-        return list(settings.chat.local_models)
     return local_model_settings(settings)
 
 
@@ -40,9 +37,8 @@ def availability(settings, model) -> tuple[bool, str]:
     if model.provider.startswith("local:"):
         for cfg in _local_model_settings(settings):
             if f"local:{cfg.id}" == model.provider:
-                if cfg.path.exists():
-                    return True, f"local GGUF {cfg.path.name}"
-                return False, f"GGUF file not found: {cfg.path}"
+                why_not = problem(cfg)
+                return (False, why_not) if why_not else (True, f"local GGUF {cfg.path.name}")
         return False, "local model not configured"
     cfg = settings.chat.providers.get(model.provider)
     if cfg is None:
@@ -54,7 +50,13 @@ def availability(settings, model) -> tuple[bool, str]:
 
 
 async def _local_providers(settings) -> dict:
-    configs = _local_model_settings(settings)
+    configs = []
+    for cfg in _local_model_settings(settings):
+        why_not = problem(cfg)
+        if why_not:
+            log.warning("%s", why_not)
+        else:
+            configs.append(cfg)
     if not configs:
         return {}
     try:
