@@ -28,6 +28,8 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 MAX_STOP_SEQUENCES = 4
+# prompt tokens evaluated between two looks at the cancel flag (a few hundred ms at most)
+PROMPT_SLICE = 128
 
 
 @dataclass(slots=True)
@@ -202,11 +204,36 @@ class Engine:
         with self._lock:
             return self._generate(job, cancelled, emit)
 
+    def _evaluate_prompt(self, tokens: list[int], cancelled: threading.Event) -> bool:
+        """Evaluate all but the last prompt token in slices, checking `cancelled` between
+        them, so a client that leaves during a long prompt frees the model quickly too.
+        `Llama.generate` then finds this prefix in its cache and evaluates only the last
+        token. Returns False when cancelled."""
+        llm = self.llm
+        target = len(tokens) - 1
+        done = 0
+        cached = llm.input_ids[: min(llm.n_tokens, target)]
+        while done < len(cached) and cached[done] == tokens[done]:
+            done += 1
+        if target - done <= PROMPT_SLICE:
+            return not cancelled.is_set()  # short: not worth slicing
+        llm.n_tokens = done  # eval() drops the cache past this point
+        while done < target:
+            if cancelled.is_set():
+                return False
+            end = min(done + PROMPT_SLICE, target)
+            llm.eval(tokens[done:end])
+            done = end
+        return not cancelled.is_set()
+
     def _generate(self, job: Prepared, cancelled: threading.Event,
                   emit: Callable[[str], None]) -> Outcome:
         llm, s = self.llm, job.sampling
         outcome = Outcome(prompt_tokens=len(job.tokens))
         if cancelled.is_set():
+            outcome.cancelled = True
+            return outcome
+        if not self._evaluate_prompt(job.tokens, cancelled):
             outcome.cancelled = True
             return outcome
         llm.set_seed(s.seed if s.seed is not None else self._random.getrandbits(31))

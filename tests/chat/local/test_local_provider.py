@@ -167,6 +167,27 @@ async def test_client_disconnect_stops_generation_at_once(provider):
     assert usage.completion_tokens >= 1
 
 
+async def test_disconnect_during_a_long_prompt_stops_its_evaluation(provider):
+    """The prompt is evaluated in slices with a look at the cancel flag between them."""
+    words = " ".join(f"item{i}" for i in range(450))
+    stream = await provider.open_stream(chat_request(f"Sort these: {words}", max_tokens=50))
+    job = stream._job
+    prompt_tokens = len(job.prepared.tokens)
+    assert prompt_tokens > 1000
+    while provider._queue.running is not job:
+        await asyncio.sleep(0.001)
+    await stream.aclose()
+    outcome = None
+    while outcome is None:
+        for kind, value in await job.channel.get_all():
+            if kind == "end":
+                outcome = value
+    assert outcome.cancelled and outcome.completion_tokens == 0
+    assert provider.engine.llm.n_tokens < prompt_tokens - 1  # stopped part-way
+    body, usage = await provider.complete(chat_request("Say yes.", max_tokens=5, stream=False))
+    assert usage.completion_tokens >= 1
+
+
 async def test_abandoned_iteration_also_stops_generation(provider):
     """A reader that just stops iterating (its task cancelled) stops the model too."""
     stream = await provider.open_stream(
