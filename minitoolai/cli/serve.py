@@ -9,7 +9,7 @@ import typer
 import uvicorn
 
 from minitoolai.accounts.store import create_account, create_key, list_accounts
-from minitoolai.cli.common import console, settings_or_exit
+from minitoolai.cli.common import settings_or_exit
 from minitoolai.config import Settings, load_settings
 from minitoolai.db.engine import Database
 from minitoolai.db.migrate import upgrade
@@ -57,12 +57,12 @@ def print_banner(settings: Settings, demo_key: str | None) -> None:
     model = default_demo_model(settings)
     key_file = settings.data_dir / "demo-api-key.txt"
     key = demo_key or (key_file.read_text().strip() if key_file.exists() else "YOUR_API_KEY")
-    console.print(f"[bold]MiniToolAI[/bold] serving on {base}  (dashboard: {base}/, "
-                  f"API docs: {base}/api/docs)", highlight=False)
+    # plain print: these lines are meant to be copied, so no wrapping at the terminal width
+    print(f"MiniToolAI serving on {base}  (dashboard: {base}/, API docs: {base}/api/docs)")
     if demo_key:
-        console.print(f"First run: created account {DEMO_EMAIL} with ${DEMO_CREDIT_USD} credit;"
-                      f" its API key is saved in {key_file}", highlight=False)
-    console.print("Try it:", highlight=False)
+        print(f"First run: created account {DEMO_EMAIL} with ${DEMO_CREDIT_USD} credit;"
+              f" its API key is saved in {key_file}")
+    print("Try it:")
     print(f"  curl -N {base}/api/chat-completions/ -H 'Authorization: Bearer {key}' "
           f"-H 'Content-Type: application/json' "
           f"-d '{{\"model\": \"{model}\", \"messages\": [{{\"role\": \"user\", "
