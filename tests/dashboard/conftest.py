@@ -20,7 +20,7 @@ from minitoolai.dashboard.passwords import set_password
 from minitoolai.db.engine import Database
 from tests.dashboard.fake_stripe import FakeStripe
 from tests.fakes.openai_upstream import FakeOpenAI
-from tests.servers import ThreadedServer
+from tests.servers import ThreadedServer, free_port
 
 PASSWORD = "correct horse battery"
 CHROMIUM = "/usr/bin/chromium"
@@ -64,7 +64,10 @@ def dash_settings(make_settings, upstream, fake_stripe):
 
 @pytest.fixture
 def live(dash_settings):
-    with ThreadedServer(create_app(dash_settings())) as server:
+    """The server, with public_url set to its own address so image links resolve."""
+    port = free_port()
+    settings = dash_settings(public_url=f"http://127.0.0.1:{port}")
+    with ThreadedServer(create_app(settings), port=port) as server:
         yield server
 
 

@@ -91,6 +91,7 @@ def test_customer_journey(live, new_page, database_url, upstream, tmp_path):
     text = answer.inner_text()
     assert text.startswith("Alaska is the largest U.S.")
     assert re.search(r"\d+ in / 5 out tokens", text)
+    page.screenshot(path=str(tmp_path / "playground-chat.png"))
     sent = upstream.requests[-1]
     assert sent["messages"][-1]["content"] == "What's the largest U.S. state by area?"
 
