@@ -32,19 +32,24 @@ CONTENT_TYPES = {
 }
 FORMATS = tuple(CONTENT_TYPES)
 
-# format -> (container, codec, fixed output rate or None for the engine's rate, muxer options)
+# format -> (container, codec, fixed output rate or None for the engine's rate, muxer options,
+#            bit rate or None, encoder options)
+# Mono speech needs few bits. The encoder options trade a little quality for a lot of CPU
+# (measured on eSpeak output, bench/RESULTS.md): LAME at compression_level 7 takes half the
+# CPU of its default, FFmpeg's AAC "fast" coder a sixth of its default "twoloop".
 _CODECS = {
-    "mp3": ("mp3", "libmp3lame", None, {}),
-    "opus": ("ogg", "libopus", OPUS_RATE, {"page_duration": "100000"}),  # 0.1 s Ogg pages
-    "aac": ("adts", "aac", None, {}),
-    "flac": ("flac", "flac", None, {}),
+    "mp3": ("mp3", "libmp3lame", None, {}, 64_000, {"compression_level": "7"}),
+    "opus": ("ogg", "libopus", OPUS_RATE, {"page_duration": "100000"},  # 0.1 s Ogg pages
+             32_000, {}),
+    "aac": ("adts", "aac", None, {}, 64_000, {"aac_coder": "fast"}),
+    "flac": ("flac", "flac", None, {}, None, {}),
 }
 
 
 def missing_encoders() -> list[str]:
     """The formats this installation cannot encode (PyAV absent or built without a codec)."""
     missing = []
-    for fmt, (_, codec, _, _) in _CODECS.items():
+    for fmt, (_, codec, *_) in _CODECS.items():
         try:
             av.codec.Codec(codec, "w")
         except Exception:  # PyAV raises several types for an unknown codec; all mean "no"
@@ -119,12 +124,15 @@ class Encoder:
             if rate != PCM_RATE:
                 self._resampler = av.AudioResampler(format="s16", layout="mono", rate=PCM_RATE)
         else:
-            container_fmt, codec, fixed_rate, options = _CODECS[fmt]
+            container_fmt, codec, fixed_rate, options, bit_rate, codec_options = _CODECS[fmt]
             self.out_rate = fixed_rate or rate
             self._sink = _Collector()
             self._container = av.open(self._sink, mode="w", format=container_fmt,
                                       options={"flush_packets": "1", **options})
-            self._stream = self._container.add_stream(codec, rate=self.out_rate, layout="mono")
+            self._stream = self._container.add_stream(codec, rate=self.out_rate, layout="mono",
+                                                      options=dict(codec_options))
+            if bit_rate:
+                self._stream.codec_context.bit_rate = bit_rate
             sample_format = self._stream.codec_context.codec.audio_formats[0].name
             self._resampler = av.AudioResampler(format=sample_format, layout="mono",
                                                 rate=self.out_rate)
