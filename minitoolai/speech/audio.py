@@ -36,11 +36,12 @@ FORMATS = tuple(CONTENT_TYPES)
 #            bit rate or None, encoder options)
 # Mono speech needs few bits. The encoder options trade a little quality for a lot of CPU
 # (measured on eSpeak output, bench/RESULTS.md): LAME at compression_level 7 takes half the
-# CPU of its default, FFmpeg's AAC "fast" coder a sixth of its default "twoloop".
+# CPU of its default, FFmpeg's AAC "fast" coder a sixth of its default "twoloop", libopus at
+# compression_level 5 a third of its default 10.
 _CODECS = {
     "mp3": ("mp3", "libmp3lame", None, {}, 64_000, {"compression_level": "7"}),
     "opus": ("ogg", "libopus", OPUS_RATE, {"page_duration": "100000"},  # 0.1 s Ogg pages
-             32_000, {}),
+             32_000, {"compression_level": "5"}),
     "aac": ("adts", "aac", None, {}, 64_000, {"aac_coder": "fast"}),
     "flac": ("flac", "flac", None, {}, None, {}),
 }
