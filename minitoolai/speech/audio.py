@@ -14,23 +14,14 @@ engine is still speaking.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
 
 import av
 import numpy as np
 
-PCM_RATE = 24_000
-OPUS_RATE = 48_000
+from minitoolai.speech.formats import CONTENT_TYPES, FORMATS, OPUS_RATE, PCM_RATE
 
-CONTENT_TYPES = {
-    "mp3": "audio/mpeg",
-    "opus": "audio/ogg",
-    "aac": "audio/aac",
-    "flac": "audio/flac",
-    "wav": "audio/wav",
-    "pcm": "audio/pcm",
-}
-FORMATS = tuple(CONTENT_TYPES)
+__all__ = ["CONTENT_TYPES", "FORMATS", "PCM_RATE", "Encoder", "encode_all", "missing_encoders",
+           "wav_header"]
 
 # format -> (container, codec, fixed output rate or None for the engine's rate, muxer options,
 #            bit rate or None, encoder options)
@@ -53,7 +44,7 @@ def missing_encoders() -> list[str]:
     for fmt, (_, codec, *_) in _CODECS.items():
         try:
             av.codec.Codec(codec, "w")
-        except Exception:  # PyAV raises several types for an unknown codec; all mean "no"
+        except ValueError:  # av.codec.codec.UnknownCodecError: this FFmpeg lacks it
             missing.append(fmt)
     return missing
 
@@ -205,4 +196,3 @@ def encode_all(fmt: str, rate: int, chunks, tempo: float = 1.0) -> bytes:
     return b"".join(out)
 
 
-Sink = Callable[[bytes], bool]  # takes encoded bytes; False asks the engine to stop

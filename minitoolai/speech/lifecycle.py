@@ -18,6 +18,9 @@ def availability(settings, model) -> tuple[bool, str]:
     if model.provider == speech_models.PIPER:
         from minitoolai.speech.engines.piper import piper_installed
 
+        missing = speech_models.local_engine_missing()
+        if missing is not None:
+            return False, missing
         if not piper_installed():
             return False, "piper-tts not installed: pip install 'minitoolai[speech]'"
         missing = [str(v.model) for v in settings.speech.piper_voices if not v.model.is_file()]

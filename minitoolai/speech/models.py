@@ -7,7 +7,7 @@ import ctypes.util
 from minitoolai.catalog import Model
 from minitoolai.config import OPENAI_DEFAULT_BASE_URL
 from minitoolai.money import per_unit_nano
-from minitoolai.speech.audio import FORMATS
+from minitoolai.speech.formats import FORMATS, local_engine_missing
 
 ESPEAK = "espeak"
 PIPER = "piper"
@@ -41,6 +41,9 @@ def is_local(model: Model) -> bool:
 
 
 def espeak_found(settings) -> tuple[bool, str]:
+    missing = local_engine_missing()
+    if missing is not None:
+        return False, missing
     if settings.speech.espeak_library is not None:
         path = settings.speech.espeak_library
         return path.is_file(), f"eSpeak NG from {path}" if path.is_file() else f"{path} missing"

@@ -19,9 +19,9 @@ from minitoolai.errors import APIError, InvalidRequest, ServiceUnavailable
 from minitoolai.ledger.holds import UsageRecord, release, reserve, settle
 from minitoolai.money import format_usd
 from minitoolai.speech import models as speech_models
-from minitoolai.speech.audio import CONTENT_TYPES, PCM_RATE, missing_encoders
 from minitoolai.speech.engines.base import EngineError
 from minitoolai.speech.engines.upstream import UpstreamSpeech
+from minitoolai.speech.formats import CONTENT_TYPES, PCM_RATE, local_engine_missing
 from minitoolai.speech.streaming import AudioResponse, LocalStream
 from minitoolai.speech.validation import SpeechRequest
 
@@ -42,20 +42,29 @@ class SpeechService:
         self.engines: dict[str, object] = {}  # provider ("espeak", "piper") -> engine
         self.notes: dict[str, str] = {}  # provider -> why it is not running
         self.upstreams: dict[str, UpstreamSpeech] = {}
-        self.missing_formats = missing_encoders()
+        self.missing_formats: list[str] = []
         self._tasks: set[asyncio.Task] = set()
 
     # ---- start / stop ---------------------------------------------------------------------
     async def open(self) -> None:
         cfg = self.settings
-        if cfg.espeak:
+        missing = local_engine_missing()
+        if missing is not None:
+            # the upstream models still work; the local ones say why they do not
+            for provider in (speech_models.ESPEAK, speech_models.PIPER):
+                self.notes[provider] = missing
+        else:
+            from minitoolai.speech.audio import missing_encoders
+
+            self.missing_formats = missing_encoders()
+        if cfg.espeak and missing is None:
             try:
                 self.engines[speech_models.ESPEAK] = await asyncio.to_thread(self._load_espeak)
             except EngineError as exc:
                 # a server without eSpeak still serves the rest; /api/models/ says why not
                 self.notes[speech_models.ESPEAK] = str(exc)
                 log.warning("speech: %s", exc)
-        if cfg.piper_voices:
+        if cfg.piper_voices and missing is None:
             from minitoolai.speech.engines.piper import PiperEngine
 
             try:

@@ -15,7 +15,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from minitoolai.money import MoneyFormatError, per_unit_nano
 
 
-
 def _price(value: str) -> str:
     """A price per 1M characters must be a whole number of nanodollars per character."""
     try:

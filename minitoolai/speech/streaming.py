@@ -12,8 +12,6 @@ from concurrent.futures import Future
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from minitoolai.speech.audio import Encoder
-
 log = logging.getLogger(__name__)
 
 _END = object()
@@ -31,6 +29,8 @@ class LocalStream:
         self._queue: asyncio.Queue = asyncio.Queue()
         self._stop = threading.Event()
         self._error: BaseException | None = None
+        from minitoolai.speech.audio import Encoder  # PyAV: only with a local engine
+
         self.encoder = Encoder(fmt, engine.sample_rate(voice), engine.tempo(speed))
         self._future: Future = engine.start(text, voice, speed, self._on_pcm)
         self._future.add_done_callback(lambda _: self._post(_END))
@@ -74,7 +74,8 @@ class LocalStream:
             if not finished:
                 self._stop.set()
                 if not self._future.done():
-                    await asyncio.wrap_future(self._future)
+                    # wait for the engine to notice; its error, if any, no longer matters
+                    await asyncio.wait([asyncio.wrap_future(self._future)])
                 self.encoder.close()
 
 

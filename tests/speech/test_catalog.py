@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from minitoolai.catalog_status import catalog_rows
@@ -45,3 +47,24 @@ def test_bad_speech_configuration_names_the_key(name, value, key):
     with pytest.raises(ConfigError) as info:
         _settings(**{name: value})
     assert key in str(info.value)
+
+
+def test_without_pyav_the_local_engines_say_why(tmp_path):
+    # a fresh interpreter where `import av` fails, as on an install without the speech extra
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; sys.modules['av'] = None\n"
+        "from minitoolai.config import load_settings\n"
+        "from minitoolai.catalog_status import catalog_rows\n"
+        "rows = {r[0]: r for r in catalog_rows(load_settings({'OPENAI_API_KEY': 'sk-x'}))}\n"
+        "print(rows['espeak-ng'][3], rows['espeak-ng'][4], rows['tts-1'][3], sep='|')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True, cwd=tmp_path,
+                         env={"PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+                              "PATH": "/usr/bin:/bin"})
+    available, note, upstream = out.stdout.strip().split("|")
+    assert (available, upstream) == ("no", "yes")
+    assert "av is not installed" in note

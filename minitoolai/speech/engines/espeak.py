@@ -116,10 +116,9 @@ class _Library:
     def _on_audio(self, wav, numsamples, events) -> int:
         if self._stopped:
             return 1
-        if wav and numsamples > 0:
-            if not self._target(ctypes.string_at(wav, numsamples * 2)):
-                self._stopped = True
-                return 1  # abort the synthesis
+        if wav and numsamples > 0 and not self._target(ctypes.string_at(wav, numsamples * 2)):
+            self._stopped = True
+            return 1  # abort the synthesis
         return 0
 
     def speak(self, text: str, identifier: str, wpm: int, on_pcm: PcmCallback) -> None:

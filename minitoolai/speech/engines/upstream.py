@@ -8,7 +8,6 @@ one. Nothing is retried: audio that has started cannot be resumed elsewhere.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -64,7 +63,7 @@ class UpstreamSpeech:
         try:
             response = await self._session.post(url, data=orjson.dumps(payload),
                                                 headers=headers)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise UpstreamTimeout(f"speech provider {self.name!r} did not answer in time") \
                 from None
         except aiohttp.ClientError as exc:
@@ -82,7 +81,7 @@ class UpstreamSpeech:
                 async for chunk in response.content.iter_any():
                     if chunk:
                         yield chunk
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise UpstreamTimeout(f"speech provider {self.name!r} stopped sending audio") \
                     from None
             except aiohttp.ClientError as exc:
