@@ -134,3 +134,31 @@ async def test_variants_and_bare_languages(server, database_url):
         assert response.status_code == 200, (voice, response.text)
         bodies.add(response.content)
     assert len(bodies) == 4  # four different voices
+
+
+async def test_concurrent_requests_get_their_own_audio(server, database_url):
+    """eSpeak runs one synthesis at a time on its own thread; requests arriving together
+    must each get exactly the audio they would get alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    customer = await make_customer(database_url, 10**9)
+    jobs = [("en-us", "First request, in English."), ("fr-fr", "Deuxième requête, en français."),
+            ("de", "Dritte Anfrage, auf Deutsch."), ("en-us+f3", LONG)]
+
+    def one(job):
+        voice, text = job
+        response = speak(server.url, customer.headers, model="espeak-ng", input=text,
+                         voice=voice, response_format="wav")
+        assert response.status_code == 200, response.text
+        return response.content
+
+    # eSpeak is not bit-for-bit repeatable (a few samples differ between runs), so compare
+    # durations: mixed-up or interleaved audio would be far off
+    alone = [decode(one(job), "wav")[0] for job in jobs]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        together = [decode(body, "wav")[0] for body in pool.map(one, jobs * 3)]
+    for expected_duration, duration in zip(alone * 3, together, strict=True):
+        assert abs(duration - expected_duration) < 0.02, (alone, together)
+    expected = 4 * sum(len(text) for _, text in jobs) * ESPEAK_NANO_PER_CHAR
+    assert await account_state(database_url, customer.account_id) == (10**9 - expected, 0)
+    await assert_ledger_ok(database_url)
