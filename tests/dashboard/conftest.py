@@ -117,10 +117,13 @@ def page_token(http: requests.Session, url: str) -> str:
     return csrf_of(response.text)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """One headless Chromium for the run. Debian's chromium must be installed (.ci/run does);
-    without it these tests fail in CI and are skipped on a developer's machine."""
+    """One headless Chromium per test module. Debian's chromium must be installed (.ci/run
+    does); without it these tests fail in CI and are skipped on a developer's machine.
+
+    Module scope, not session: Playwright's sync API keeps an event loop running in the main
+    thread while it is open, which would stop every async test that runs after it."""
     missing = None
     try:
         from playwright.sync_api import sync_playwright
