@@ -54,8 +54,8 @@ def stacked_bars(dates: list[date], series: dict[str, list[int]], *, title: str,
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     slot = plot_w / max(len(dates), 1)
     bar = max(slot * 0.72, 1.0)
-    parts = [f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
-             f'aria-label="{escape(title)}" preserveAspectRatio="xMidYMid meet">',
+    parts = [(f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
+              f'aria-label="{escape(title)}" preserveAspectRatio="xMidYMid meet">'),
              f"<title>{escape(title)}</title>"]
     for fraction in (0, 0.5, 1):
         y = TOP + plot_h * (1 - fraction)

@@ -16,9 +16,9 @@ from datetime import datetime
 from sqlalchemy import insert, select, update
 
 from minitoolai.clock import as_utc, utcnow
+from minitoolai.dashboard.tables import redemption_codes
 from minitoolai.db.engine import Database
 from minitoolai.db.tables import accounts
-from minitoolai.dashboard.tables import redemption_codes
 from minitoolai.errors import InvalidRequest
 from minitoolai.ledger.credits import add_credit_in
 

@@ -7,9 +7,9 @@ from sqlalchemy import delete, insert, select
 
 from minitoolai.accounts.auth import Principal
 from minitoolai.accounts.store import create_key
+from minitoolai.dashboard.tables import playground_keys
 from minitoolai.db.engine import Database
 from minitoolai.db.tables import api_keys
-from minitoolai.dashboard.tables import playground_keys
 
 KEY_NAME = "playground"
 

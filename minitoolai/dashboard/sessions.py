@@ -14,9 +14,9 @@ from sqlalchemy import delete, insert, select
 
 from minitoolai.accounts.store import Account
 from minitoolai.clock import as_utc, utcnow
+from minitoolai.dashboard.tables import dashboard_sessions
 from minitoolai.db.engine import Database
 from minitoolai.db.tables import accounts
-from minitoolai.dashboard.tables import dashboard_sessions
 
 SESSION_COOKIE = "mtai_session"
 ANON_CSRF_COOKIE = "mtai_csrf"

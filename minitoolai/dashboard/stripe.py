@@ -20,9 +20,9 @@ import orjson
 from sqlalchemy import insert, select, update
 
 from minitoolai.clock import utcnow
-from minitoolai.db.engine import Database
 from minitoolai.dashboard.settings import StripeSettings
 from minitoolai.dashboard.tables import stripe_checkouts
+from minitoolai.db.engine import Database
 from minitoolai.errors import InvalidRequest, PermissionDenied, UpstreamError
 from minitoolai.ledger.credits import add_credit_in
 from minitoolai.money import NANO_PER_USD, format_usd, parse_usd

@@ -5,13 +5,14 @@ the chart, export CSV, log out."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import requests
 from sqlalchemy import select
 
+from minitoolai.dashboard.codes import create_codes, display
 from minitoolai.db.engine import Database
 from minitoolai.db.tables import accounts, usage
-from minitoolai.dashboard.codes import create_codes, display
 from minitoolai.money import format_usd
 from tests.conftest import assert_ledger_ok
 from tests.dashboard.conftest import PASSWORD, arun
@@ -119,7 +120,7 @@ def test_customer_journey(live, new_page, database_url, upstream, tmp_path):
     # CSV export downloads the same row
     with page.expect_download() as download:
         page.click("text=Export CSV")
-    csv_text = open(download.value.path()).read()
+    csv_text = Path(download.value.path()).read_text()
     assert csv_text.splitlines()[0].startswith("time_utc,request_id")
     assert f",gpt-4o-mini,{prompt_tokens},5,0,0,{format_usd(cost)},no,ok," in csv_text
 

@@ -9,10 +9,9 @@ import pytest
 from sqlalchemy import insert
 
 from minitoolai.clock import utcnow
-from minitoolai.db.tables import usage
-
 from minitoolai.dashboard.codes import create_codes
 from minitoolai.db.engine import Database
+from minitoolai.db.tables import usage
 from minitoolai.ledger.credits import add_credit
 from tests.dashboard.conftest import PASSWORD, arun, make_user
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import threading
 
-import requests
 from sqlalchemy import select
 from typer.testing import CliRunner
 
@@ -123,7 +122,7 @@ async def test_bad_codes_are_refused_alike_and_throttled(dash_settings, database
 
 async def test_admin_creates_codes_and_sees_who_used_them(live, database_url):
     _, admin = await make_user(database_url, admin=True)
-    user_id, user = await make_user(database_url)
+    _, user = await make_user(database_url)
     admin_http = login(live.url, admin)
     token = page_token(admin_http, live.url + "/admin/codes")
     page = admin_http.post(live.url + "/admin/codes", data={

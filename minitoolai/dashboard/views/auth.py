@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from starlette.responses import Response
 
 from minitoolai.accounts.store import create_account
