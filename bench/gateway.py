@@ -166,6 +166,14 @@ def fmt_row(cols, widths) -> str:
                      for i, (c, w) in enumerate(zip(cols, widths)))
 
 
+def postgres_admin(sql: str) -> None:
+    engine = create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
+                           isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.exec_driver_sql(sql)
+    engine.dispose()
+
+
 def cpu_seconds(proc: psutil.Process) -> float:
     t = proc.cpu_times()
     return t.user + t.system
@@ -198,6 +206,9 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=2.0, help="seconds of gateway warm-up")
     ap.add_argument("--database-url", default=None,
                     help="postgresql://... (an empty database); default SQLite in a temp dir")
+    ap.add_argument("--postgres", action="store_true",
+                    help="create a fresh database on the PostgreSQL at 127.0.0.1:5432 (user"
+                         " postgres), run against it, drop it after")
     ap.add_argument("--threads", type=int, default=1, help="wrk threads")
     ap.add_argument("--json", type=Path, default=None, help="write all figures here")
     ap.add_argument("--profile", type=Path, default=None,
@@ -224,6 +235,11 @@ def main() -> int:
         "MINITOOLAI_RATE_LIMIT_PER_MINUTE": "0", "MINITOOLAI_LOG_LEVEL": "warning",
         "OPENAI_BASE_URL": f"http://127.0.0.1:{fake_port}/v1", "OPENAI_API_KEY": "sk-bench",
     })
+    pg_name = None
+    if args.postgres and not args.database_url:
+        pg_name = f"minitoolai_bench_{os.getpid()}"
+        postgres_admin(f'CREATE DATABASE "{pg_name}"')
+        args.database_url = f"postgresql://postgres@127.0.0.1:5432/{pg_name}"
     if args.no_local_model:
         env["MINITOOLAI_CHAT__BUILTIN_LOCAL_MODEL"] = "false"
     if args.database_url:
@@ -321,9 +337,11 @@ def main() -> int:
                 proc.wait(15)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        if not args.keep and not args.database_url:
+        if not args.keep:
             import shutil
             shutil.rmtree(data_dir, ignore_errors=True)
+            if pg_name:
+                postgres_admin(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
     return 0 if results.get("ledger_verify", {}).get("rc") == 0 and results["ok"] else 1

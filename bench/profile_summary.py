@@ -3,6 +3,9 @@
     py-spy record --pid PID --duration 10 --rate 250 --nonblocking --format raw -o prof.txt
     python bench/profile_summary.py prof.txt [--top 25]
 
+With --native, C frames count too (socket writes, the garbage collector); with --gil, only
+samples that hold the GIL, i.e. the CPU that competes for the one event-loop thread.
+
 Prints the share of samples (a) by category, counted once per stack at the first frame that
 matches (inclusive time), (b) by leaf function (self time). Idle samples are not recorded
 by py-spy unless --idle, so shares are of busy samples across all threads.
@@ -18,6 +21,11 @@ from pathlib import Path
 # (category, pattern on a frame "func (file:line)"), checked from the leaf upward, so the
 # most specific category wins: SQLAlchemy compilation inside ledger code counts as compile.
 CATEGORIES = [
+    # native frames (py-spy --native): what the C code under Python is doing
+    ("syscall: socket write/send (GIL held)", r"^(write|send|sendmsg|writev|__libc_write) \(libc"),
+    ("syscall: socket read/recv", r"^(read|recv|recvmsg|__libc_read) \(libc"),
+    ("garbage collector", r"gc_collect|collect_generation|subtract_refs|update_refs|visit_"),
+    ("thread wake-ups (sem_post, futex)", r"^(sem_post|futex|pthread_cond)"),
     ("sqlite3 C calls (aiosqlite worker thread)", r"aiosqlite/core\.py|sqlite3"),
     ("asyncpg protocol", r"asyncpg/"),
     ("SQLAlchemy statement compilation", r"sqlalchemy/sql/compiler\.py|_compiler_dispatch"
