@@ -10,7 +10,7 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
-from minitoolai.accounts.store import create_key, list_keys
+from minitoolai.accounts.store import create_account, create_key, list_keys
 from minitoolai.app import create_app
 from minitoolai.dashboard.sessions import ANON_CSRF_COOKIE, SESSION_COOKIE
 from minitoolai.dashboard.tables import dashboard_sessions
@@ -164,7 +164,8 @@ async def test_admin_pages_refuse_customers(live, database_url):
     for path, data in (("/admin/codes", {"amount": "100", "count": "5"}),
                        (f"/admin/accounts/{account_id}/credit",
                         {"amount": "100", "reason": "self-service"}),
-                       (f"/admin/accounts/{account_id}/disabled", {"disabled": "1"})):
+                       (f"/admin/accounts/{account_id}/disabled", {"disabled": "1"}),
+                       (f"/admin/accounts/{account_id}/password", {"password": "x" * 12})):
         response = http.post(live.url + path, data={**data, "csrf_token": token})
         assert response.status_code == 403, path
     assert await _count(database_url, ledger_entries) == entries
@@ -233,6 +234,24 @@ async def test_one_customer_cannot_reach_another(live, database_url):
     after = requests.get(live.url + "/api/balance/", headers=headers)
     assert after.status_code == 401 and after.json()["error"]["code"] == "revoked_api_key"
     await assert_ledger_ok(database_url)
+
+
+async def test_operator_sets_a_password_for_a_cli_account(live, database_url):
+    _, admin = await make_user(database_url, admin=True)
+    db = Database(database_url, pool_size=1)
+    try:
+        account = await create_account(db, "cli-made@example.com")
+    finally:
+        await db.dispose()
+    admin_http = login(live.url, admin)
+    token = page_token(admin_http, live.url + f"/admin/accounts/{account.id}")
+    short = admin_http.post(live.url + f"/admin/accounts/{account.id}/password",
+                            data={"csrf_token": token, "password": "short"})
+    assert "Choose a password of 8" in short.text
+    done = admin_http.post(live.url + f"/admin/accounts/{account.id}/password",
+                           data={"csrf_token": token, "password": "a new password"})
+    assert "Password set for cli-made@example.com." in done.text
+    login(live.url, "cli-made@example.com", "a new password")
 
 
 async def test_disabled_account_is_logged_out_and_refused(live, database_url):

@@ -6,7 +6,9 @@ from __future__ import annotations
 from starlette.responses import Response
 
 from minitoolai.accounts.store import get_account, list_accounts, list_keys, set_account_flags
+from minitoolai.dashboard.passwords import set_password
 from minitoolai.dashboard.sessions import end_all_sessions
+from minitoolai.dashboard.views.auth import MAX_PASSWORD
 from minitoolai.dashboard.views.usage import render_usage
 from minitoolai.dashboard.web import Ctx, page
 from minitoolai.errors import InvalidRequest, NotFound
@@ -69,9 +71,24 @@ async def set_disabled(ctx: Ctx) -> Response:
                         "Account disabled." if disable else "Account enabled.")
 
 
+async def set_password_(ctx: Ctx) -> Response:
+    """For accounts made on the command line (which have no password) and forgotten ones."""
+    account_id = _account_id(ctx)
+    password = ctx.form.get("password", "")
+    url = f"/admin/accounts/{account_id}"
+    minimum = ctx.service.config.min_password_length
+    if not minimum <= len(password) <= MAX_PASSWORD:
+        return ctx.redirect(url, f"Choose a password of {minimum} to {MAX_PASSWORD} characters.")
+    account = await get_account(ctx.db, account_id)
+    await set_password(ctx.db, account.id, password)
+    await end_all_sessions(ctx.db, account.id)  # whoever was logged in must log in anew
+    return ctx.redirect(url, f"Password set for {account.email}.")
+
+
 ROUTES = [
     ("/admin/accounts", page(accounts_page, admin=True), ["GET"]),
     ("/admin/accounts/{account_id}", page(account_page, admin=True), ["GET"]),
     ("/admin/accounts/{account_id}/credit", page(adjust, admin=True), ["POST"]),
     ("/admin/accounts/{account_id}/disabled", page(set_disabled, admin=True), ["POST"]),
+    ("/admin/accounts/{account_id}/password", page(set_password_, admin=True), ["POST"]),
 ]
