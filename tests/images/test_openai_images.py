@@ -1,0 +1,87 @@
+"""`POST /v1/images/generations` with the official openai SDK: url and b64_json, n images,
+errors in the OpenAI envelope with no charge."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import openai
+import pytest
+import requests
+from PIL import Image
+
+from minitoolai.money import parse_usd
+from tests.conftest import assert_ledger_ok, make_customer
+
+
+def client(server, customer) -> openai.OpenAI:
+    return openai.OpenAI(api_key=customer.key, base_url=server.url + "/v1", max_retries=0)
+
+
+def account(server, customer) -> dict:
+    return requests.get(server.url + "/api/balance/", headers=customer.headers,
+                        timeout=10).json()
+
+
+async def test_sdk_generates_urls_and_b64(database_url, image_settings, serve):
+    customer = await make_customer(database_url, parse_usd("1"))
+    server = serve(image_settings())
+    sdk = client(server, customer)
+    result = sdk.images.generate(model="realvision", prompt="a harbour", n=2, size="512x384")
+    assert len(result.data) == 2
+    for item in result.data:
+        image = Image.open(io.BytesIO(requests.get(item.url, timeout=10).content))
+        assert image.size == (512, 384)
+    result = sdk.images.generate(prompt="a harbour", response_format="b64_json",
+                                 size="256x256",
+                                 extra_body={"steps": 2, "scheduler": "Euler a", "seed": 3})
+    image = Image.open(io.BytesIO(base64.b64decode(result.data[0].b64_json)))
+    assert image.format == "PNG" and image.size == (256, 256)
+    assert account(server, customer)["balance"] == "0.9955"  # three images
+    await assert_ledger_ok(database_url)
+
+
+@pytest.mark.parametrize(("kwargs", "status", "param", "fragment"), [
+    ({"size": "big"}, 400, "size", "size must be"),
+    ({"size": "1004x1000"}, 400, "width", "multiple of 8"),
+    ({"size": "2048x1024"}, 400, "width", "between 256 and 1344"),
+    ({"n": 9}, 400, "n", "n must be"),
+    ({"response_format": "jpeg"}, 400, "response_format", "response_format"),
+    ({"model": "dall-e-3"}, 400, "model", "model must be one of"),
+    ({"model": "juggernaut"}, 503, "model", "not installed"),
+    ({"extra_body": {"steps": 20}}, 400, "steps", "between 1 and 8"),
+    ({"extra_body": {"bogus": 1}}, 400, "bogus", "unknown parameter"),
+])
+async def test_sdk_errors_use_openai_envelope_and_cost_nothing(
+        database_url, image_settings, serve, kwargs, status, param, fragment):
+    customer = await make_customer(database_url, parse_usd("1"))
+    server = serve(image_settings(), workers=False)
+    with pytest.raises(openai.APIStatusError) as caught:
+        client(server, customer).images.generate(prompt="x", **{"model": "realvision",
+                                                                 **kwargs})
+    assert caught.value.status_code == status
+    error = caught.value.body
+    assert error["param"] == param and fragment in error["message"], error
+    assert account(server, customer)["balance"] == "1"
+    assert account(server, customer)["held"] == "0"
+    await assert_ledger_ok(database_url)
+
+
+async def test_insufficient_credit_for_n_holds_nothing(database_url, image_settings, serve):
+    customer = await make_customer(database_url, 2 * 1_500_000)  # two images' worth
+    server = serve(image_settings())
+    with pytest.raises(openai.APIStatusError) as caught:
+        client(server, customer).images.generate(model="realvision", prompt="x", n=3,
+                                                 size="256x256")
+    assert caught.value.status_code == 402
+    assert account(server, customer)["held"] == "0"
+    assert account(server, customer)["balance"] == "0.003"
+    await assert_ledger_ok(database_url)
+
+
+async def test_missing_key_is_401(database_url, image_settings, serve):
+    server = serve(image_settings(), workers=False)
+    answer = requests.post(server.url + "/v1/images/generations", json={"prompt": "x"},
+                           timeout=10)
+    assert answer.status_code == 401 and answer.json()["error"]["type"] == "authentication_error"
