@@ -12,22 +12,22 @@ import requests
 pytest.importorskip("diffusers")
 pytest.importorskip("torchsde")
 
-from PIL import Image  # noqa: E402
+from PIL import Image
 
-from minitoolai.config import load_settings  # noqa: E402
-from minitoolai.images.backends.clip_tokenizer import write_clip_tokenizer  # noqa: E402
-from minitoolai.images.backends.diffusers_backend import (  # noqa: E402
+from minitoolai.config import load_settings
+from minitoolai.images.backends.clip_tokenizer import write_clip_tokenizer
+from minitoolai.images.backends.diffusers_backend import (
     CONFIGS,
     DiffusersBackend,
     config_folder,
 )
-from minitoolai.images.backends.schedulers import SCHEDULER_MAP, build_scheduler  # noqa: E402
-from minitoolai.images.queue import ClaimedJob  # noqa: E402
-from minitoolai.images.request import SCHEDULERS  # noqa: E402
-from minitoolai.money import parse_usd  # noqa: E402
-from tests.conftest import assert_ledger_ok, make_customer  # noqa: E402
-from tests.images.conftest import poll, submit  # noqa: E402
-from tests.images.tiny_pipeline import save_tiny_pipeline  # noqa: E402
+from minitoolai.images.backends.schedulers import SCHEDULER_MAP, build_scheduler
+from minitoolai.images.queue import ClaimedJob
+from minitoolai.images.request import SCHEDULERS
+from minitoolai.money import parse_usd
+from tests.conftest import assert_ledger_ok, make_customer
+from tests.images.conftest import poll, submit
+from tests.images.tiny_pipeline import save_tiny_pipeline
 
 
 @pytest.fixture(scope="module")

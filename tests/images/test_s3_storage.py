@@ -12,12 +12,12 @@ import requests
 boto3 = pytest.importorskip("boto3")
 moto_server = pytest.importorskip("moto.server")
 
-from PIL import Image  # noqa: E402
+from PIL import Image
 
-from minitoolai.money import parse_usd  # noqa: E402
-from tests.conftest import assert_ledger_ok, make_customer  # noqa: E402
-from tests.images.conftest import poll, submit  # noqa: E402
-from tests.servers import free_port  # noqa: E402
+from minitoolai.money import parse_usd
+from tests.conftest import assert_ledger_ok, make_customer
+from tests.images.conftest import poll, submit
+from tests.servers import free_port
 
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 

@@ -33,7 +33,8 @@ def bytes_to_unicode() -> dict[int, str]:
 
 
 def clip_vocab_and_merges() -> tuple[dict[str, int], list[str]]:
-    lines = gzip.open(BPE_PATH).read().decode("utf-8").split("\n")
+    with gzip.open(BPE_PATH) as handle:
+        lines = handle.read().decode("utf-8").split("\n")
     merges = lines[1:N_MERGES + 1]
     symbols = list(bytes_to_unicode().values())
     tokens = symbols + [s + "</w>" for s in symbols]
