@@ -32,7 +32,7 @@ async def usage_rows(database_url: str, account_id: int) -> list:
         await db.dispose()
 
 
-async def wait_settled(database_url: str, account_id: int, attempts: int = 200) -> None:
+async def wait_settled(database_url: str, account_id: int, attempts: int = 600) -> None:
     """Wait until the account has no open hold (settlement after a client went away happens
     after the client has stopped listening). Bounded; fails rather than hangs."""
     db = Database(database_url, pool_size=1)

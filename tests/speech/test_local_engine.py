@@ -162,3 +162,27 @@ async def test_concurrent_requests_get_their_own_audio(server, database_url):
     expected = 4 * sum(len(text) for _, text in jobs) * ESPEAK_NANO_PER_CHAR
     assert await account_state(database_url, customer.account_id) == (10**9 - expected, 0)
     await assert_ledger_ok(database_url)
+
+
+SYSTEM_LIBRARY = "/lib/x86_64-linux-gnu/libespeak-ng.so.1"
+
+
+@pytest.mark.skipif(not __import__("os").path.exists(SYSTEM_LIBRARY),
+                    reason="Debian's libespeak-ng1 is not installed")
+async def test_debian_espeak_ng_as_the_library(speech_settings, database_url):
+    from minitoolai.app import create_app
+    from tests.servers import ThreadedServer
+
+    settings = speech_settings(speech={"espeak_library": SYSTEM_LIBRARY})
+    customer = await make_customer(database_url, 10**9)
+    with ThreadedServer(create_app(settings)) as live:
+        listing = {m["model"]: m for m in requests.get(live.url + "/api/voices/").json()["data"]}
+        assert listing["espeak-ng"]["available"] is True
+        durations = []
+        for text in ("Hola.", "Hola. ¿Cómo estás? Hace un día precioso para pasear."):
+            response = speak(live.url, customer.headers, model="espeak-ng", input=text,
+                             voice="es", response_format="opus")
+            assert response.status_code == 200, response.text
+            durations.append(decode(response.content, "opus")[0])
+        assert durations[0] < durations[1] / 2
+    await assert_ledger_ok(database_url)
