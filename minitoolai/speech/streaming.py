@@ -12,6 +12,8 @@ from concurrent.futures import Future
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from minitoolai.speech.engines.base import EngineError
+
 log = logging.getLogger(__name__)
 
 _END = object()
@@ -63,9 +65,13 @@ class LocalStream:
                 if item is _END:
                     break
                 yield item
-            self._future.result()  # the engine's own exception, if any
+            # an engine or encoder failure, whatever raised it, is an EngineError here
+            try:
+                self._future.result()
+            except Exception as exc:
+                raise EngineError(f"{exc.__class__.__name__}: {exc}") from exc
             if self._error is not None:
-                raise self._error
+                raise EngineError(f"encoding failed: {self._error}") from self._error
             tail = self.encoder.finish()
             finished = True
             if tail:

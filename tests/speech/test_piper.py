@@ -9,7 +9,7 @@ from minitoolai.speech import lifecycle
 from tests.conftest import assert_ledger_ok, make_customer
 from tests.servers import ThreadedServer
 from tests.speech.conftest import decode, envelope_of
-from tests.speech.helpers import account_state
+from tests.speech.helpers import account_state, usage_rows
 from tests.speech.tiny_piper import SAMPLE_RATE, write_voice
 
 CREDIT = 10**9
@@ -73,3 +73,22 @@ async def test_missing_piper_files_leave_the_rest_running(speech_settings, datab
                                  json={"model": "espeak-ng", "voice": "en", "input": "Hi"})
         assert response.status_code == 200
     assert await account_state(database_url, customer.account_id) == (CREDIT - 2 * 1_000, 0)
+
+
+async def test_engine_failure_is_a_500_and_free(speech_settings, database_url, tmp_path):
+    broken = write_voice(tmp_path / "voices", "broken", broken=True)
+    settings = speech_settings(speech={"piper_voices": [{"id": "broken", "model": str(broken)}]})
+    customer = await make_customer(database_url, CREDIT)
+    with ThreadedServer(create_app(settings)) as live:
+        for fmt in ("wav", "mp3"):
+            response = requests.post(live.url + "/v1/audio/speech", headers=customer.headers,
+                                     json={"model": "piper", "voice": "broken",
+                                           "input": "This will fail.", "response_format": fmt})
+            assert response.status_code == 500, response.text
+            error = envelope_of(response)
+            assert (error["type"], error["code"]) == ("server_error", "engine_failed")
+            assert "speech engine failed" in error["message"]
+    assert await account_state(database_url, customer.account_id) == (CREDIT, 0)
+    rows = await usage_rows(database_url, customer.account_id)
+    assert [(r.status, r.cost) for r in rows] == [("error", 0)] * 2
+    await assert_ledger_ok(database_url)

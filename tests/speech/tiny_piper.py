@@ -20,7 +20,9 @@ def _const(name: str, array: np.ndarray):
     return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(array, name))
 
 
-def build_model() -> onnx.ModelProto:
+def build_model(broken: bool = False) -> onnx.ModelProto:
+    """`broken`: the output reshape asks for 3 samples, so every inference fails at run
+    time (for the engine-failure path); the model still loads."""
     nodes = [
         _const("one", np.array([1], dtype=np.int64)),
         _const("two", np.array([2], dtype=np.int64)),
@@ -28,7 +30,7 @@ def build_model() -> onnx.ModelProto:
         _const("hop", np.array([HOP], dtype=np.float32)),
         _const("freq", np.array([0.07], dtype=np.float32)),
         _const("half", np.array([0.5], dtype=np.float32)),
-        _const("shape_out", np.array([1, 1, 1, -1], dtype=np.int64)),
+        _const("shape_out", np.array([1, 1, 1, 3 if broken else -1], dtype=np.int64)),
         # samples = round(len(ids) * HOP * length_scale), length_scale = scales[1]
         helper.make_node("Shape", ["input"], ["in_shape"]),
         helper.make_node("Slice", ["in_shape", "one", "two"], ["n_ids"]),
@@ -61,13 +63,14 @@ def build_model() -> onnx.ModelProto:
     return model
 
 
-def write_voice(folder: Path, name: str = "tiny-en", espeak_voice: str = "en-us") -> Path:
+def write_voice(folder: Path, name: str = "tiny-en", espeak_voice: str = "en-us",
+                broken: bool = False) -> Path:
     """Write NAME.onnx and NAME.onnx.json into `folder`; returns the model's path."""
     from piper.phoneme_ids import DEFAULT_PHONEME_ID_MAP
 
     folder.mkdir(parents=True, exist_ok=True)
     model_path = folder / f"{name}.onnx"
-    onnx.save(build_model(), model_path)
+    onnx.save(build_model(broken), model_path)
     config = {
         "audio": {"sample_rate": SAMPLE_RATE},
         "espeak": {"voice": espeak_voice},
