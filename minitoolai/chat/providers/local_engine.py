@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import os
 import random
 import threading
 from collections.abc import Callable
@@ -143,9 +144,12 @@ class Engine:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         cfg = self.cfg
+        # the same count for prompt and generation: llama-cpp-python would otherwise use every
+        # CPU for prompts, and threads that wait on each other collapse on a busy machine
+        threads = cfg.threads or max(1, (os.cpu_count() or 2) // 2)
         llm = llama_cpp.Llama(
             model_path=str(cfg.path), n_ctx=cfg.context_size, n_batch=min(512, cfg.context_size),
-            n_threads=cfg.threads, n_threads_batch=cfg.threads, verbose=False,
+            n_threads=threads, n_threads_batch=threads, verbose=False,
         )
         eos_id, bos_id = llm.token_eos(), llm.token_bos()
         eos = llm.detokenize([eos_id], special=True).decode("utf-8", "replace") \
