@@ -20,6 +20,7 @@ from minitoolai.ledger.holds import UsageRecord, release, reserve
 log = logging.getLogger(__name__)
 
 SEED_ENDPOINT = "/api/texttoimage"
+QUEUE_COUNT_SECONDS = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +38,8 @@ class ImagesService:
         self.storage = storage
         self.wake = asyncio.Event()  # set at submit: embedded workers start at once
         self._changed = asyncio.Event()  # set when jobs finish: wakes waiters
+        self._queued_count = 0
+        self._queued_at = float("-inf")
 
     # ---- availability ----
     def is_available(self, model) -> bool:
@@ -60,9 +63,9 @@ class ImagesService:
         """Hold every job's price first (all or none), then queue them together."""
         for req in reqs:
             if not self.is_available(req.model):
-                _, note = model_ready(self.runtime.settings, req.model)
+                _, note = model_ready(self.runtime.settings, req.model, detailed=True)
                 raise ServiceUnavailable(note, param="model", code="model_not_installed")
-        if await queue.count_queued(self.db) + len(reqs) > self.settings.max_queued:
+        if await self._queued() + len(reqs) > self.settings.max_queued:
             raise ServiceUnavailable(
                 f"the image queue is full ({self.settings.max_queued} jobs waiting);"
                 " try again shortly", code="queue_full", headers={"Retry-After": "10"})
@@ -91,8 +94,18 @@ class ImagesService:
                 await asyncio.shield(release(self.db, row["request_id"], UsageRecord(
                     endpoint=endpoint, model=row["model"], status="error")))
             raise
+        self._queued_count += len(rows)
         self.wake.set()
         return [Ticket(row["id"], sign_job(self.runtime.secret_key, row["id"])) for row in rows]
+
+    async def _queued(self) -> int:
+        """Jobs waiting, counted at most every QUEUE_COUNT_SECONDS (max_queued is a soft
+        limit: a fresh COUNT per submit would cost more than the submit itself)."""
+        now = time.monotonic()
+        if now - self._queued_at > QUEUE_COUNT_SECONDS:
+            self._queued_count = await queue.count_queued(self.db)
+            self._queued_at = now
+        return self._queued_count
 
     async def cancel_queued(self, job_ids: list[int], reason: str) -> None:
         await queue.cancel_queued(self.db, job_ids, reason)

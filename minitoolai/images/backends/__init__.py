@@ -6,15 +6,19 @@ from __future__ import annotations
 from minitoolai.images.backends.base import Backend
 
 
-def model_ready(settings, model: str) -> tuple[bool, str]:
-    """Whether the configuration makes `model` servable here, and a note saying why (not)."""
+def model_ready(settings, model: str, *, detailed: bool = False) -> tuple[bool, str]:
+    """Whether the configuration makes `model` servable here, and a note saying why (not):
+    short for `minitoolai models`, detailed (how to install it) for API errors."""
     images = settings.images
     cfg = images.models.get(model)
     how = (f"set images.models.{model} in the config file, e.g. MINITOOLAI_IMAGES__MODELS="
            f"'{{\"{model}\": {{\"backend\": \"diffusers\", \"path\": \"/models/{model}"
            f".safetensors\"}}}}' (a local SD1.5/SDXL checkpoint), or backend \"a1111\" with"
-           " images.a1111.base_url; see docs/images.md")
+           " images.a1111.base_url; see docs/images.md") if detailed else (
+           f"set images.models.{model} (docs/images.md)")
     if cfg is None or not cfg.enabled:
+        if not detailed:
+            return False, f"not installed: {how}"
         return False, f"image model {model!r} is not installed on this server: {how}"
     if cfg.backend == "diffusers":
         if cfg.path is None:
@@ -27,7 +31,7 @@ def model_ready(settings, model: str) -> tuple[bool, str]:
             return False, (f"image model {model!r} uses the a1111 backend but"
                            " images.a1111.base_url is not set")
         return True, f"a1111: {images.a1111.base_url}"
-    return True, "instant (test/benchmark backend: plain images, no model)"
+    return True, "instant: test/benchmark backend, plain images"
 
 
 def build_backends(settings) -> dict[str, Backend]:
