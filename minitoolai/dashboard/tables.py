@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, Column, DateTime, ForeignKey, Index, Integer, String, Table
 
-from minitoolai.db.tables import metadata
+from minitoolai.db.tables import metadata, usage
 
 # A session id is a 256-bit random cookie value; only its SHA-256 is stored, so a leaked
 # database (or backup) cannot be replayed as logins.
@@ -61,3 +61,7 @@ playground_keys = Table(
     Column("account_id", Integer, ForeignKey("accounts.id"), primary_key=True),
     Column("key_id", String(32), nullable=False),
 )
+
+# The usage page filtered by model reads newest-first within one account and one model; the
+# core's (account_id, created_at) index leaves that to a scan of all the account's rows.
+Index("ix_usage_account_model_id", usage.c.account_id, usage.c.model, usage.c.id)

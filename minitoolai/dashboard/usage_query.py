@@ -7,6 +7,7 @@ all-accounts views): a customer's filters can narrow their own rows, never widen
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -80,19 +81,20 @@ async def usage_totals(db: Database, account_id: int | None, flt: UsageFilter) -
     return int(row[0]), int(row[1])
 
 
-async def usage_models(db: Database, account_id: int | None) -> list[str]:
-    query = select(usage.c.model).distinct().order_by(usage.c.model)
-    if account_id is not None:
-        query = query.where(usage.c.account_id == account_id)
-    async with db.read() as conn:
-        return [r[0] for r in (await conn.execute(query)).all()]
-
-
 async def usage_rows_for_csv(db: Database, account_id: int | None, flt: UsageFilter,
-                             limit: int = 1_000_000) -> list:
-    query = flt.apply(select(usage), account_id).order_by(usage.c.id).limit(limit)
-    async with db.read() as conn:
-        return (await conn.execute(query)).all()
+                             batch: int = 5000) -> AsyncIterator[list]:
+    """Every matching row, oldest first, a batch at a time (no transaction held between
+    batches, no export held in memory)."""
+    after = 0
+    while True:
+        query = (flt.apply(select(usage), account_id).where(usage.c.id > after)
+                 .order_by(usage.c.id).limit(batch))
+        async with db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        if not rows:
+            return
+        yield rows
+        after = rows[-1].id
 
 
 def _day_column(db: Database, column):

@@ -7,13 +7,12 @@ import csv
 import io
 import urllib.parse
 
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from minitoolai.dashboard.charts import stacked_bars
 from minitoolai.dashboard.usage_query import (
     UsageFilter,
     daily_spend,
-    usage_models,
     usage_page,
     usage_rows_for_csv,
     usage_totals,
@@ -43,6 +42,10 @@ async def render_usage(ctx: Ctx, account_id: int | None, template: str, **values
     count, total = await usage_totals(ctx.db, account_id, flt)
     days = ctx.service.config.chart_days
     dates, series = await daily_spend(ctx.db, account_id, days)
+    # the filter offers the catalog's models and any other the chart period saw: cheaper than
+    # a DISTINCT over every row the account ever made
+    models = sorted({m.id for m in ctx.runtime.catalog} | set(series) |
+                    ({flt.model} if flt.model else set()))
     if flt.model:
         series = {m: v for m, v in series.items() if m == flt.model}
     chart, legend = stacked_bars(dates, series, title=f"Daily spend per model, last {days} days")
@@ -50,7 +53,7 @@ async def render_usage(ctx: Ctx, account_id: int | None, template: str, **values
     older = None
     if len(rows) == size:
         older = "?" + urllib.parse.urlencode({**params, "before": rows[-1].id})
-    return ctx.render(template, rows=rows, flt=flt, models=await usage_models(ctx.db, account_id),
+    return ctx.render(template, rows=rows, flt=flt, models=models,
                       count=count, total=total, chart=chart, legend=legend, older=older,
                       csv_query=urllib.parse.urlencode(params), **values)
 
@@ -59,10 +62,11 @@ async def usage_view(ctx: Ctx) -> Response:
     return await render_usage(ctx, ctx.account.id, "usage.html")
 
 
-def usage_csv(rows) -> str:
+def usage_csv(rows, header: bool) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(CSV_COLUMNS)
+    if header:
+        writer.writerow(CSV_COLUMNS)
     for r in rows:
         writer.writerow([r.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"), r.request_id,
                          r.key_id or "", r.endpoint, r.model, r.prompt_tokens,
@@ -73,8 +77,14 @@ def usage_csv(rows) -> str:
 
 
 async def usage_export(ctx: Ctx) -> Response:
-    rows = await usage_rows_for_csv(ctx.db, ctx.account.id, usage_filter(ctx))
-    response = Response(usage_csv(rows), media_type="text/csv; charset=utf-8", headers={
+    account_id, flt = ctx.account.id, usage_filter(ctx)
+
+    async def chunks():
+        yield usage_csv([], header=True)
+        async for rows in usage_rows_for_csv(ctx.db, account_id, flt):
+            yield usage_csv(rows, header=False)
+
+    response = StreamingResponse(chunks(), media_type="text/csv; charset=utf-8", headers={
         "Content-Disposition": 'attachment; filename="minitoolai-usage.csv"'})
     security_headers(response)
     return response

@@ -1,4 +1,5 @@
-"""dashboard: login sessions, redemption codes, Stripe checkouts, playground keys
+"""dashboard: login sessions, redemption codes, Stripe checkouts, playground keys, and an
+index for the usage page filtered by model
 
 Revision ID: dashboard_0001
 Revises: 0001_core
@@ -58,6 +59,7 @@ def upgrade() -> None:
                                 name="fk_stripe_checkouts_account_id_accounts"),
     )
     op.create_index("ix_stripe_checkouts_account_id", "stripe_checkouts", ["account_id"])
+    op.create_index("ix_usage_account_model_id", "usage", ["account_id", "model", "id"])
     op.create_table(
         "dashboard_playground_keys",
         sa.Column("account_id", sa.Integer, nullable=False),
@@ -70,6 +72,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("dashboard_playground_keys")
+    op.drop_index("ix_usage_account_model_id", table_name="usage")
     op.drop_index("ix_stripe_checkouts_account_id", table_name="stripe_checkouts")
     op.drop_table("stripe_checkouts")
     op.drop_table("redemption_codes")
