@@ -84,6 +84,14 @@ async def end_session(db: Database, token: str | None) -> None:
                            .where(dashboard_sessions.c.id_hash == _digest(token)))
 
 
+async def purge_expired(db: Database) -> int:
+    """Delete sessions past their expiry; returns how many."""
+    async with db.write() as conn:
+        result = await conn.execute(delete(dashboard_sessions)
+                                    .where(dashboard_sessions.c.expires_at < utcnow()))
+    return result.rowcount or 0
+
+
 async def end_all_sessions(db: Database, account_id: int) -> None:
     """Log an account out everywhere (when an operator disables it)."""
     async with db.write() as conn:

@@ -5,14 +5,16 @@ or usage."""
 from __future__ import annotations
 
 import hashlib
+from datetime import timedelta
 
 import pytest
 import requests
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from minitoolai.accounts.store import create_account, create_key, list_keys
 from minitoolai.app import create_app
-from minitoolai.dashboard.sessions import ANON_CSRF_COOKIE, SESSION_COOKIE
+from minitoolai.clock import utcnow
+from minitoolai.dashboard.sessions import ANON_CSRF_COOKIE, SESSION_COOKIE, purge_expired
 from minitoolai.dashboard.tables import dashboard_sessions
 from minitoolai.db.engine import Database
 from minitoolai.db.tables import api_keys, ledger_entries, usage
@@ -281,3 +283,19 @@ async def test_signup_can_be_closed(dash_settings, signup):
             "csrf_token": token, "email": "new@example.com", "password": PASSWORD,
             "password2": PASSWORD})
         assert response.status_code == 403
+
+
+async def test_expired_sessions_are_refused_and_purged(live, database_url):
+    _, email = await make_user(database_url)
+    http = login(live.url, email)
+    db = Database(database_url, pool_size=1)
+    try:
+        async with db.write() as conn:
+            await conn.execute(update(dashboard_sessions).values(
+                expires_at=utcnow() - timedelta(seconds=1)))
+        response = http.get(live.url + "/keys", allow_redirects=False)
+        assert response.status_code == 303 and response.headers["location"].startswith("/login")
+        assert await purge_expired(db) == 1
+    finally:
+        await db.dispose()
+    assert await _count(database_url, dashboard_sessions) == 0
