@@ -34,8 +34,8 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from minitoolai.speech.audio import PCM_RATE, Encoder  # noqa: E402
-from minitoolai.speech.engines.espeak import (  # noqa: E402
+from minitoolai.speech.audio import PCM_RATE, Encoder
+from minitoolai.speech.engines.espeak import (
     EspeakEngine,
     find_library,
     load_library,
@@ -139,6 +139,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--formats", default="pcm,wav,mp3,opus,aac,flac")
+    parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--serve", nargs=3, metavar=("PORT", "DB", "DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -149,6 +150,7 @@ def main() -> None:
 
     engine = EspeakEngine(load_library(*find_library(None, None)), "en-us", {}, 200)
     rows = []
+    concurrent_rows = []
     for voice, text in TEXTS.items():
         resolved = engine.resolve(voice)
         direct(engine, text, resolved, None)  # warm up
@@ -187,6 +189,22 @@ def main() -> None:
                     spent = statistics.median(r[0] for r in runs)
                     ttfb = statistics.median(r[1] for r in runs)
                     rows.append((voice, "server", fmt, len(text), runs[0][2], spent, cpu, ttfb))
+            # several clients at once: aggregate throughput, in audio seconds per wall second
+            from concurrent.futures import ThreadPoolExecutor
+
+            text = TEXTS["en-us"]
+            for fmt in ("wav", "mp3"):
+                jobs = args.concurrency * args.repeats
+                cpu_before = server_cpu(server.pid)
+                started = time.perf_counter()
+                with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
+                    runs = list(pool.map(lambda _: through_server(url, key, text, "en-us", fmt),
+                                         range(jobs)))
+                wall = time.perf_counter() - started
+                cpu = server_cpu(server.pid) - cpu_before
+                audio = sum(r[2] for r in runs)
+                concurrent_rows.append((fmt, args.concurrency, jobs, audio, wall, cpu,
+                                        statistics.median(r[1] for r in runs)))
         finally:
             server.terminate()
             server.wait(10)
@@ -200,6 +218,15 @@ def main() -> None:
         print(f"| {voice} | {path} | {fmt} | {chars} | {audio:.1f} | {spent:.3f} | "
               f"{spent / audio:.4f} | {cpu:.3f} | {cpu / audio:.4f} | {audio / max(cpu, 1e-3):.0f}"
               f" | {'' if ttfb is None else f'{ttfb * 1000:.0f}'} |")
+
+    print(f"\nConcurrent clients through the server (en-us, {len(TEXTS['en-us'])} characters "
+          "per request)\n")
+    print("| format | clients | requests | audio s | wall s | audio s per wall s | server CPU s "
+          "| RTF CPU | first byte ms (median) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for fmt, clients, jobs, audio, wall, cpu, ttfb in concurrent_rows:
+        print(f"| {fmt} | {clients} | {jobs} | {audio:.0f} | {wall:.2f} | {audio / wall:.0f} | "
+              f"{cpu:.2f} | {cpu / audio:.4f} | {ttfb * 1000:.0f} |")
 
 
 if __name__ == "__main__":

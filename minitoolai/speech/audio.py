@@ -105,6 +105,8 @@ class Encoder:
         self.fmt = fmt
         self.rate = rate
         self._tempo = _Tempo(rate, tempo) if abs(tempo - 1.0) > 1e-6 else None
+        # worth a worker thread: a codec or a filter (wav and pcm are byte copies)
+        self.costly = fmt not in ("wav", "pcm") or self._tempo is not None
         self._started = False
         self._pts = 0
         self._container = None

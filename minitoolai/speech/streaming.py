@@ -20,19 +20,22 @@ _END = object()
 
 
 class LocalStream:
-    """Runs a local engine with an encoder in the engine's thread; iterate it on the loop.
+    """Runs a local engine and encodes its PCM; iterate it on the loop.
 
-    Encoded chunks cross to the loop through an asyncio queue. Closing the iterator early
-    (client gone) makes the next engine callback answer False, which stops the engine.
+    The engine's thread only synthesises: PCM crosses to the loop through an asyncio queue,
+    and codecs that cost CPU (mp3, opus, aac, flac, tempo) run in the default thread pool,
+    one chunk at a time in order. So a long mp3 does not hold the single eSpeak thread while
+    it is encoded, and other requests' synthesis goes on meanwhile. Closing the iterator
+    early (client gone) makes the next engine callback answer False, which stops the engine.
     """
 
     def __init__(self, engine, text: str, voice: str, speed: float, fmt: str) -> None:
+        from minitoolai.speech.audio import Encoder  # PyAV: only with a local engine
+
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue = asyncio.Queue()
         self._stop = threading.Event()
-        self._error: BaseException | None = None
-        from minitoolai.speech.audio import Encoder  # PyAV: only with a local engine
-
+        self._inflight: asyncio.Future | None = None
         self.encoder = Encoder(fmt, engine.sample_rate(voice), engine.tempo(speed))
         self._future: Future = engine.start(text, voice, speed, self._on_pcm)
         self._future.add_done_callback(lambda _: self._post(_END))
@@ -44,18 +47,18 @@ class LocalStream:
             self._stop.set()
 
     def _on_pcm(self, pcm: bytes) -> bool:
-        # Runs in the engine's thread, possibly inside a C callback, where an exception
-        # would be printed and lost: keep it and stop the engine instead.
+        """In the engine's thread, possibly inside a C callback: nothing here may raise."""
         if self._stop.is_set():
             return False
-        try:
-            data = self.encoder.feed(pcm)
-        except BaseException as exc:  # noqa: BLE001 - re-raised on the loop side
-            self._error = exc
-            return False
-        if data:
-            self._post(data)
+        self._post(pcm)
         return True
+
+    async def _run(self, func, *args) -> bytes:
+        if not self.encoder.costly:
+            return func(*args)
+        self._inflight = self._loop.run_in_executor(None, func, *args)
+        # shielded: a cancelled request must not mark it done while the thread still runs
+        return await asyncio.shield(self._inflight)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         finished = False
@@ -64,24 +67,30 @@ class LocalStream:
                 item = await self._queue.get()
                 if item is _END:
                     break
-                yield item
-            # an engine or encoder failure, whatever raised it, is an EngineError here
+                try:
+                    data = await self._run(self.encoder.feed, item)
+                except Exception as exc:
+                    raise EngineError(f"encoding failed: {exc}") from exc
+                if data:
+                    yield data
+            # an engine failure, whatever raised it, is an EngineError here
             try:
                 self._future.result()
+                tail = await self._run(self.encoder.finish)
             except Exception as exc:
                 raise EngineError(f"{exc.__class__.__name__}: {exc}") from exc
-            if self._error is not None:
-                raise EngineError(f"encoding failed: {self._error}") from self._error
-            tail = self.encoder.finish()
             finished = True
             if tail:
                 yield tail
         finally:
             if not finished:
                 self._stop.set()
-                if not self._future.done():
-                    # wait for the engine to notice; its error, if any, no longer matters
-                    await asyncio.wait([asyncio.wrap_future(self._future)])
+                # wait for the engine and any encoding in flight to notice; their errors,
+                # if any, no longer matter, and the codec must not be freed under them
+                pending = [f for f in (asyncio.wrap_future(self._future), self._inflight)
+                           if f is not None and not f.done()]
+                if pending:
+                    await asyncio.wait(pending)
                 self.encoder.close()
 
 
