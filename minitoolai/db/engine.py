@@ -9,7 +9,6 @@ PostgreSQL: the same statements; row locks do the rest.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -81,11 +80,14 @@ class Database:
             self._writer = create_async_engine(async_url(url), pool_size=1, max_overflow=0,
                                                pool_timeout=60)
             _install_sqlite_hooks(self._writer, "BEGIN IMMEDIATE")
-            self._write_lock: asyncio.Lock | None = None
+            from minitoolai.db.tx import InlineSQLite
+
+            self._inline = InlineSQLite(path) if path and path != ":memory:" else None
         else:
             engine = create_async_engine(async_url(url), pool_size=pool_size,
                                          max_overflow=pool_size, pool_pre_ping=False)
             self._reader = self._writer = engine
+            self._inline = None
 
     @property
     def dialect(self) -> str:
@@ -98,11 +100,25 @@ class Database:
             yield conn
 
     @asynccontextmanager
+    async def ledger(self):
+        """A short write transaction for the ledger's hot statements (see db/tx.py)."""
+        from minitoolai.db.tx import SATx
+
+        if self._inline is not None:
+            async with self._inline.transaction() as tx:
+                yield tx
+        else:
+            async with self._writer.begin() as conn:
+                yield SATx(conn)
+
+    @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
         async with self._reader.connect() as conn:
             yield conn
 
     async def dispose(self) -> None:
+        if self._inline is not None:
+            self._inline.close()
         await self._reader.dispose()
         if self._writer is not self._reader:
             await self._writer.dispose()

@@ -5,6 +5,9 @@ spending limit, where `spent + held` stays under it), and insert the hold row, t
 settle: delete the hold row (only the first settle finds it, so settling twice charges
 once), charge the cost (never more than the hold), release the rest, and write the ledger
 entry and the usage record, together. release: settle with a cost of zero.
+
+These run on every request, so they are plain SQL run by the cheapest executor for the
+database (db/tx.py): the statements below are the whole of the hot path's SQL.
 """
 
 from __future__ import annotations
@@ -12,13 +15,33 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import delete, insert, select, update
-
 from minitoolai.clock import utcnow
 from minitoolai.db.engine import Database
-from minitoolai.db.tables import accounts, api_keys, holds, ledger_entries, usage
+from minitoolai.db.tx import SATx, Tx
 from minitoolai.errors import InsufficientCredit
 from minitoolai.money import format_usd
+
+HOLD_ACCOUNT = ("UPDATE accounts SET held = held + :amount"
+                " WHERE id = :account_id AND balance - held >= :amount")
+HOLD_KEY = ("UPDATE api_keys SET held = held + :amount WHERE id = :key_id"
+            " AND (spend_limit IS NULL OR spent + held + :amount <= spend_limit)")
+INSERT_HOLD = ("INSERT INTO holds (id, account_id, key_id, amount, kind, created_at, expires_at)"
+               " VALUES (:id, :account_id, :key_id, :amount, :kind, :now, :expires_at)")
+ACCOUNT_CREDIT = "SELECT balance, held FROM accounts WHERE id = :account_id"
+KEY_SPENDING = "SELECT spend_limit, spent FROM api_keys WHERE id = :key_id"
+TAKE_HOLD = "DELETE FROM holds WHERE id = :id RETURNING account_id, key_id, amount"
+CHARGE_ACCOUNT = ("UPDATE accounts SET balance = balance - :charge, held = held - :amount"
+                  " WHERE id = :account_id")
+CHARGE_KEY = ("UPDATE api_keys SET held = held - :amount, spent = spent + :charge,"
+              " last_used_at = :now WHERE id = :key_id")
+INSERT_CHARGE = ("INSERT INTO ledger_entries (account_id, amount, kind, request_id, note,"
+                 " created_at) VALUES (:account_id, :amount, 'charge', :id, :note, :now)")
+INSERT_USAGE = (
+    "INSERT INTO usage (request_id, account_id, key_id, created_at, endpoint, model,"
+    " prompt_tokens, completion_tokens, images, characters, cost, status, estimated,"
+    " latency_ms) VALUES (:id, :account_id, :key_id, :now, :endpoint, :model,"
+    " :prompt_tokens, :completion_tokens, :images, :characters, :cost, :status, :estimated,"
+    " :latency_ms)")
 
 
 @dataclass(slots=True)
@@ -31,7 +54,7 @@ class UsageRecord:
     completion_tokens: int = 0
     images: int = 0
     characters: int = 0
-    status: str = "ok"  # ok | error | cancelled
+    status: str = "ok"  # ok | error | cancelled | expired
     estimated: bool = False
     latency_ms: int | None = None
     extra: dict = field(default_factory=dict)
@@ -43,8 +66,6 @@ class Hold:
     account_id: int
     key_id: str | None
     amount: int
-
-
 
 
 async def reserve(
@@ -61,87 +82,62 @@ async def reserve(
     if amount < 0:
         raise ValueError("a hold cannot be negative")
     now = utcnow()
-    async with db.write() as conn:
-        result = await conn.execute(
-            update(accounts)
-            .where(accounts.c.id == account_id,
-                   accounts.c.balance - accounts.c.held >= amount)
-            .values(held=accounts.c.held + amount)
-        )
-        if result.rowcount != 1:
-            row = (await conn.execute(select(accounts.c.balance, accounts.c.held)
-                                      .where(accounts.c.id == account_id))).first()
-            available = (row.balance - row.held) if row else 0
+    params = {"id": request_id, "account_id": account_id, "key_id": key_id, "amount": amount,
+              "kind": kind, "now": now, "expires_at": now + timedelta(seconds=ttl_seconds)}
+    async with db.ledger() as tx:
+        if await tx.execute(HOLD_ACCOUNT, params) != 1:
+            row = await tx.fetchone(ACCOUNT_CREDIT, params)
+            balance, held = (row[0], row[1]) if row else (0, 0)
             raise InsufficientCredit(
-                f"insufficient credit: available balance ${format_usd(available)}"
-                f" (balance ${format_usd(row.balance if row else 0)}, held"
-                f" ${format_usd(row.held if row else 0)}), this request needs a hold of"
-                f" ${format_usd(amount)}. Top up your credit to continue."
-            )
-        if key_id is not None:
-            result = await conn.execute(
-                update(api_keys)
-                .where(api_keys.c.id == key_id,
-                       (api_keys.c.spend_limit.is_(None))
-                       | (api_keys.c.spent + api_keys.c.held + amount <= api_keys.c.spend_limit))
-                .values(held=api_keys.c.held + amount)
-            )
-            if result.rowcount != 1:
-                row = (await conn.execute(select(api_keys.c.spend_limit, api_keys.c.spent)
-                                          .where(api_keys.c.id == key_id))).first()
-                limit = row.spend_limit if row and row.spend_limit is not None else 0
-                raise InsufficientCredit(
-                    f"this API key's spending limit of ${format_usd(limit)} would be exceeded"
-                    f" (spent ${format_usd(row.spent if row else 0)}, this request needs a hold"
-                    f" of ${format_usd(amount)})",
-                    code="key_spend_limit",
-                )
-        await conn.execute(insert(holds).values(
-            id=request_id, account_id=account_id, key_id=key_id, amount=amount, kind=kind,
-            created_at=now, expires_at=now + timedelta(seconds=ttl_seconds),
-        ))
+                f"insufficient credit: available balance ${format_usd(balance - held)}"
+                f" (balance ${format_usd(balance)}, held ${format_usd(held)}), this request"
+                f" needs a hold of ${format_usd(amount)}. Top up your credit to continue.")
+        if key_id is not None and await tx.execute(HOLD_KEY, params) != 1:
+            row = await tx.fetchone(KEY_SPENDING, params)
+            limit, spent = (row[0] or 0, row[1]) if row else (0, 0)
+            # raising rolls the account's hold back with the rest of the transaction
+            raise InsufficientCredit(
+                f"this API key's spending limit of ${format_usd(limit)} would be exceeded"
+                f" (spent ${format_usd(spent)}, this request needs a hold of"
+                f" ${format_usd(amount)})", code="key_spend_limit")
+        await tx.execute(INSERT_HOLD, params)
     return Hold(request_id, account_id, key_id, amount)
 
 
 async def settle(db: Database, request_id: str, cost: int, record: UsageRecord) -> int | None:
     """Charge `cost` (capped at the hold) and release the rest. Returns the amount charged,
     or None when the hold was already settled or swept (nothing is charged twice)."""
-    async with db.write() as conn:
-        return await settle_in(conn, request_id, cost, record)
+    async with db.ledger() as tx:
+        return await settle_tx(tx, request_id, cost, record)
 
 
 async def settle_in(conn, request_id: str, cost: int, record: UsageRecord) -> int | None:
-    """`settle` inside a transaction the caller holds (an image job's change of state)."""
-    now = utcnow()
-    row = (await conn.execute(
-        delete(holds).where(holds.c.id == request_id)
-        .returning(holds.c.account_id, holds.c.key_id, holds.c.amount)
-    )).first()
-    if row is None:
+    """`settle` inside an SQLAlchemy transaction the caller holds (an image job's change
+    of state commits with its charge or not at all)."""
+    return await settle_tx(SATx(conn), request_id, cost, record)
+
+
+async def settle_tx(tx: Tx, request_id: str, cost: int, record: UsageRecord) -> int | None:
+    hold = await tx.fetchone(TAKE_HOLD, {"id": request_id})
+    if hold is None:
         return None
-    charge = max(0, min(cost, row.amount))
-    await conn.execute(
-        update(accounts).where(accounts.c.id == row.account_id)
-        .values(balance=accounts.c.balance - charge, held=accounts.c.held - row.amount)
-    )
-    if row.key_id is not None:
-        await conn.execute(
-            update(api_keys).where(api_keys.c.id == row.key_id)
-            .values(held=api_keys.c.held - row.amount, spent=api_keys.c.spent + charge,
-                    last_used_at=now)
-        )
+    account_id, key_id, amount = hold[0], hold[1], hold[2]
+    charge = max(0, min(cost, amount))
+    params = {
+        "id": request_id, "account_id": account_id, "key_id": key_id, "amount": amount,
+        "charge": charge, "now": utcnow(), "endpoint": record.endpoint,
+        "model": record.model, "prompt_tokens": record.prompt_tokens,
+        "completion_tokens": record.completion_tokens, "images": record.images,
+        "characters": record.characters, "cost": charge, "status": record.status,
+        "estimated": record.estimated, "latency_ms": record.latency_ms,
+    }
+    await tx.execute(CHARGE_ACCOUNT, params)
+    if key_id is not None:
+        await tx.execute(CHARGE_KEY, params)
     if charge:
-        await conn.execute(insert(ledger_entries).values(
-            account_id=row.account_id, amount=-charge, kind="charge", request_id=request_id,
-            note=f"{record.endpoint} {record.model}", created_at=now,
-        ))
-    await conn.execute(insert(usage).values(
-        request_id=request_id, account_id=row.account_id, key_id=row.key_id, created_at=now,
-        endpoint=record.endpoint, model=record.model, prompt_tokens=record.prompt_tokens,
-        completion_tokens=record.completion_tokens, images=record.images,
-        characters=record.characters, cost=charge, status=record.status,
-        estimated=record.estimated, latency_ms=record.latency_ms,
-    ))
+        await tx.execute(INSERT_CHARGE, {**params, "amount": -charge,
+                                         "note": f"{record.endpoint} {record.model}"})
+    await tx.execute(INSERT_USAGE, params)
     return charge
 
 
