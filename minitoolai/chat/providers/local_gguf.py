@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -83,6 +84,9 @@ class LocalStream:
         self._renderer = renderer
         self._name = name
         self.usage: Usage | None = None
+        # a stream dropped without being read or closed (the response never started: the
+        # client left first) must not keep the model generating for nobody
+        weakref.finalize(self, job.cancel)
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._events()
@@ -180,6 +184,15 @@ class LocalGGUFProvider:
         if size > INLINE_PREPARE_CHARS:
             return await asyncio.to_thread(self.engine.prepare, *args)
         return self.engine.prepare(*args)
+
+    async def count_prompt_tokens(self, request: ChatRequest) -> int:
+        """The exact prompt tokens this request will be charged for (template included).
+
+        For the hold: the gateway's byte-based bound does not know that a chat template adds
+        tokens of its own (SmolLM2's adds a default system prompt of ~20 tokens when the
+        messages have none), so a short prompt can cost more than that bound. Raises the
+        same 400s as `open_stream`, so calling it first also validates before reserving."""
+        return len((await self._prepare(request)).tokens)
 
     def _submit(self, prepared: Prepared, render: Callable[[str], Any]) -> Job:
         job = Job(prepared, Channel(asyncio.get_running_loop()), render)

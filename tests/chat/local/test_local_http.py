@@ -113,6 +113,27 @@ def test_priced_local_model_non_streamed(server, database_url):
     run(assert_ledger_ok(database_url))
 
 
+@pytest.mark.xfail(strict=False, reason="the gateway's hold is a byte bound that does not see"
+                   " the chat template's own tokens; it should reserve with the provider's"
+                   " count_prompt_tokens() for local models")
+def test_short_prompt_without_system_is_charged_in_full(server, database_url):
+    """SmolLM2's template adds a default system prompt (~20 tokens) to "Hi": the charge must
+    still be exact, so the hold must cover it."""
+    customer = run(make_customer(database_url, CREDIT))
+    response = requests.post(server.url + "/api/chat-completions/", headers=customer.headers,
+                             json={"model": "smollm2-priced", "stream": False,
+                                   "messages": [{"role": "user", "content": "Hi"}],
+                                   "temperature": 1.5, "max_completion_tokens": 3})
+    assert response.status_code == 200, response.text
+    usage = response.json()["usage"]
+    assert usage["prompt_tokens"] > 20
+    cost = usage["prompt_tokens"] * 2500 + usage["completion_tokens"] * 10000
+    assert usage["cost"] == cost / 1e9
+    wait_until(lambda: balance_nano(server, customer)[1] == 0, "the hold to be settled")
+    assert balance_nano(server, customer) == (CREDIT - cost, 0)
+    run(assert_ledger_ok(database_url))
+
+
 def test_openai_sdk_through_v1(server, database_url):
     customer = run(make_customer(database_url, CREDIT))
     client = openai.OpenAI(base_url=server.url + "/v1", api_key=customer.key, max_retries=0)

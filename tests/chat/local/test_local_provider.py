@@ -83,6 +83,28 @@ async def test_stream_has_the_seed_shape_and_counted_usage(provider):
     assert direct["usage"]["completion_tokens"] == usage["completion_tokens"]
 
 
+async def test_prompt_tokens_are_known_before_the_hold(provider):
+    """The template adds tokens (SmolLM2: a default system prompt when there is none), so the
+    gateway can ask for the exact count before reserving."""
+    request = chat_request("Hi", max_tokens=3, stream=False)
+    exact = await provider.count_prompt_tokens(request)
+    assert exact > 20  # "Hi" is one token; the rest is the template's
+    _, usage = await provider.complete(request)
+    assert usage.prompt_tokens == exact
+    with pytest.raises(InvalidRequest):
+        await provider.count_prompt_tokens(chat_request("Hi", stop=7))
+
+
+async def test_a_stream_dropped_unread_stops_its_job(provider):
+    import gc
+
+    stream = await provider.open_stream(chat_request("Tell me a long story.", max_tokens=500))
+    job = stream._job
+    del stream
+    gc.collect()
+    assert job.cancelled.is_set()
+
+
 async def test_complete_returns_a_chat_completion(provider):
     request = chat_request("Say hello to Alice.", max_tokens=20, stream=False)
     body, usage = await provider.complete(request)
