@@ -1,0 +1,64 @@
+"""API keys managed from the dashboard: the spending limit set there is the one the API
+enforces; clearing it lifts it; bad limits are refused with the reason."""
+
+from __future__ import annotations
+
+import re
+
+import requests
+
+from minitoolai.accounts.store import list_keys
+from minitoolai.db.engine import Database
+from minitoolai.ledger.credits import add_credit
+from tests.conftest import assert_ledger_ok
+from tests.dashboard.conftest import login, make_user, page_token
+
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello there"}],
+        "max_completion_tokens": 50}
+
+
+async def _keys(database_url: str, account_id: int):
+    db = Database(database_url, pool_size=1)
+    try:
+        return await list_keys(db, account_id)
+    finally:
+        await db.dispose()
+
+
+async def test_spending_limit_set_in_the_dashboard_is_enforced(live, database_url):
+    account_id, email = await make_user(database_url)
+    db = Database(database_url, pool_size=1)
+    try:
+        await add_credit(db, account_id, 1_000_000_000, note="test")
+    finally:
+        await db.dispose()
+    http = login(live.url, email)
+    token = page_token(http, live.url + "/keys")
+    created = http.post(live.url + "/keys", data={"csrf_token": token, "name": "ci",
+                                                  "spend_limit": "0.000001"})
+    secret = re.search(r'id="secret" class="mono" value="([^"]+)"', created.text).group(1)
+    (key,) = await _keys(database_url, account_id)
+    assert key.spend_limit == 1_000 and key.name == "ci"
+    headers = {"Authorization": f"Bearer {secret}"}
+    refused = requests.post(live.url + "/api/chat-completions/", json=CHAT, headers=headers)
+    assert refused.status_code == 402
+    assert refused.json()["error"]["code"] == "key_spend_limit"
+
+    # bad limits are refused with the reason, the limit unchanged
+    for text in ("-1", "lots", "0.0000000001"):
+        response = http.post(live.url + f"/keys/{key.id}",
+                             data={"csrf_token": token, "spend_limit": text})
+        assert response.status_code == 400, text
+    assert (await _keys(database_url, account_id))[0].spend_limit == 1_000
+
+    # cleared: the same request goes through and is charged to this key
+    saved = http.post(live.url + f"/keys/{key.id}", data={"csrf_token": token,
+                                                         "spend_limit": ""})
+    assert saved.status_code == 200 and "Saved ci." in saved.text
+    ok = requests.post(live.url + "/api/chat-completions/", json=CHAT, headers=headers)
+    assert ok.status_code == 200
+    (key,) = await _keys(database_url, account_id)
+    assert key.spend_limit is None and key.spent > 0 and key.last_used_at is not None
+    page = http.get(live.url + "/keys").text
+    assert "never" not in page and secret not in page  # the secret is never shown again
+    await assert_ledger_ok(database_url)
