@@ -26,10 +26,18 @@ from minitoolai.images.queue import ClaimedJob
 
 
 def random_sdxl(cache: Path, dtype):
-    from diffusers import (AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline,
-                           UNet2DConditionModel)
-    from transformers import (CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection,
-                              CLIPTokenizer)
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import (
+        CLIPTextConfig,
+        CLIPTextModel,
+        CLIPTextModelWithProjection,
+        CLIPTokenizer,
+    )
 
     folder = config_folder(cache, "sdxl")
     with torch.device("cuda"):

@@ -14,7 +14,7 @@ database with --postgres), with one funded account and key, then:
    does not load the server), and how many images were charged.
 
     python bench/images_queue.py
-    python bench/images_queue.py --postgres --jobs 3000
+    python bench/images_queue.py --postgres --jobs 3000 --accounts 32
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import asyncio
 import json
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -61,15 +60,18 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
-async def seed_account(url: str) -> str:
+async def seed_accounts(url: str, count: int) -> list[str]:
+    """`count` funded accounts with one key each."""
     db = Database(url, pool_size=1)
+    keys = []
     try:
-        account = await create_account(db, "bench@example.com")
-        await add_credit(db, account.id, 10**12, note="bench")  # $1000
-        _, secret = await create_key(db, account.id, "bench")
+        for i in range(count):
+            account = await create_account(db, f"bench{i}@example.com")
+            await add_credit(db, account.id, 10**12, note="bench")  # $1000
+            keys.append((await create_key(db, account.id, "bench"))[1])
     finally:
         await db.dispose()
-    return secret
+    return keys
 
 
 async def job_latencies(url: str, ids: list[int]) -> list[float]:
@@ -127,7 +129,8 @@ async def wait_success(session, base: str, ticket: dict, interval: float) -> Non
         await asyncio.sleep(interval)
 
 
-async def run(base: str, url: str, key: str, args) -> dict:
+async def run(base: str, url: str, keys: list[str], args) -> dict:
+    key = keys[0]
     out: dict = {}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as session:
         for _ in range(20):  # warm-up: connections, caches, the first PNG of this size
@@ -149,13 +152,13 @@ async def run(base: str, url: str, key: str, args) -> dict:
         tickets: list[dict] = []
         counter = iter(range(args.jobs))
 
-        async def client():
+        async def client(own_key: str):
             for _ in counter:
-                tickets.append(await submit(session, base, key))
+                tickets.append(await submit(session, base, own_key))
 
         started_wall = time.time()
         started = time.perf_counter()
-        await asyncio.gather(*(client() for _ in range(args.concurrency)))
+        await asyncio.gather(*(client(keys[i % len(keys)]) for i in range(args.concurrency)))
         submitted = time.perf_counter() - started
         # the last ticket, through the jobs endpoint; then the rest from the database
         await wait_success(session, base, {"jobid": tickets[-1]["jobid"],
@@ -183,6 +186,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--latency-jobs", type=int, default=300)
     parser.add_argument("--workers", type=int, default=2, help="embedded worker loops")
+    parser.add_argument("--accounts", type=int, default=1,
+                        help="customers the concurrent clients are spread over (each submit"
+                             " holds its account's row until commit)")
     args = parser.parse_args()
 
     data = Path(tempfile.mkdtemp(prefix="bench-images-"))
@@ -195,7 +201,7 @@ def main() -> None:
     else:
         url = f"sqlite:///{data / 'minitoolai.sqlite3'}"
     upgrade(url)
-    key = asyncio.run(seed_account(url))
+    keys = asyncio.run(seed_accounts(url, args.accounts))
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MINITOOLAI_")}
     env.update({
@@ -221,7 +227,7 @@ def main() -> None:
                     raise SystemExit("server did not start: "
                                      + (server.stderr.read().decode() if server.stderr else ""))
                 time.sleep(0.1)
-        result = asyncio.run(run(base, url, key, args))
+        result = asyncio.run(run(base, url, keys, args))
         states, charges, problems = asyncio.run(summary(url))
     finally:
         server.terminate()
@@ -235,7 +241,8 @@ def main() -> None:
     print(f"latency ({args.latency_jobs} jobs one at a time): queue p50 {lat['queue_p50']:.1f} ms"
           f" p99 {lat['queue_p99']:.1f} ms; client submit->success p50"
           f" {lat['client_p50']:.1f} ms p99 {lat['client_p99']:.1f} ms")
-    print(f"throughput ({thr['jobs']} jobs, {args.concurrency} clients): submits"
+    print(f"throughput ({thr['jobs']} jobs, {args.concurrency} clients, {args.accounts}"
+          f" account(s)): submits"
           f" {thr['submits_per_s']:.0f}/s; {thr['jobs_per_s']:.0f} jobs/s submit->all success"
           f" ({thr['all_done_s']:.2f} s); queue latency under load p50"
           f" {thr['queue_p50_under_load']:.0f} ms p99 {thr['queue_p99_under_load']:.0f} ms")

@@ -14,17 +14,19 @@ them (and refunds) after `max_attempts` runs.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 
 from minitoolai.clock import as_utc, utcnow
 from minitoolai.db.engine import Database
-from minitoolai.db.tables import holds
 from minitoolai.images.tables import image_jobs
-from minitoolai.ledger.holds import UsageRecord, settle_in
+from minitoolai.ledger.holds import UsageRecord, settle_in, settle_tx
+
+log = logging.getLogger(__name__)
 
 MAX_JOB_ID = 2**53 - 1  # JavaScript-safe
 MIN_JOB_ID = 10**9
@@ -56,6 +58,37 @@ class ClaimedJob:
 
 _CLAIM_COLUMNS = [image_jobs.c[name] for name in ClaimedJob.__slots__]
 
+# The hot path (submit, claim, renew, complete, fail) is plain SQL run by the ledger's
+# executor (db.ledger(): an inline sqlite3 connection on SQLite, no thread hand-off per
+# statement), so a job's change of state and its settlement share one transaction.
+JOB_COLUMNS = ", ".join(ClaimedJob.__slots__)
+INSERT_COLUMNS = ("id", "request_id", "account_id", "key_id", "endpoint", "model", "prompt",
+                  "negative_prompt", "scheduler", "steps", "cfg_scale", "width", "height",
+                  "seed", "price", "state", "attempts", "created_at")
+INSERT_JOB = (f"INSERT INTO image_jobs ({', '.join(INSERT_COLUMNS)}) VALUES"
+              f" ({', '.join(':' + c for c in INSERT_COLUMNS)})")
+MARK_PROCESSING = ("UPDATE image_jobs SET state = 'processing', attempts = attempts + 1,"
+                   " lease_token = :token, lease_expires_at = :lease_expires_at,"
+                   " started_at = :now WHERE id = :id")
+EXTEND_HOLD = "UPDATE holds SET expires_at = :hold_expires_at WHERE id = :request_id"
+RENEW_LEASE = ("UPDATE image_jobs SET lease_expires_at = :lease_expires_at"
+               " WHERE lease_token = :token AND state = 'processing'")
+_MINE = " WHERE id = :id AND lease_token = :token AND state = 'processing'"
+MARK_SUCCESS = ("UPDATE image_jobs SET state = 'success', image_key = :image_key,"
+                " expires_at = :expires_at, finished_at = :now, lease_token = NULL,"
+                " lease_expires_at = NULL, error = NULL" + _MINE)
+MARK_REQUEUED = ("UPDATE image_jobs SET state = 'queued', lease_token = NULL,"
+                 " lease_expires_at = NULL, error = :error" + _MINE)
+MARK_FAILED = ("UPDATE image_jobs SET state = 'error', error = :error, finished_at = :now,"
+               " lease_token = NULL, lease_expires_at = NULL" + _MINE)
+
+
+def _when(value) -> datetime:
+    """A datetime from either executor (the inline sqlite3 one hands back text)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return as_utc(value)
+
 
 def _row_to_job(row) -> ClaimedJob:
     values = row._asdict()
@@ -63,9 +96,16 @@ def _row_to_job(row) -> ClaimedJob:
     return ClaimedJob(**values)
 
 
+def _tuple_to_job(row) -> ClaimedJob:
+    values = dict(zip(ClaimedJob.__slots__, tuple(row), strict=True))
+    values["created_at"] = _when(values["created_at"])
+    return ClaimedJob(**values)
+
+
 async def insert_jobs(db: Database, rows: list[dict]) -> None:
-    async with db.write() as conn:
-        await conn.execute(insert(image_jobs), rows)
+    async with db.ledger() as tx:
+        for row in rows:
+            await tx.execute(INSERT_JOB, row)
 
 
 async def cancel_queued(db: Database, job_ids: list[int], reason: str) -> None:
@@ -74,7 +114,8 @@ async def cancel_queued(db: Database, job_ids: list[int], reason: str) -> None:
     async with db.write() as conn:
         rows = (await conn.execute(_locking(
             select(*_CLAIM_COLUMNS).where(image_jobs.c.id.in_(job_ids),
-                                          image_jobs.c.state == "queued"), db))).all()
+                                          image_jobs.c.state == "queued")
+            .order_by(image_jobs.c.account_id), db))).all()
         for row in rows:
             job = _row_to_job(row)
             await conn.execute(update(image_jobs).where(image_jobs.c.id == job.id).values(
@@ -111,51 +152,52 @@ def _locking(query, db: Database):
     return query if db.is_sqlite else query.with_for_update(skip_locked=True)
 
 
+def _claim_sql(db: Database, where: str) -> str:
+    # SQLite's BEGIN IMMEDIATE already serialises claims; PostgreSQL skips locked rows
+    lock = "" if db.is_sqlite else " FOR UPDATE SKIP LOCKED"
+    return (f"SELECT {JOB_COLUMNS} FROM image_jobs WHERE state = 'queued' AND {where}"
+            f" ORDER BY created_at, id LIMIT 1{lock}")
+
+
 async def claim(db: Database, *, models: list[str], max_batch: int, lease_seconds: float,
                 hold_ttl_seconds: int) -> tuple[str, list[ClaimedJob]]:
     """Lease the oldest runnable job and up to max_batch-1 compatible ones.
-    Returns (lease token, jobs); no jobs when the queue has nothing for these models."""
+    Returns (lease token, jobs); no jobs when the queue has nothing for these models.
+
+    One row at a time (select, then mark processing): each statement is microseconds on
+    SQLite's inline connection, and a row marked processing drops out of the next select."""
     token = secrets.token_hex(16)
     now = utcnow()
-    order = (image_jobs.c.created_at, image_jobs.c.id)
-    async with db.write() as conn:
-        head = (await conn.execute(_locking(
-            select(*_CLAIM_COLUMNS)
-            .where(image_jobs.c.state == "queued", image_jobs.c.model.in_(models))
-            .order_by(*order).limit(1), db))).first()
-        if head is None:
-            return token, []
-        rows = [head]
-        if max_batch > 1:
-            rows += (await conn.execute(_locking(
-                select(*_CLAIM_COLUMNS).where(
-                    image_jobs.c.state == "queued", image_jobs.c.id != head.id,
-                    image_jobs.c.model == head.model, image_jobs.c.width == head.width,
-                    image_jobs.c.height == head.height, image_jobs.c.steps == head.steps,
-                    image_jobs.c.scheduler == head.scheduler,
-                    image_jobs.c.cfg_scale == head.cfg_scale)
-                .order_by(*order).limit(max_batch - 1), db))).all()
-        ids = [row.id for row in rows]
-        await conn.execute(
-            update(image_jobs).where(image_jobs.c.id.in_(ids)).values(
-                state="processing", attempts=image_jobs.c.attempts + 1, lease_token=token,
-                lease_expires_at=now + timedelta(seconds=lease_seconds), started_at=now))
-        # the hold must outlive the work now that it has started
-        await conn.execute(
-            update(holds).where(holds.c.id.in_([row.request_id for row in rows]))
-            .values(expires_at=now + timedelta(seconds=hold_ttl_seconds)))
-    jobs = [_row_to_job(row) for row in rows]
-    return token, [replace(job, attempts=job.attempts + 1) for job in jobs]
+    names = {f"m{i}": model for i, model in enumerate(models)}
+    head_sql = _claim_sql(db, "model IN (" + ", ".join(":" + k for k in names) + ")")
+    mate_sql = _claim_sql(db, "model = :model AND width = :width AND height = :height"
+                              " AND steps = :steps AND scheduler = :scheduler"
+                              " AND cfg_scale = :cfg_scale")
+    lease = {"token": token, "now": now,
+             "lease_expires_at": now + timedelta(seconds=lease_seconds),
+             "hold_expires_at": now + timedelta(seconds=hold_ttl_seconds)}
+    jobs: list[ClaimedJob] = []
+    async with db.ledger() as tx:
+        row = await tx.fetchone(head_sql, names)
+        while row is not None:
+            job = _tuple_to_job(row)
+            await tx.execute(MARK_PROCESSING, {**lease, "id": job.id})
+            # the hold must outlive the work now that it has started
+            await tx.execute(EXTEND_HOLD, {**lease, "request_id": job.request_id})
+            jobs.append(replace(job, attempts=job.attempts + 1))
+            if len(jobs) >= max_batch:
+                break
+            row = await tx.fetchone(mate_sql, {
+                "model": job.model, "width": job.width, "height": job.height,
+                "steps": job.steps, "scheduler": job.scheduler, "cfg_scale": job.cfg_scale})
+    return token, jobs
 
 
 async def renew(db: Database, token: str, lease_seconds: float) -> int:
     """Extend the lease of the jobs this token holds; returns how many it still holds."""
-    async with db.write() as conn:
-        result = await conn.execute(
-            update(image_jobs)
-            .where(image_jobs.c.lease_token == token, image_jobs.c.state == "processing")
-            .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds)))
-    return result.rowcount
+    async with db.ledger() as tx:
+        return await tx.execute(RENEW_LEASE, {
+            "token": token, "lease_expires_at": utcnow() + timedelta(seconds=lease_seconds)})
 
 
 def _usage(job: ClaimedJob, *, images: int, status: str) -> UsageRecord:
@@ -171,17 +213,18 @@ async def complete(db: Database, token: str, done: list[tuple[ClaimedJob, str]],
     Returns the ids this call completed."""
     now = utcnow()
     won = []
-    async with db.write() as conn:
-        for job, image_key in done:
-            result = await conn.execute(
-                update(image_jobs).where(image_jobs.c.id == job.id,
-                                         image_jobs.c.lease_token == token,
-                                         image_jobs.c.state == "processing")
-                .values(state="success", image_key=image_key, expires_at=expires_at,
-                        finished_at=now, lease_token=None, lease_expires_at=None, error=None))
-            if result.rowcount == 1:
-                await settle_in(conn, job.request_id, job.price,
-                                _usage(job, images=1, status="ok"))
+    async with db.ledger() as tx:
+        # settle in account order: two workers completing batches that share accounts lock
+        # the account rows in the same order, so they wait for each other, never deadlock
+        for job, image_key in sorted(done, key=lambda pair: pair[0].account_id):
+            changed = await tx.execute(MARK_SUCCESS, {
+                "id": job.id, "token": token, "image_key": image_key,
+                "expires_at": expires_at, "now": now})
+            if changed == 1:
+                if await settle_tx(tx, job.request_id, job.price,
+                                   _usage(job, images=1, status="ok")) is None:
+                    log.warning("job %s succeeded after its hold was swept: not charged",
+                                job.id)
                 won.append(job.id)
     return won
 
@@ -191,19 +234,13 @@ async def fail(db: Database, token: str, jobs: list[ClaimedJob], reason: str, *,
     """A run failed: queue the jobs again while attempts remain (retry), else fail them
     and release their holds, in the same transaction."""
     now = utcnow()
-    async with db.write() as conn:
-        for job in jobs:
-            mine = and_(image_jobs.c.id == job.id, image_jobs.c.lease_token == token,
-                        image_jobs.c.state == "processing")
+    async with db.ledger() as tx:
+        for job in sorted(jobs, key=lambda job: job.account_id):  # lock order: see complete
+            params = {"id": job.id, "token": token, "error": reason, "now": now}
             if retry and job.attempts < max_attempts:
-                await conn.execute(update(image_jobs).where(mine).values(
-                    state="queued", lease_token=None, lease_expires_at=None, error=reason))
-                continue
-            result = await conn.execute(update(image_jobs).where(mine).values(
-                state="error", error=reason, finished_at=now, lease_token=None,
-                lease_expires_at=None))
-            if result.rowcount == 1:
-                await settle_in(conn, job.request_id, 0, _usage(job, images=0, status="error"))
+                await tx.execute(MARK_REQUEUED, params)
+            elif await tx.execute(MARK_FAILED, params) == 1:
+                await settle_tx(tx, job.request_id, 0, _usage(job, images=0, status="error"))
 
 
 async def recover(db: Database, *, max_attempts: int, queue_timeout_seconds: int) -> int:
@@ -219,7 +256,8 @@ async def recover(db: Database, *, max_attempts: int, queue_timeout_seconds: int
                          image_jobs.c.lease_expires_at < now),
                     and_(image_jobs.c.state == "queued",
                          image_jobs.c.created_at < now - timedelta(
-                             seconds=queue_timeout_seconds)))).limit(500), db))).all()
+                             seconds=queue_timeout_seconds))))
+            .order_by(image_jobs.c.account_id).limit(500), db))).all()
         for row in stale:
             job = _row_to_job(row)
             queued_too_long = job.created_at < now - timedelta(seconds=queue_timeout_seconds)
