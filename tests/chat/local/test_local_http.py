@@ -228,8 +228,9 @@ def test_eight_concurrent_requests_complete_in_arrival_order(server, database_ur
         threads.append(thread)
         # the next client arrives only once this one is in the model's queue (or running),
         # so arrival order is 0..7 for sure
-        wait_until(lambda: provider.waiting + (provider._queue.running is not None) > before
-                   or i in finished, f"request {i} to arrive")
+        wait_until(lambda i=i, before=before: provider.waiting
+                   + (provider._queue.running is not None) > before or i in finished,
+                   f"request {i} to arrive")
     for thread in threads:
         thread.join(timeout=120)
     assert finished == list(range(8))

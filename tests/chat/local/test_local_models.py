@@ -66,7 +66,7 @@ def test_problem_names_a_missing_file(tmp_path, gguf_path):
 
 
 def test_builtin_path_is_none_when_the_package_is_absent(monkeypatch):
-    import minitoolai.chat.local_models as local_models
+    from minitoolai.chat import local_models
 
     monkeypatch.setattr(local_models, "BUILTIN_PACKAGE", "no_such_package_minitoolai")
     assert builtin_gguf_path() is None

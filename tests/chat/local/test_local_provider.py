@@ -163,7 +163,7 @@ async def test_stop_sequences_cut_the_text(provider):
     words = [w for w in full.replace(",", " ").split() if len(w) > 3]
     assert len(words) >= 3, full
     stop = words[2]
-    body, usage = await provider.complete(chat_request(prompt, max_tokens=40, stream=False,
+    body, _ = await provider.complete(chat_request(prompt, max_tokens=40, stream=False,
                                                        stop=[stop]))
     assert body["choices"][0]["message"]["content"] == full[:full.index(stop)]
     assert body["choices"][0]["finish_reason"] == "stop"
@@ -190,7 +190,7 @@ async def test_client_disconnect_stops_generation_at_once(provider):
     assert outcome.cancelled
     assert outcome.completion_tokens <= received + 2
     # and the model serves the next request
-    body, usage = await provider.complete(chat_request("Say yes.", max_tokens=5, stream=False))
+    _, usage = await provider.complete(chat_request("Say yes.", max_tokens=5, stream=False))
     assert usage.completion_tokens >= 1
 
 
@@ -211,7 +211,7 @@ async def test_disconnect_during_a_long_prompt_stops_its_evaluation(provider):
                 outcome = value
     assert outcome.cancelled and outcome.completion_tokens == 0
     assert provider.engine.llm.n_tokens < prompt_tokens - 1  # stopped part-way
-    body, usage = await provider.complete(chat_request("Say yes.", max_tokens=5, stream=False))
+    _, usage = await provider.complete(chat_request("Say yes.", max_tokens=5, stream=False))
     assert usage.completion_tokens >= 1
 
 
@@ -264,7 +264,7 @@ async def test_full_queue_is_refused_with_503(gguf_path):
                                                     queue_size=2))
     await provider.start()
     try:
-        long = dict(temperature=0.8, max_tokens=1000)
+        long = {"temperature": 0.8, "max_tokens": 1000}
         running = await provider.open_stream(chat_request("Tell a long story.", **long))
         while provider._queue.running is None:  # the worker takes it off the queue
             await asyncio.sleep(0.01)
