@@ -16,6 +16,14 @@
     });
   });
 
+  // on a phone the menus scroll sideways: keep the current page's entry in sight
+  document.querySelectorAll(".nav, .subnav").forEach(function (menu) {
+    var on = menu.querySelector("a.on");
+    if (on && menu.scrollWidth > menu.clientWidth) {
+      menu.scrollLeft = on.offsetLeft - menu.offsetLeft - 24;
+    }
+  });
+
   // charts wider than a phone scroll sideways: start at the latest days
   document.querySelectorAll(".chart-box").forEach(function (box) {
     box.scrollLeft = box.scrollWidth;
