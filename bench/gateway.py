@@ -105,11 +105,14 @@ class MemorySampler(threading.Thread):
                 return
 
     def vm_hwm(self) -> int:
-        """The kernel's own high-water mark of the server's RSS (bytes)."""
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-        return 0
+        """The kernel's own high-water mark of the server's RSS (bytes), summed over the
+        server and its worker processes."""
+        total = 0
+        for proc in [self.proc, *self.proc.children(recursive=True)]:
+            for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1]) * 1024
+        return total
 
 
 class LedgerCounter:
@@ -156,7 +159,7 @@ def body(stream: bool, direct: bool) -> bytes:
 
 def start_profiler(pid: int, seconds: float, path: Path) -> subprocess.Popen:
     return subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--duration",
-                             str(max(1, round(seconds))), "--rate", "250", "--nonblocking",
+                             str(max(1, round(seconds))), "--rate", "250", "--nonblocking", "--gil",
                              "--format", "raw", "--output", str(path)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
@@ -174,24 +177,43 @@ def postgres_admin(sql: str) -> None:
     engine.dispose()
 
 
+def family(proc: psutil.Process) -> list[psutil.Process]:
+    """The server and its children (uvicorn --workers N runs N children)."""
+    return [proc, *proc.children(recursive=True)]
+
+
 def cpu_seconds(proc: psutil.Process) -> float:
-    t = proc.cpu_times()
-    return t.user + t.system
+    total = 0.0
+    for p in family(proc):
+        t = p.cpu_times()
+        total += t.user + t.system
+    return total
+
+
+def syscalls(proc: psutil.Process) -> tuple[int, int]:
+    """read-like and write-like system calls so far (/proc/PID/io: syscr, syscw)."""
+    reads = writes = 0
+    for p in family(proc):
+        io = p.io_counters()
+        reads += io.read_count
+        writes += io.write_count
+    return reads, writes
 
 
 def print_table(rows: list[dict]) -> None:
     head = ["run", "conc", "req/s", "p50 ms", "p99 ms", "errors", "gw/direct rps",
-            "+p50 ms", "+p99 ms", "gw CPU ms/req"]
-    widths = [18, 4, 9, 8, 8, 6, 13, 8, 8, 13]
+            "+p50 ms", "+p99 ms", "gw CPU ms/req", "gw rd/wr per req"]
+    widths = [18, 4, 9, 8, 8, 6, 13, 8, 8, 13, 16]
     print(fmt_row(head, widths))
     print(fmt_row(["-" * w for w in widths], widths))
     for r in rows:
-        extra = ["", "", "", ""]
+        extra = ["", "", "", "", ""]
         if r["target"] == "gateway" and r.get("direct"):
             d = r["direct"]
             extra = [f"{r['rps'] / d['rps']:.3f}" if d["rps"] else "-",
                      f"{r['p50_ms'] - d['p50_ms']:+.3f}", f"{r['p99_ms'] - d['p99_ms']:+.3f}",
-                     f"{r['cpu_ms_per_req']:.3f}"]
+                     f"{r['cpu_ms_per_req']:.3f}",
+                     f"{r['reads_per_req']:.1f}/{r['writes_per_req']:.1f}"]
         print(fmt_row([f"{r['target']} {r['mode']}", r["concurrency"], f"{r['rps']:.0f}",
                        f"{r['p50_ms']:.3f}", f"{r['p99_ms']:.3f}", r["errors"], *extra],
                       widths))
@@ -209,6 +231,8 @@ def main() -> int:
     ap.add_argument("--postgres", action="store_true",
                     help="create a fresh database on the PostgreSQL at 127.0.0.1:5432 (user"
                          " postgres), run against it, drop it after")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="`serve --workers N` (memory and CPU then sum all the processes)")
     ap.add_argument("--threads", type=int, default=1, help="wrk threads")
     ap.add_argument("--json", type=Path, default=None, help="write all figures here")
     ap.add_argument("--profile", type=Path, default=None,
@@ -261,7 +285,8 @@ def main() -> int:
         cli(env, "accounts", "create", EMAIL, "--name", "bench", "--credit", "1000000")
         api_key = cli(env, "keys", "create", EMAIL, "--name", "bench").strip().splitlines()[-1]
 
-        server = subprocess.Popen([sys.executable, "-m", "minitoolai.cli.main", "serve"],
+        server = subprocess.Popen([sys.executable, "-m", "minitoolai.cli.main", "serve",
+                                   "--workers", str(args.workers)],
                                   env=env, cwd=data_dir, stdout=subprocess.DEVNULL)
         procs.append(server)
         wait_http(f"http://127.0.0.1:{gw_port}/health", server)
@@ -293,13 +318,14 @@ def main() -> int:
                     profiler = start_profiler(server.pid, args.duration,
                                               args.profile / f"gateway-{mode}-c{conc}.txt")
                 load = os.getloadavg()[0]
-                cpu0 = cpu_seconds(sampler.proc)
+                cpu0, sys0 = cpu_seconds(sampler.proc), syscalls(sampler.proc)
                 gw = run_wrk(gw_url, body(stream, False), concurrency=conc,
                              duration=args.duration, api_key=api_key, threads=args.threads)
                 if profiler is not None:
                     profiler.wait(60)
                 left = counter.wait_settled()
-                cpu1 = cpu_seconds(sampler.proc)  # the settlements of the last requests included
+                # the settlements of the last requests included
+                cpu1, sys1 = cpu_seconds(sampler.proc), syscalls(sampler.proc)
                 after, up_after = counter.snapshot(), upstream_count(fake_port)
                 r = row("gateway", mode, conc, gw)
                 r["direct"] = rows[-1]
@@ -308,7 +334,10 @@ def main() -> int:
                 r["open_holds_after"] = left
                 r["upstream_requests"] = up_after - up_before
                 # CPU time is what the gateway costs whatever else runs on the machine
-                r["cpu_ms_per_req"] = r["server_cpu_s"] * 1000 / max(1, r["upstream_requests"])
+                served = max(1, r["upstream_requests"])
+                r["cpu_ms_per_req"] = r["server_cpu_s"] * 1000 / served
+                r["reads_per_req"] = (sys1[0] - sys0[0]) / served
+                r["writes_per_req"] = (sys1[1] - sys0[1]) / served
                 r["db"] = {k: after.get(k, 0) - before.get(k, 0) for k in after}
                 r["rss_peak_so_far_mb"] = sampler.peak / 2**20
                 rows.append(r)
@@ -359,7 +388,8 @@ def report(results: dict, rows: list[dict]) -> None:
     print(f"\nmachine: {m['cpu']}, {m['nproc']} cores, {m['mem_total_gb']:.1f} GB;"
           f" python {m['python']}; load average at start {m['load_at_start']:.2f}")
     print(f"gateway: {results['package']} on {results['database']}, built-in local model"
-          f" {'off' if results['config']['no_local_model'] else 'on (default)'}")
+          f" {'off' if results['config']['no_local_model'] else 'on (default)'},"
+          f" {results['config']['workers']} worker process(es)")
     print_table(rows)
     print("\nledger (per gateway run: requests wrk completed / that reached the upstream /"
           " charges / usage records by status)")
