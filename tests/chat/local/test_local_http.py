@@ -21,6 +21,8 @@ CREDIT = 1_000_000_000  # 1 USD
 PRICED = {"id": "smollm2-priced", "path": "builtin", "input_price": "2.5",
           "output_price": "10", "queue_size": 16}
 ONE_SLOT = {"id": "smollm2-one-slot", "path": "builtin", "queue_size": 1}
+# greedy, SmolLM2 answers this with a poem that never stops by itself
+LONG_PROMPT = "Write a long poem about autumn leaves."
 MESSAGES = [
     {"role": "developer", "content": "You are a helpful assistant."},
     {"role": "user", "content": "What is the capital of France?"},
@@ -177,7 +179,8 @@ def test_client_disconnect_stops_the_model(server, database_url):
     response = requests.post(server.url + "/api/chat-completions/", headers=customer.headers,
                              json={"model": "smollm2-priced", "max_completion_tokens": 1000,
                                    "messages": [{"role": "user",
-                                                 "content": "Tell me a very long story."}]},
+                                                 "content": LONG_PROMPT}],
+                                   "temperature": 0},
                              stream=True)
     lines = response.iter_lines()
     content = []
@@ -241,8 +244,8 @@ def test_eight_concurrent_requests_complete_in_arrival_order(server, database_ur
 def test_full_queue_is_a_503_and_costs_nothing(server, database_url):
     customer = run(make_customer(database_url, CREDIT))
     provider = provider_of(server, "smollm2-one-slot")
-    long = {"model": "smollm2-one-slot", "max_completion_tokens": 1000,
-            "messages": [{"role": "user", "content": "Write a very long essay."}]}
+    long = {"model": "smollm2-one-slot", "max_completion_tokens": 1000, "temperature": 0,
+            "messages": [{"role": "user", "content": LONG_PROMPT}]}
     first = requests.post(server.url + "/api/chat-completions/", headers=customer.headers,
                           json=long, stream=True)
     wait_until(lambda: provider._queue.running is not None, "the first request to run")

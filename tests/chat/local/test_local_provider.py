@@ -13,6 +13,8 @@ from tests.chat.local.conftest import chat_request
 
 SEED_CHUNK_KEYS = ["id", "object", "created", "model", "service_tier", "system_fingerprint",
                    "choices", "usage"]
+# greedy, SmolLM2 answers this with a poem that never stops by itself
+LONG_PROMPT = "Write a long poem about autumn leaves."
 USAGE_KEYS = {"prompt_tokens", "completion_tokens", "total_tokens", "prompt_tokens_details",
               "completion_tokens_details"}
 
@@ -171,7 +173,7 @@ async def test_stop_sequences_cut_the_text(provider):
 
 async def test_client_disconnect_stops_generation_at_once(provider):
     """Closing the stream stops the model between two tokens; the next request runs next."""
-    request = chat_request("Tell me a very long story about a dragon.", temperature=0.8,
+    request = chat_request(LONG_PROMPT, temperature=0.0,
                            max_tokens=1000)
     stream = await provider.open_stream(request)
     received = 0
@@ -264,8 +266,8 @@ async def test_full_queue_is_refused_with_503(gguf_path):
                                                     queue_size=2))
     await provider.start()
     try:
-        long = {"temperature": 0.8, "max_tokens": 1000}
-        running = await provider.open_stream(chat_request("Tell a long story.", **long))
+        long = {"temperature": 0.0, "max_tokens": 1000}
+        running = await provider.open_stream(chat_request(LONG_PROMPT, **long))
         while provider._queue.running is None:  # the worker takes it off the queue
             await asyncio.sleep(0.01)
         waiting = [await provider.open_stream(chat_request("Another story.", **long))
