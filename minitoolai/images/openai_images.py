@@ -8,12 +8,14 @@ from __future__ import annotations
 import base64
 import re
 import time
+from dataclasses import replace
 
 from starlette.requests import Request
 
 from minitoolai.clock import as_utc
 from minitoolai.errors import InvalidRequest, UpstreamError, UpstreamTimeout
 from minitoolai.http import authenticate, json_response, read_json, runtime_of
+from minitoolai.images.request import MAX_SEED
 
 ENDPOINT = "/v1/images/generations"
 SIZE = re.compile(r"^(\d{2,5})x(\d{2,5})$")
@@ -72,7 +74,9 @@ async def generations(request: Request):
         raise UpstreamError("image generation is not running on this server")
     seed, n, fmt = _seed_body(body, service)
     req = service.parse(seed)
-    tickets = await service.submit_many(principal, [req] * n, endpoint=ENDPOINT)
+    # n different pictures: consecutive seeds (reproducible when the client gave one)
+    reqs = [replace(req, seed=(req.seed + i) % (MAX_SEED + 1)) for i in range(n)]
+    tickets = await service.submit_many(principal, reqs, endpoint=ENDPOINT)
     ids = [t.jobid for t in tickets]
     rows = await service.wait(ids, service.settings.openai_wait_seconds)
     unfinished = [row.id for row in rows if row.state not in ("success", "error")]

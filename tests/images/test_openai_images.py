@@ -29,7 +29,7 @@ async def test_sdk_generates_urls_and_b64(database_url, image_settings, serve):
     server = serve(image_settings())
     sdk = client(server, customer)
     result = sdk.images.generate(model="realvision", prompt="a harbour", n=2, size="512x384")
-    assert len(result.data) == 2
+    assert len(result.data) == 2 and result.data[0].url != result.data[1].url
     for item in result.data:
         image = Image.open(io.BytesIO(requests.get(item.url, timeout=10).content))
         assert image.size == (512, 384)
@@ -85,3 +85,23 @@ async def test_missing_key_is_401(database_url, image_settings, serve):
     answer = requests.post(server.url + "/v1/images/generations", json={"prompt": "x"},
                            timeout=10)
     assert answer.status_code == 401 and answer.json()["error"]["type"] == "authentication_error"
+
+
+async def test_n_images_get_consecutive_seeds(database_url, image_settings, serve):
+    from sqlalchemy import select
+
+    from minitoolai.db.engine import Database
+    from minitoolai.images.tables import image_jobs
+
+    customer = await make_customer(database_url, parse_usd("1"))
+    server = serve(image_settings())
+    client(server, customer).images.generate(model="realvision", prompt="x", n=3,
+                                             size="256x256", extra_body={"seed": 41})
+    db = Database(database_url, pool_size=1)
+    try:
+        async with db.read() as conn:
+            seeds = sorted((await conn.execute(select(image_jobs.c.seed))).scalars())
+    finally:
+        await db.dispose()
+    assert seeds == [41, 42, 43]
+    await assert_ledger_ok(database_url)
