@@ -79,3 +79,19 @@ def test_settings_refuse_a_hold_shorter_than_the_queue():
         load_settings({}, overrides={"images": {"storage": "s3"}})
     with pytest.raises(ConfigError, match="images.models.realvision.backend"):
         load_settings({}, overrides={"images": {"models": {"realvision": {"backend": "x"}}}})
+
+
+def test_models_command_shows_installed_image_models(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MINITOOLAI_")}
+    env.update({"MINITOOLAI_DATA_DIR": str(tmp_path), "OPENAI_API_KEY": "", "COLUMNS": "200",
+                "MINITOOLAI_IMAGES__MODELS": '{"realvision": {"backend": "a1111"}, '
+                                             '"valhalla": {"path": "/missing.safetensors"}}',
+                "MINITOOLAI_IMAGES__A1111__BASE_URL": "http://127.0.0.1:7860"})
+    done = subprocess.run([sys.executable, "-m", "minitoolai.cli.main", "models"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = {line.split("│")[1].strip(): line for line in done.stdout.splitlines()
+             if line.count("│") > 4}
+    assert "│ yes" in lines["realvision"] and "a1111: http://127.0.0.1:7860" in lines["realvision"]
+    assert "│ no" in lines["valhalla"] and "does not exist" in lines["valhalla"]
+    assert "│ no" in lines["juggernaut"] and "images.models.juggernaut" in lines["juggernaut"]
