@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from minitoolai.chat.settings import LocalModelSettings
-from minitoolai.errors import InvalidRequest, ServiceUnavailable
+from minitoolai.errors import InvalidRequest, ServiceUnavailable, UpstreamError
 from tests.chat.local.conftest import chat_request
 
 SEED_CHUNK_KEYS = ["id", "object", "created", "model", "service_tier", "system_fingerprint",
@@ -289,6 +289,58 @@ async def test_full_queue_is_refused_with_503(gguf_path):
     finally:
         await provider.aclose()
     assert not provider.is_available()
+
+
+async def test_a_failed_decode_is_a_502_for_that_request_only(provider, monkeypatch):
+    """llama.cpp raising mid-request (e.g. `llama_decode returned 1`) fails that request with
+    502 `local_model_failed`; the worker goes on serving the queue."""
+    real = provider.engine._generate
+    calls = []
+
+    def failing(job, cancelled, emit):
+        if not calls:
+            calls.append(job)
+            emit("partial")
+            raise RuntimeError("llama_decode returned 1")
+        return real(job, cancelled, emit)
+
+    monkeypatch.setattr(provider.engine, "_generate", failing)
+    stream = await provider.open_stream(chat_request("Say hi."))
+    received = []
+    with pytest.raises(UpstreamError) as failed:
+        async for item in stream:
+            received.append(item)
+    assert failed.value.status_code == 502
+    assert failed.value.envelope()["error"]["code"] == "local_model_failed"
+    assert "llama_decode returned 1" in failed.value.message
+    assert b'"content":"partial"' in b"".join(received)  # what was made before is delivered
+    calls.clear()  # the next one fails too, non-streamed this time
+    with pytest.raises(UpstreamError) as failed:
+        await provider.complete(chat_request("Say hi.", stream=False))
+    assert failed.value.envelope()["error"]["code"] == "local_model_failed"
+    body, usage = await provider.complete(chat_request("Say hi.", max_tokens=5, stream=False))
+    assert usage.completion_tokens >= 1 and body["choices"][0]["message"]["content"]
+
+
+async def test_shutdown_ends_running_and_waiting_requests_with_503(gguf_path):
+    from minitoolai.chat.providers.local_gguf import LocalGGUFProvider
+
+    provider = LocalGGUFProvider(LocalModelSettings(id="closing", path=gguf_path))
+    await provider.start()
+    running = await provider.open_stream(chat_request(LONG_PROMPT, max_tokens=1000))
+    waiting = await provider.open_stream(chat_request(LONG_PROMPT, max_tokens=1000))
+    events = running.__aiter__()
+    assert b'"content"' in await events.__anext__()
+    await provider.aclose()
+    for iterator in (events, waiting.__aiter__()):
+        with pytest.raises(ServiceUnavailable) as closed:
+            async for _ in iterator:
+                pass
+        assert closed.value.status_code == 503 and "shutting down" in closed.value.message
+    assert not provider.is_available()
+    with pytest.raises(ServiceUnavailable) as refused:
+        await provider.open_stream(chat_request("hi"))
+    assert "not loaded" in refused.value.message
 
 
 async def test_prompt_longer_than_the_context_is_a_400(provider):
