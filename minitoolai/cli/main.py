@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from minitoolai.cli import accounts, credits, db, keys, ledger, serve
+from minitoolai.cli import accounts, codes, credits, db, keys, ledger, serve
 from minitoolai.cli.common import console, settings_or_exit
 
 app = typer.Typer(help="MiniToolAI: a self-hostable AI API platform with prepaid credit.",
@@ -19,7 +19,7 @@ app.add_typer(credits.app, name="credits")
 app.command("balance")(credits.balance)
 app.command("usage")(credits.usage_)
 app.add_typer(ledger.app, name="ledger")
-app.add_typer(__import__("minitoolai.cli.codes", fromlist=["app"]).app, name="codes")
+app.add_typer(codes.app, name="codes")
 
 
 @app.command("models")
