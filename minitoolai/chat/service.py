@@ -66,6 +66,11 @@ class ChatService:
                 param="model", code="no_provider")
         prompt_bound = prompt_token_bound(request, text_bytes, images,
                                           settings.chat.per_message_token_overhead)
+        count_exactly = getattr(routes[0], "count_prompt_tokens", None)
+        if count_exactly is not None:
+            # an in-process model knows its prompt exactly (its template may add a default
+            # system prompt that the byte bound does not see)
+            prompt_bound = max(prompt_bound, await count_exactly(request))
         amount = hold_amount(request, prompt_bound)
         started = time.monotonic()
         await reserve(self.runtime.db, request_id=request.request_id,

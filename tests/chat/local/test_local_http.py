@@ -115,9 +115,6 @@ def test_priced_local_model_non_streamed(server, database_url):
     run(assert_ledger_ok(database_url))
 
 
-@pytest.mark.xfail(strict=False, reason="the gateway's hold is a byte bound that does not see"
-                   " the chat template's own tokens; it should reserve with the provider's"
-                   " count_prompt_tokens() for local models")
 def test_short_prompt_without_system_is_charged_in_full(server, database_url):
     """SmolLM2's template adds a default system prompt (~20 tokens) to "Hi": the charge must
     still be exact, so the hold must cover it."""
