@@ -4,12 +4,9 @@ to the runtime, and runs the embedded workers and the retention sweep."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 
 from minitoolai.images.backends import build_backends, model_ready
-
-log = logging.getLogger(__name__)
 
 
 def extend_catalog(settings, catalog) -> None:
@@ -74,13 +71,15 @@ async def run_standalone_worker(settings) -> None:
         await runtime.db.dispose()
         raise SystemExit("no image model is installed in this configuration (images.models);"
                          " nothing to work on. See docs/images.md")
-    log.info("image worker serving %s", ", ".join(sorted(service.backends)))
-    tasks = [asyncio.create_task(w.run(), name=w.name)
-             for w in _workers(service, settings.images.standalone_workers, "worker")]
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
+    tasks = [asyncio.create_task(w.run(), name=w.name)
+             for w in _workers(service, settings.images.standalone_workers, "worker")]
+    # the operator's confirmation (and the point from which SIGTERM stops it cleanly)
+    print(f"minitoolai worker: {len(tasks)} loop(s) serving"
+          f" {', '.join(sorted(service.backends))}; stop with Ctrl-C or SIGTERM", flush=True)
     try:
         await stopping.wait()
     finally:

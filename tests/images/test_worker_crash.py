@@ -105,6 +105,7 @@ async def test_worker_process_stops_cleanly(database_url, image_settings, tmp_pa
     settings = image_settings(images={"models": {"realvision": {"backend": "a1111"}},
                                       "a1111": {"base_url": "http://127.0.0.1:9"}})
     process = start_worker(settings, "http://127.0.0.1:9", tmp_path / "w.log")
-    time.sleep(3)
+    wait_for(lambda: "minitoolai worker: 1 loop(s) serving realvision" in
+             (tmp_path / "w.log").read_text(), what="the worker to start")
     process.send_signal(signal_number)
     assert process.wait(timeout=30) == 0, (tmp_path / "w.log").read_text()
