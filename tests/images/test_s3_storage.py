@@ -8,16 +8,15 @@ import time
 
 import pytest
 import requests
-
-boto3 = pytest.importorskip("boto3")
-moto_server = pytest.importorskip("moto.server")
-
 from PIL import Image
 
 from minitoolai.money import parse_usd
 from tests.conftest import assert_ledger_ok, make_customer
 from tests.images.conftest import poll, submit
 from tests.servers import free_port
+
+boto3 = pytest.importorskip("boto3")
+moto_server = pytest.importorskip("moto.server")
 
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
