@@ -28,14 +28,14 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from pathlib import Path
 
-import psutil
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import create_engine
 
+from gateway_probe import LedgerCounter, MemorySampler, cpu_seconds, syscalls
+from gateway_report import machine, report
 from wrkrun import WrkResult, run_wrk, wrk_available
 
 HERE = Path(__file__).resolve().parent
@@ -79,77 +79,6 @@ def upstream_count(port: int) -> int:
         return json.loads(response.read())["requests"]
 
 
-class MemorySampler(threading.Thread):
-    """Peak RSS of a process (and its children), sampled every 20 ms."""
-
-    def __init__(self, pid: int) -> None:
-        super().__init__(daemon=True)
-        self.proc = psutil.Process(pid)
-        self.peak = 0
-        self.stopped = threading.Event()
-
-    def rss(self) -> int:
-        total = self.proc.memory_info().rss
-        for child in self.proc.children(recursive=True):
-            try:
-                total += child.memory_info().rss
-            except psutil.NoSuchProcess:
-                pass
-        return total
-
-    def run(self) -> None:
-        while not self.stopped.wait(0.02):
-            try:
-                self.peak = max(self.peak, self.rss())
-            except psutil.NoSuchProcess:
-                return
-
-    def vm_hwm(self) -> int:
-        """The kernel's own high-water mark of the server's RSS (bytes), summed over the
-        server and its worker processes."""
-        total = 0
-        for proc in [self.proc, *self.proc.children(recursive=True)]:
-            for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    total += int(line.split()[1]) * 1024
-        return total
-
-
-class LedgerCounter:
-    """Counts rows straight from the database, to tie requests to charges."""
-
-    def __init__(self, database_url: str) -> None:
-        from minitoolai.db.engine import sync_url
-        from minitoolai.db.tables import holds, ledger_entries, usage
-
-        self.engine = create_engine(sync_url(database_url))
-        self.holds, self.ledger, self.usage = holds, ledger_entries, usage
-
-    def open_holds(self) -> int:
-        with self.engine.connect() as conn:
-            return conn.execute(select(func.count()).select_from(self.holds)).scalar_one()
-
-    def snapshot(self) -> dict:
-        with self.engine.connect() as conn:
-            charges = conn.execute(select(func.count()).select_from(self.ledger)
-                                   .where(self.ledger.c.kind == "charge")).scalar_one()
-            by_status = dict(conn.execute(select(self.usage.c.status, func.count())
-                                          .group_by(self.usage.c.status)).all())
-            estimated = conn.execute(select(func.count()).select_from(self.usage)
-                                     .where(self.usage.c.estimated.is_(True))).scalar_one()
-        return {"charges": charges, "usage": sum(by_status.values()), "estimated": estimated,
-                **{f"status_{k}": v for k, v in by_status.items()}}
-
-    def wait_settled(self, seconds: float = 30) -> int:
-        deadline = time.monotonic() + seconds
-        while (left := self.open_holds()) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        return left
-
-    def close(self) -> None:
-        self.engine.dispose()
-
-
 def body(stream: bool, direct: bool) -> bytes:
     obj = {"model": MODEL, "messages": [{"role": "user", "content": PROMPT}], "stream": stream}
     if direct and stream:
@@ -164,59 +93,12 @@ def start_profiler(pid: int, seconds: float, path: Path) -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def fmt_row(cols, widths) -> str:
-    return "  ".join(str(c).rjust(w) if i else str(c).ljust(w)
-                     for i, (c, w) in enumerate(zip(cols, widths)))
-
-
 def postgres_admin(sql: str) -> None:
     engine = create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
                            isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
         conn.exec_driver_sql(sql)
     engine.dispose()
-
-
-def family(proc: psutil.Process) -> list[psutil.Process]:
-    """The server and its children (uvicorn --workers N runs N children)."""
-    return [proc, *proc.children(recursive=True)]
-
-
-def cpu_seconds(proc: psutil.Process) -> float:
-    total = 0.0
-    for p in family(proc):
-        t = p.cpu_times()
-        total += t.user + t.system
-    return total
-
-
-def syscalls(proc: psutil.Process) -> tuple[int, int]:
-    """read-like and write-like system calls so far (/proc/PID/io: syscr, syscw)."""
-    reads = writes = 0
-    for p in family(proc):
-        io = p.io_counters()
-        reads += io.read_count
-        writes += io.write_count
-    return reads, writes
-
-
-def print_table(rows: list[dict]) -> None:
-    head = ["run", "conc", "req/s", "p50 ms", "p99 ms", "errors", "gw/direct rps",
-            "+p50 ms", "+p99 ms", "gw CPU ms/req", "gw rd/wr per req"]
-    widths = [18, 4, 9, 8, 8, 6, 13, 8, 8, 13, 16]
-    print(fmt_row(head, widths))
-    print(fmt_row(["-" * w for w in widths], widths))
-    for r in rows:
-        extra = ["", "", "", "", ""]
-        if r["target"] == "gateway" and r.get("direct"):
-            d = r["direct"]
-            extra = [f"{r['rps'] / d['rps']:.3f}" if d["rps"] else "-",
-                     f"{r['p50_ms'] - d['p50_ms']:+.3f}", f"{r['p99_ms'] - d['p99_ms']:+.3f}",
-                     f"{r['cpu_ms_per_req']:.3f}",
-                     f"{r['reads_per_req']:.1f}/{r['writes_per_req']:.1f}"]
-        print(fmt_row([f"{r['target']} {r['mode']}", r["concurrency"], f"{r['rps']:.0f}",
-                       f"{r['p50_ms']:.3f}", f"{r['p99_ms']:.3f}", r["errors"], *extra],
-                      widths))
 
 
 def main() -> int:
@@ -366,7 +248,9 @@ def main() -> int:
                 proc.wait(15)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        if not args.keep:
+        if args.keep:
+            print(f"data directory kept: {data_dir}")
+        else:
             import shutil
             shutil.rmtree(data_dir, ignore_errors=True)
             if pg_name:
@@ -381,67 +265,6 @@ def row(target: str, mode: str, conc: int, res: WrkResult) -> dict:
             "seconds": res.seconds, "rps": res.rps, "p50_ms": res.p50_ms,
             "p90_ms": res.p90_ms, "p99_ms": res.p99_ms, "mean_ms": res.mean_ms,
             "max_ms": res.max_ms, "errors": res.error_count, "error_kinds": res.errors}
-
-
-def report(results: dict, rows: list[dict]) -> None:
-    m = results["machine"]
-    print(f"\nmachine: {m['cpu']}, {m['nproc']} cores, {m['mem_total_gb']:.1f} GB;"
-          f" python {m['python']}; load average at start {m['load_at_start']:.2f}")
-    print(f"gateway: {results['package']} on {results['database']}, built-in local model"
-          f" {'off' if results['config']['no_local_model'] else 'on (default)'},"
-          f" {results['config']['workers']} worker process(es)")
-    print_table(rows)
-    print("\nledger (per gateway run: requests wrk completed / that reached the upstream /"
-          " charges / usage records by status)")
-    ok = True
-    for r in rows:
-        if r["target"] != "gateway":
-            continue
-        db = r["db"]
-        statuses = ", ".join(f"{k[7:]} {v}" for k, v in sorted(db.items())
-                             if k.startswith("status_") and v)
-        # every request the gateway sent upstream is charged exactly once (a stream that wrk
-        # cut at the end of its run is charged an estimate, marked estimated)
-        match = db["charges"] == r["upstream_requests"] and r["open_holds_after"] == 0
-        ok &= match and r["errors"] == 0
-        print(f"  {r['mode']:8} c={r['concurrency']:<3} wrk {r['requests']:7}  upstream"
-              f" {r['upstream_requests']:7}  charges {db['charges']:7}  usage {db['usage']:7}"
-              f" ({statuses}; estimated {db['estimated']})  "
-              f"{'OK' if match else 'MISMATCH'}")
-    lv = results["ledger_verify"]
-    print(f"ledger verify: rc={lv['rc']} {lv['output']}")
-    peak = max(results["rss_peak_mb"], results["vm_hwm_mb"])
-    print(f"server memory: idle {results['rss_idle_mb']:.1f} MB, after warm-up"
-          f" {results['rss_after_warmup_mb']:.1f} MB, peak RSS {results['rss_peak_mb']:.1f} MB"
-          f" (VmHWM {results['vm_hwm_mb']:.1f} MB)")
-    targets = targets_met(rows, peak)
-    for name, (value, met) in targets.items():
-        print(f"target {name}: {value} -> {'met' if met else 'NOT met'}")
-    results["targets"] = targets
-    results["ok"] = ok and lv["rc"] == 0
-
-
-def targets_met(rows: list[dict], peak_mb: float) -> dict:
-    out = {}
-    for r in rows:
-        if r["target"] != "gateway":
-            continue
-        if r["concurrency"] == 1:
-            added = r["p50_ms"] - r["direct"]["p50_ms"]
-            out[f"added p50 at c=1 ({r['mode']}) < 1 ms"] = (f"{added:.3f} ms", added < 1.0)
-        if r["mode"] == "stream" and r["concurrency"] == 32:
-            out["stream req/s at c=32 >= 1000"] = (f"{r['rps']:.0f}", r["rps"] >= 1000)
-    out["peak memory < 200 MB"] = (f"{peak_mb:.1f} MB", peak_mb < 200)
-    return out
-
-
-def machine() -> dict:
-    cpu = next((ln.split(":", 1)[1].strip() for ln in
-                Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name")),
-               "unknown")
-    return {"cpu": cpu, "nproc": os.cpu_count(),
-            "mem_total_gb": psutil.virtual_memory().total / 2**30,
-            "python": sys.version.split()[0], "load_at_start": os.getloadavg()[0]}
 
 
 if __name__ == "__main__":

@@ -1,0 +1,105 @@
+"""What the gateway benchmark reads from the server process and the database: peak RSS,
+CPU time, system calls, and the rows that tie requests to charges."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import psutil
+from sqlalchemy import create_engine, func, select
+
+
+def family(proc: psutil.Process) -> list[psutil.Process]:
+    """The server and its children (uvicorn --workers N runs N children)."""
+    return [proc, *proc.children(recursive=True)]
+
+
+def cpu_seconds(proc: psutil.Process) -> float:
+    total = 0.0
+    for p in family(proc):
+        t = p.cpu_times()
+        total += t.user + t.system
+    return total
+
+
+def syscalls(proc: psutil.Process) -> tuple[int, int]:
+    """read-like and write-like system calls so far (/proc/PID/io: syscr, syscw)."""
+    reads = writes = 0
+    for p in family(proc):
+        io = p.io_counters()
+        reads += io.read_count
+        writes += io.write_count
+    return reads, writes
+
+
+class MemorySampler(threading.Thread):
+    """Peak RSS of a process (and its children), sampled every 20 ms."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.proc = psutil.Process(pid)
+        self.peak = 0
+        self.stopped = threading.Event()
+
+    def rss(self) -> int:
+        total = self.proc.memory_info().rss
+        for child in self.proc.children(recursive=True):
+            try:
+                total += child.memory_info().rss
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
+    def run(self) -> None:
+        while not self.stopped.wait(0.02):
+            try:
+                self.peak = max(self.peak, self.rss())
+            except psutil.NoSuchProcess:
+                return
+
+    def vm_hwm(self) -> int:
+        """The kernel's own high-water mark of the server's RSS (bytes), summed over the
+        server and its worker processes."""
+        total = 0
+        for proc in [self.proc, *self.proc.children(recursive=True)]:
+            for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1]) * 1024
+        return total
+
+
+class LedgerCounter:
+    """Counts rows straight from the database, to tie requests to charges."""
+
+    def __init__(self, database_url: str) -> None:
+        from minitoolai.db.engine import sync_url
+        from minitoolai.db.tables import holds, ledger_entries, usage
+
+        self.engine = create_engine(sync_url(database_url))
+        self.holds, self.ledger, self.usage = holds, ledger_entries, usage
+
+    def open_holds(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(self.holds)).scalar_one()
+
+    def snapshot(self) -> dict:
+        with self.engine.connect() as conn:
+            charges = conn.execute(select(func.count()).select_from(self.ledger)
+                                   .where(self.ledger.c.kind == "charge")).scalar_one()
+            by_status = dict(conn.execute(select(self.usage.c.status, func.count())
+                                          .group_by(self.usage.c.status)).all())
+            estimated = conn.execute(select(func.count()).select_from(self.usage)
+                                     .where(self.usage.c.estimated.is_(True))).scalar_one()
+        return {"charges": charges, "usage": sum(by_status.values()), "estimated": estimated,
+                **{f"status_{k}": v for k, v in by_status.items()}}
+
+    def wait_settled(self, seconds: float = 30) -> int:
+        deadline = time.monotonic() + seconds
+        while (left := self.open_holds()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return left
+
+    def close(self) -> None:
+        self.engine.dispose()
