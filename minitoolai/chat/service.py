@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from minitoolai.accounts.auth import Principal
 from minitoolai.catalog import Model
@@ -29,10 +29,10 @@ from minitoolai.errors import (
 )
 from minitoolai.ledger.holds import UsageRecord, release, reserve, settle
 from minitoolai.money import usd_number
+from minitoolai.sse import EventStreamResponse
 
 log = logging.getLogger(__name__)
 
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 RETRYABLE = (UpstreamError, UpstreamTimeout, ServiceUnavailable)
 
 
@@ -92,8 +92,7 @@ class ChatService:
                 raise UpstreamError(f"the request failed: {exc}") from None
             raise
         if request.stream:
-            return StreamingResponse(self._relay(stream, request, meter),
-                                     media_type="text/event-stream", headers=SSE_HEADERS)
+            return EventStreamResponse(self._relay(stream, request, meter))
         cost = request.model.chat_cost(usage.prompt_tokens, usage.completion_tokens)
         if isinstance(obj.get("usage"), dict):
             obj["usage"]["cost"] = usd_number(cost)

@@ -116,6 +116,11 @@ class Database:
         async with self._reader.connect() as conn:
             yield conn
 
+    async def run_maintenance(self) -> None:
+        """Background upkeep for as long as the server runs (SQLite: WAL checkpoints)."""
+        if self._inline is not None:
+            await self._inline.run_checkpoints()
+
     async def dispose(self) -> None:
         if self._inline is not None:
             self._inline.close()

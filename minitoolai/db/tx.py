@@ -59,10 +59,19 @@ class SATx:
         return (await self.conn.execute(self._text(sql), params)).first()
 
 
-def _sqlite_params(params: dict[str, Any]) -> dict[str, Any]:
+_last_stamp: list = [None, ""]  # one-entry cache: a transaction reuses one `now`
+
+
+def _stamp(value: datetime) -> str:
     # store datetimes exactly as SQLAlchemy's SQLite dialect does, so either can read them
-    return {k: (v.astimezone(UTC).strftime(SQLA_SQLITE_DATETIME) if isinstance(v, datetime)
-                else v) for k, v in params.items()}
+    if _last_stamp[0] != value:
+        _last_stamp[0], _last_stamp[1] = value, value.astimezone(UTC).strftime(
+            SQLA_SQLITE_DATETIME)
+    return _last_stamp[1]
+
+
+def _sqlite_params(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: _stamp(v) if isinstance(v, datetime) else v for k, v in params.items()}
 
 
 class _SQLiteCursorTx:
@@ -93,7 +102,27 @@ class InlineSQLite:
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA busy_timeout=0")  # never block the loop: we retry ourselves
+        # checkpoints copy the WAL into the database with fsyncs: keep them off the event
+        # loop (run_checkpoints does them in a thread)
+        conn.execute("PRAGMA wal_autocheckpoint=0")
         return conn
+
+    async def run_checkpoints(self, interval: float = 0.5) -> None:
+        """Checkpoint the WAL from a thread every `interval` seconds, forever (a lifespan
+        task), so it neither grows without bound nor stalls the loop."""
+        def checkpoint() -> None:
+            conn = sqlite3.connect(self._path, isolation_level=None, timeout=1)
+            try:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            finally:
+                conn.close()
+
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await asyncio.to_thread(checkpoint)
+            except sqlite3.Error:  # busy or locked: the next round will do it
+                continue
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
