@@ -11,7 +11,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
 
 from minitoolai import __version__
 from minitoolai.chat import lifecycle as chat_lifecycle
@@ -87,6 +88,12 @@ def create_app(settings: Settings, *, migrate: bool = True, workers: bool = True
         if _is_image_path(request.url.path):
             return seed_image_error_response(exc)
         return error_response(exc)
+
+    @app.exception_handler(ClientDisconnect)
+    async def on_client_gone(request: Request, exc: ClientDisconnect):
+        # the client hung up while sending its body: nobody is left to answer, nothing was
+        # reserved yet, and it is not a server error worth a traceback
+        return Response(status_code=400)
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(request: Request, exc: RequestValidationError):

@@ -67,11 +67,12 @@ async def _local_providers(settings) -> dict:
     providers = {}
     for cfg in configs:
         provider = LocalGGUFProvider(cfg)
-        try:
-            await provider.start()
-        except Exception as exc:  # a broken model file must not stop the whole server
-            log.error("cannot load local model %s from %s: %s", cfg.id, cfg.path, exc)
-            continue
+        if settings.chat.preload_local_models:
+            try:
+                await provider.start()
+            except Exception as exc:  # a broken model file must not stop the whole server
+                log.error("cannot load local model %s from %s: %s", cfg.id, cfg.path, exc)
+                continue
         providers[provider.name] = provider
     return providers
 

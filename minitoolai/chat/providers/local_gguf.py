@@ -142,6 +142,8 @@ class LocalGGUFProvider:
         self.engine = Engine(cfg)
         self._queue: LocalQueue | None = None
         self._starting: asyncio.Lock | None = None
+        self._closed = False
+        self._failed: str | None = None  # why loading failed, once it has
 
     # ---- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -159,14 +161,27 @@ class LocalGGUFProvider:
             queue.start()
             self._queue = queue
 
+    async def _load_on_first_use(self) -> None:
+        """Models load when first asked for (unless preloaded at start): a server that only
+        relays upstream traffic never pays the model's memory."""
+        try:
+            await self.start()
+        except Exception as exc:  # any load failure: this model is out, the server is not
+            self._failed = str(exc)
+            raise ServiceUnavailable(f"the local model {self.cfg.id!r} could not be loaded:"
+                                     f" {exc}", code="model_unavailable") from None
+
     async def aclose(self) -> None:
+        self._closed = True
         queue, self._queue = self._queue, None
         if queue is not None:
             await asyncio.to_thread(queue.close)
         await asyncio.to_thread(self.engine.close)
 
     def is_available(self, model: Model | None = None) -> bool:
-        return self._queue is not None and not self._queue.closed
+        if self._closed or self._failed is not None:
+            return False
+        return self._queue is None or not self._queue.closed  # not loaded yet: loads on use
 
     @property
     def waiting(self) -> int:
@@ -175,6 +190,8 @@ class LocalGGUFProvider:
 
     # ---- requests ----------------------------------------------------------------------------
     async def _prepare(self, request: ChatRequest) -> Prepared:
+        if self._queue is None and self.is_available():
+            await self._load_on_first_use()
         if not self.is_available():
             raise ServiceUnavailable(f"the local model {self.cfg.id!r} is not loaded",
                                      code="model_unavailable")

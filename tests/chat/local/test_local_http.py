@@ -31,12 +31,30 @@ MESSAGES = [
 
 @pytest.fixture
 def server(gguf_path, make_settings):
-    settings = make_settings(chat={"builtin_local_model": True,
+    # preloaded, so that timing and ordering tests measure the queue, not the first load
+    settings = make_settings(chat={"builtin_local_model": True, "preload_local_models": True,
                                    "local_models": [PRICED, ONE_SLOT]})
     app = create_app(settings)
     with ThreadedServer(app) as live:
         live.runtime = app.state.runtime
         yield live
+
+
+def test_models_load_on_first_use(gguf_path, make_settings, database_url):
+    settings = make_settings(chat={"builtin_local_model": True})
+    app = create_app(settings)
+    customer = run(make_customer(database_url, CREDIT))
+    with ThreadedServer(app) as live:
+        provider = app.state.runtime.chat.providers["local:smollm2-135m"]
+        assert provider.waiting == 0 and provider._queue is None  # not loaded at start
+        models = requests.get(live.url + "/api/models/").json()["data"]
+        assert {m["id"]: m["available"] for m in models}["smollm2-135m"] is True
+        response = requests.post(live.url + "/api/chat-completions/", headers=customer.headers,
+                                 json={"model": "smollm2-135m", "max_completion_tokens": 5,
+                                       "messages": [{"role": "user", "content": "Hi"}]})
+        assert response.status_code == 200 and "[DONE]" in response.text
+        assert provider._queue is not None
+    run(assert_ledger_ok(database_url))
 
 
 def provider_of(server, model_id):
