@@ -27,7 +27,7 @@ from minitoolai.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from minitoolai.ledger.holds import UsageRecord, release, reserve, settle
+from minitoolai.ledger.holds import UsageRecord, extend, release, reserve, settle
 from minitoolai.money import usd_number
 from minitoolai.sse import EventStreamResponse
 
@@ -116,8 +116,13 @@ class ChatService:
                      meter: _Meter) -> AsyncIterator[bytes]:
         status = "cancelled"  # unless the stream ends or fails
         settled = False
+        ttl = self._settings.hold_ttl_seconds
+        extend_at = meter.started + ttl / 2
         try:
             async for item in stream:
+                if time.monotonic() > extend_at:  # a stream outliving half its hold's TTL
+                    extend_at = time.monotonic() + ttl / 2
+                    await extend(self.runtime.db, request.request_id, ttl)
                 usage = stream.usage
                 if usage is not None and not settled:
                     # the usage event: settle now, so that by the time the client reads

@@ -27,6 +27,7 @@ HOLD_KEY = ("UPDATE api_keys SET held = held + :amount WHERE id = :key_id"
             " AND (spend_limit IS NULL OR spent + held + :amount <= spend_limit)")
 INSERT_HOLD = ("INSERT INTO holds (id, account_id, key_id, amount, kind, created_at, expires_at)"
                " VALUES (:id, :account_id, :key_id, :amount, :kind, :now, :expires_at)")
+EXTEND_HOLD = "UPDATE holds SET expires_at = :expires_at WHERE id = :id"
 ACCOUNT_CREDIT = "SELECT balance, held FROM accounts WHERE id = :account_id"
 KEY_SPENDING = "SELECT spend_limit, spent FROM api_keys WHERE id = :key_id"
 TAKE_HOLD = "DELETE FROM holds WHERE id = :id RETURNING account_id, key_id, amount"
@@ -102,6 +103,14 @@ async def reserve(
                 f" ${format_usd(amount)})", code="key_spend_limit")
         await tx.execute(INSERT_HOLD, params)
     return Hold(request_id, account_id, key_id, amount)
+
+
+async def extend(db: Database, request_id: str, ttl_seconds: int) -> bool:
+    """Push a hold's expiry back: work that outlives the TTL (a very long stream) keeps its
+    hold, so the sweeper cannot release it and lose the charge. False if already settled."""
+    params = {"id": request_id, "expires_at": utcnow() + timedelta(seconds=ttl_seconds)}
+    async with db.ledger() as tx:
+        return await tx.execute(EXTEND_HOLD, params) == 1
 
 
 async def settle(db: Database, request_id: str, cost: int, record: UsageRecord) -> int | None:

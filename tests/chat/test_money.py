@@ -151,3 +151,19 @@ def test_200_concurrent_requests_never_overspend(chat_settings, database_url):
     assert account.balance == credit - sum(r.cost for r in rows) >= 0
     assert account.held == 0
     run(assert_ledger_ok(database_url))
+
+
+def test_a_stream_longer_than_half_its_hold_ttl_keeps_its_hold(chat_settings, database_url):
+    # hold_ttl 2 s and a 4 s stream: the gateway must extend the hold, or the sweeper
+    # (every 0.2 s here) would release it and the settlement would find nothing to charge
+    settings = chat_settings(hold_ttl_seconds="2", sweep_interval_seconds="0.2")
+    customer = run(make_customer(database_url, 10**9))
+    with ThreadedServer(create_app(settings)) as live:
+        response = requests.post(live.url + URL, headers=customer.headers, json={
+            "model": "gpt-4o-mini", "messages": msg("[slow] [chunks:80]")})
+        assert response.status_code == 200 and "[DONE]" in response.text
+    account, rows = wait_settled(database_url, customer.account_id, 1)
+    assert rows[0].status == "ok" and not rows[0].estimated
+    assert rows[0].cost == count_prompt_tokens(msg("[slow] [chunks:80]")) * MINI_IN + 80 * MINI_OUT
+    assert account.balance == 10**9 - rows[0].cost
+    run(assert_ledger_ok(database_url))
