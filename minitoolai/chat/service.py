@@ -76,7 +76,7 @@ class ChatService:
         await reserve(self.runtime.db, request_id=request.request_id,
                       account_id=principal.account_id, key_id=principal.key_id, amount=amount,
                       kind="chat", ttl_seconds=settings.hold_ttl_seconds)
-        meter = _Meter(endpoint, request, prompt_bound, text_bytes, started)
+        meter = _Meter(endpoint, request, prompt_bound, text_bytes, started, amount)
         try:
             if request.stream:
                 stream = await self._first_route(routes, lambda p: p.open_stream(request))
@@ -93,7 +93,7 @@ class ChatService:
             raise
         if request.stream:
             return EventStreamResponse(self._relay(stream, request, meter))
-        cost = request.model.chat_cost(usage.prompt_tokens, usage.completion_tokens)
+        cost = meter.charge_for(usage)
         if isinstance(obj.get("usage"), dict):
             obj["usage"]["cost"] = usd_number(cost)
         await self._settle(meter.record(usage, "ok"), cost, request.request_id)
@@ -128,7 +128,7 @@ class ChatService:
                     # the usage event: settle now, so that by the time the client reads
                     # [DONE] its balance already shows the charge
                     settled = True
-                    cost = request.model.chat_cost(usage.prompt_tokens, usage.completion_tokens)
+                    cost = meter.charge_for(usage)
                     if request.include_usage:
                         yield self._with_cost(item, cost)
                     await asyncio.shield(self._settle_later(
@@ -145,8 +145,7 @@ class ChatService:
         finally:
             if not settled:
                 estimate = meter.estimate()
-                cost = request.model.chat_cost(estimate.prompt_tokens,
-                                               estimate.completion_tokens)
+                cost = meter.charge_for(estimate)
                 self._settle_later(meter.record(estimate, status), cost, request.request_id)
             await asyncio.shield(stream.aclose())
 
@@ -162,10 +161,7 @@ class ChatService:
 
     # ---- settlement --------------------------------------------------------------------------
     async def _settle(self, record: UsageRecord, cost: int, request_id: str) -> None:
-        charged = await settle(self.runtime.db, request_id, cost, record)
-        if charged is not None and charged < cost:
-            log.error("request %s cost %d but its hold covered only %d", request_id, cost,
-                      charged)
+        await settle(self.runtime.db, request_id, cost, record)
 
     def _settle_later(self, record: UsageRecord, cost: int | None,
                       request_id: str) -> asyncio.Task:
@@ -194,16 +190,29 @@ class ChatService:
 class _Meter:
     """What the gateway knows of one request, for its usage record."""
 
-    __slots__ = ("endpoint", "request", "prompt_bound", "text_bytes", "started", "chunks")
+    __slots__ = ("endpoint", "request", "prompt_bound", "text_bytes", "started", "chunks",
+                 "hold")
 
     def __init__(self, endpoint: str, request: ChatRequest, prompt_bound: int, text_bytes: int,
-                 started: float) -> None:
+                 started: float, hold: int) -> None:
+        self.hold = hold
         self.endpoint = endpoint
         self.request = request
         self.prompt_bound = prompt_bound
         self.text_bytes = text_bytes
         self.started = started
         self.chunks = 0
+
+    def charge_for(self, usage: Usage) -> int:
+        """The price of this usage, never more than the hold: what is charged is what the
+        client is told (an upstream counting more than the bound is logged, not billed)."""
+        cost = self.request.model.chat_cost(usage.prompt_tokens, usage.completion_tokens)
+        if cost > self.hold:
+            log.error("request %s: usage %d+%d tokens costs %d, over its hold of %d; charging"
+                      " the hold", self.request.request_id, usage.prompt_tokens,
+                      usage.completion_tokens, cost, self.hold)
+            return self.hold
+        return cost
 
     def estimate(self) -> Usage:
         return estimate_usage(self.prompt_bound, self.text_bytes, self.chunks,

@@ -4,6 +4,7 @@ broken streams, and 200 concurrent requests against credit for about 50."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import httpx
@@ -166,4 +167,37 @@ def test_a_stream_longer_than_half_its_hold_ttl_keeps_its_hold(chat_settings, da
     assert rows[0].status == "ok" and not rows[0].estimated
     assert rows[0].cost == count_prompt_tokens(msg("[slow] [chunks:80]")) * MINI_IN + 80 * MINI_OUT
     assert account.balance == 10**9 - rows[0].cost
+    run(assert_ledger_ok(database_url))
+
+
+def test_usage_event_with_spaces_is_billed_exactly(server, database_url):
+    """Upstreams that write `"usage": {` (json.dumps, llama.cpp's server) bill exactly."""
+    customer = run(make_customer(database_url, 10**9))
+    response = requests.post(server.url + URL, headers=customer.headers,
+                             json={"model": "gpt-4o-mini", "messages": msg("[spaced] hi")})
+    assert response.status_code == 200
+    usage_line = [line for line in response.text.splitlines() if '"choices": []' in line
+                  or '"choices":[]' in line][0]
+    expected = count_prompt_tokens(msg("[spaced] hi")) * MINI_IN + 5 * MINI_OUT
+    assert '"cost"' in usage_line
+    account, rows = wait_settled(database_url, customer.account_id, 1)
+    assert rows[0].cost == expected and not rows[0].estimated
+    assert account.balance == 10**9 - expected
+    run(assert_ledger_ok(database_url))
+
+
+def test_the_cost_shown_is_the_cost_charged_even_past_the_hold(server, database_url):
+    """An upstream reporting more than the hold can cover (here: more completion tokens than
+    max_completion_tokens) is charged the hold, and the client is told exactly that."""
+    customer = run(make_customer(database_url, 10**9))
+    text = "[chunks:40] hi"
+    response = requests.post(server.url + URL, headers=customer.headers, json={
+        "model": "gpt-4o-mini", "messages": msg(text), "max_completion_tokens": 2})
+    usage = [json.loads(line[6:]) for line in response.text.splitlines()
+             if line.startswith("data: {")][-1]["usage"]
+    hold = (len(text) + 16 + 8) * MINI_IN + 2 * MINI_OUT
+    assert usage["completion_tokens"] == 40
+    account, rows = wait_settled(database_url, customer.account_id, 1)
+    assert rows[0].cost == hold and usage["cost"] == hold / 1e9
+    assert account.balance == 10**9 - hold
     run(assert_ledger_ok(database_url))

@@ -8,6 +8,7 @@ directives written in the last user message, so concurrent tests can mix behavio
   [cut]         stream half the chunks, then drop the connection (no usage)
   [slow]        50 ms between chunks
   [chunks:N]    N content chunks (default 5)
+  [spaced]      the usage event written with spaces, as json.dumps does (llama.cpp's server)
 
 Usage is deterministic: prompt_tokens = words in all messages + 3 per message,
 completion_tokens = content chunks. Every request body is kept in `requests`.
@@ -16,6 +17,7 @@ completion_tokens = content chunks. Every request body is kept in `requests`.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import threading
 import time
@@ -26,7 +28,7 @@ from aiohttp import web
 from tests.servers import free_port
 
 WORDS = ["Alaska", " is", " the", " largest", " U.S.", " state", " by", " area", ".", " Ok"]
-_DIRECTIVE = re.compile(r"\[(fail|hang|cut|slow|chunks)(?::(\d+))?\]")
+_DIRECTIVE = re.compile(r"\[(fail|hang|cut|slow|chunks|spaced)(?::(\d+))?\]")
 
 
 def _text_of(message: dict) -> str:
@@ -147,8 +149,12 @@ class FakeOpenAI:
                     await asyncio.sleep(delay)
             await response.write(b"data: " + head + b'[{"index":0,"delta":{},"logprobs":null,'
                                  b'"finish_reason":"stop"}],"usage":null}\n\n')
-            await response.write(b"data: " + head + b"[]," + b'"usage":' + orjson.dumps(usage)
-                                 + b"}\n\n")
+            if "spaced" in directives:
+                event = {**orjson.loads(head + b"[]}"), "usage": usage}
+                await response.write(b"data: " + json.dumps(event).encode() + b"\n\n")
+            else:
+                await response.write(b"data: " + head + b"[]," + b'"usage":'
+                                     + orjson.dumps(usage) + b"}\n\n")
             await response.write(b"data: [DONE]\n\n")
         except (ConnectionResetError, asyncio.CancelledError):
             self.disconnects += 1

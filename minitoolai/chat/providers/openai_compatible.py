@@ -9,6 +9,7 @@ parses or re-serialises a content chunk.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,7 +22,10 @@ from minitoolai.chat.settings import ProviderSettings
 from minitoolai.config import OPENAI_DEFAULT_BASE_URL
 from minitoolai.errors import InvalidRequest, ServiceUnavailable, UpstreamError, UpstreamTimeout
 
-USAGE_MARK = b'"usage":{'
+# the usage event is the only one whose "usage" is an object; upstreams differ in spacing
+# (llama.cpp's server writes `"usage": {`), so a cheap find first, then the pattern
+USAGE_KEY = b'"usage"'
+USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
 EVENT_END = b"\n\n"
 
 
@@ -68,7 +72,7 @@ def usage_from(obj: dict[str, Any] | None) -> Usage | None:
 
 def split_usage_event(complete: bytes) -> tuple[bytes, bytes, bytes, Usage | None]:
     """Cut the usage event out of a run of whole events: (before, event, after, usage)."""
-    start = complete.find(USAGE_MARK)
+    start = USAGE_OBJECT.search(complete).start()
     begin = complete.rfind(EVENT_END, 0, start)
     begin = 0 if begin < 0 else begin + 2
     end = complete.find(EVENT_END, start) + 2
@@ -108,7 +112,8 @@ class UpstreamStream:
                     pending = buffer
                     continue
                 complete, pending = buffer[: end + 2], buffer[end + 2:]
-                if self.usage is None and USAGE_MARK in complete:
+                if (self.usage is None and USAGE_KEY in complete
+                        and USAGE_OBJECT.search(complete) is not None):
                     before, event, after, usage = split_usage_event(complete)
                     if before:
                         yield before
