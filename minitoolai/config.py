@@ -13,9 +13,9 @@ import secrets
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from minitoolai.chat.settings import ChatSettings, ProviderSettings
 from minitoolai.dashboard.settings import DashboardSettings
@@ -43,12 +43,34 @@ class Settings(BaseModel):
     sweep_interval_seconds: float = Field(30.0, gt=0)
     auth_cache_seconds: float = Field(2.0, ge=0)  # how long a key lookup is trusted in-process
     demo_account: bool = True  # `serve` creates a demo account and key on first run
-    log_level: str = "info"
+    log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
 
     chat: ChatSettings = Field(default_factory=ChatSettings)
     images: ImagesSettings = Field(default_factory=ImagesSettings)
     speech: SpeechSettings = Field(default_factory=SpeechSettings)
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("sqlite:///", "postgresql://",
+                                                        "postgres://")):
+            raise ValueError("must be sqlite:///PATH or postgresql://USER:PASSWORD@HOST/DB")
+        return value.replace("postgres://", "postgresql://", 1) if value else value
+
+    @field_validator("public_url")
+    @classmethod
+    def _absolute_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an absolute http(s) URL, e.g. https://api.example.com")
+        return value
+
+    @field_validator("secret_key")
+    @classmethod
+    def _long_enough(cls, value: str | None) -> str | None:
+        if value is not None and len(value) < 16:
+            raise ValueError("must be at least 16 characters (it signs job tickets)")
+        return value
 
     # ---- derived values -------------------------------------------------------------------
     @property
@@ -151,11 +173,23 @@ def ensure_secret_key(settings: Settings) -> str:
     """Return the signing secret, generating and persisting one in data_dir on first use."""
     if settings.secret_key:
         return settings.secret_key
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
     path = settings.data_dir / "secret_key"
-    if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_urlsafe(48))
-    settings.secret_key = path.read_text().strip()
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(48))
+        settings.secret_key = path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"data_dir: cannot use {settings.data_dir}: {exc.strerror}") from None
     return settings.secret_key
+
+
+def ensure_data_dir(settings: Settings) -> None:
+    """Create the data directory, or fail naming the setting."""
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"data_dir: cannot create {settings.data_dir}: {exc.strerror}") \
+            from None

@@ -12,6 +12,10 @@ from decimal import Decimal, InvalidOperation
 
 NANO_PER_USD = 1_000_000_000
 TOKENS_PER_PRICE_UNIT = 1_000_000  # prices are quoted per 1M tokens / characters
+# the largest single credit and the largest balance: far below what a 64-bit column holds
+# (9.2e18 nano), so no sum of them can overflow it
+MAX_CREDIT_NANO = 1_000_000 * NANO_PER_USD  # $1,000,000
+MAX_BALANCE_NANO = 1_000_000_000 * NANO_PER_USD  # $1,000,000,000
 
 
 class MoneyFormatError(ValueError):

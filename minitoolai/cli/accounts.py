@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import typer
-from rich.table import Table
 
 from minitoolai.accounts.store import create_account, find_account, list_accounts, set_account_flags
-from minitoolai.cli.common import console, usd_or_exit, with_db
+from minitoolai.cli.common import console, make_table, usd_or_exit, with_db
 from minitoolai.ledger.credits import add_credit
 from minitoolai.money import format_usd
 
@@ -17,7 +16,7 @@ app = typer.Typer(help="Create and list accounts.", no_args_is_help=True)
 def create(email: str, name: str = typer.Option("", help="display name"),
            credit: str = typer.Option(None, help="initial credit in USD, e.g. 10 or 2.50")):
     """Create an account; prints the new account's id."""
-    amount = usd_or_exit(credit) if credit else 0
+    amount = usd_or_exit(credit, positive=True) if credit else 0
 
     async def action(settings, db):
         account = await create_account(db, email, name)
@@ -33,7 +32,7 @@ def create(email: str, name: str = typer.Option("", help="display name"),
 def list_(search: str = typer.Option(None, help="filter by email or name")):
     """List accounts with their balances."""
     rows = with_db(lambda s, db: list_accounts(db, search))
-    table = Table("id", "email", "name", "balance", "held", "admin", "disabled")
+    table = make_table("id", "email", "name", "balance", "held", "admin", "disabled")
     for a in rows:
         table.add_row(str(a.id), a.email, a.name, "$" + format_usd(a.balance),
                       "$" + format_usd(a.held), "yes" if a.is_admin else "",

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import typer
-from rich.table import Table
 
-from minitoolai.cli.common import console, err_console, usd_or_exit, with_db
+from minitoolai.cli.common import console, err_console, make_table, usd_or_exit, with_db
 from minitoolai.dashboard.codes import MAX_BATCH, create_codes, display, list_codes
 from minitoolai.money import format_usd
 
@@ -18,7 +17,7 @@ def create(amount: str = typer.Option(..., "--amount", help="value of each code 
            count: int = typer.Option(1, "--count", help=f"how many codes (1..{MAX_BATCH})"),
            batch: str = typer.Option("", "--batch", help="a label to find the batch by")):
     """Create codes; prints them one per line (and nothing else on stdout)."""
-    value = usd_or_exit(amount)
+    value = usd_or_exit(amount, positive=True)
     if not 1 <= count <= MAX_BATCH:
         err_console.print(f"[red]error:[/red] --count must be between 1 and {MAX_BATCH}")
         raise typer.Exit(2)
@@ -34,7 +33,7 @@ def list_(used: bool = typer.Option(None, "--used/--unused", help="only used / u
           limit: int = typer.Option(500, "--limit", help="rows to show")):
     """List codes, newest first: value, batch, and who used each one when."""
     rows = with_db(lambda settings, db: list_codes(db, used=used, batch=batch, limit=limit))
-    table = Table("code", "amount", "batch", "created", "used by", "used at")
+    table = make_table("code", "amount", "batch", "created", "used by", "used at")
     for c in rows:
         table.add_row(display(c.code), "$" + format_usd(c.amount), c.batch,
                       f"{c.created_at:%Y-%m-%d %H:%M}", c.used_by_email or "",

@@ -5,11 +5,10 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 
 import typer
-from rich.table import Table
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from minitoolai.accounts.store import find_account
-from minitoolai.cli.common import console, err_console, usd_or_exit, with_db
+from minitoolai.cli.common import console, err_console, make_table, usd_or_exit, with_db
 from minitoolai.db.tables import usage
 from minitoolai.ledger.credits import add_credit
 from minitoolai.money import format_usd
@@ -20,7 +19,7 @@ app = typer.Typer(help="Top up credit.", no_args_is_help=True)
 @app.command("add")
 def add(email: str, usd: str, note: str = typer.Option("", help="why, for the ledger")):
     """Add credit to an account (a top-up written to the ledger)."""
-    amount = usd_or_exit(usd)
+    amount = usd_or_exit(usd, positive=True)
 
     async def action(settings, db):
         account = await find_account(db, email)
@@ -52,22 +51,26 @@ def usage_(email: str, since: str = typer.Option(None, help="YYYY-MM-DD"),
 
     async def action(settings, db):
         account = await find_account(db, email)
-        query = (select(usage).where(usage.c.account_id == account.id)
-                 .order_by(usage.c.id.desc()).limit(limit))
+        where = [usage.c.account_id == account.id]
         if start is not None:
-            query = query.where(usage.c.created_at >= start)
+            where.append(usage.c.created_at >= start)
         async with db.read() as conn:
-            return (await conn.execute(query)).all()
+            rows = (await conn.execute(select(usage).where(*where)
+                                       .order_by(usage.c.id.desc()).limit(limit))).all()
+            totals = (await conn.execute(select(func.count(), func.coalesce(func.sum(
+                usage.c.cost), 0)).select_from(usage).where(*where))).one()
+        return rows, totals
 
-    rows = with_db(action)
-    table = Table("time", "endpoint", "model", "in", "out", "images", "chars", "cost", "status")
-    total = 0
+    rows, (count, total) = with_db(action)
+    table = make_table("time", "endpoint", "model", "in", "out", "images", "chars", "cost",
+                       "status")
     for r in rows:
-        total += r.cost
         table.add_row(f"{r.created_at:%Y-%m-%d %H:%M:%S}", r.endpoint, r.model,
                       str(r.prompt_tokens), str(r.completion_tokens), str(r.images),
                       str(r.characters),
                       "$" + format_usd(r.cost) + ("*" if r.estimated else ""), r.status)
     console.print(table)
-    console.print(f"{len(rows)} request(s), ${format_usd(total)} (* estimated usage)",
+    shown = f"the last {len(rows)} of " if len(rows) < count else ""
+    note = " (* estimated usage)" if any(r.estimated for r in rows) else ""
+    console.print(f"{shown}{count} request(s), ${format_usd(int(total))} in all{note}",
                   highlight=False)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import typer
-from rich.table import Table
 
 from minitoolai.accounts.store import create_key, find_account, list_keys, revoke_key
-from minitoolai.cli.common import console, usd_or_exit, with_db
+from minitoolai.cli.common import console, make_table, usd_or_exit, with_db
 from minitoolai.money import format_usd
 
 app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
@@ -36,7 +35,7 @@ def list_(email: str):
         account = await find_account(db, email)
         return await list_keys(db, account.id)
 
-    table = Table("id", "name", "prefix", "created", "last used", "revoked", "limit", "spent")
+    table = make_table("id", "name", "prefix", "created", "last used", "revoked", "limit", "spent")
     for k in with_db(action):
         table.add_row(k.id, k.name, k.prefix + "…", f"{k.created_at:%Y-%m-%d %H:%M}",
                       f"{k.last_used_at:%Y-%m-%d %H:%M}" if k.last_used_at else "",

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import typer
-from rich.table import Table
 
 from minitoolai.cli import accounts, codes, credits, db, keys, ledger, serve
-from minitoolai.cli.common import console, settings_or_exit
+from minitoolai.cli.common import console, make_table, settings_or_exit
 
 app = typer.Typer(help="MiniToolAI: a self-hostable AI API platform with prepaid credit.",
                   no_args_is_help=True, add_completion=False)
@@ -28,7 +27,7 @@ def models():
     from minitoolai.catalog_status import catalog_rows
 
     settings = settings_or_exit()
-    table = Table("model", "kind", "price", "available", "note")
+    table = make_table("model", "kind", "price", "available", "note")
     for row in catalog_rows(settings):
         table.add_row(*row)
     console.print(table)

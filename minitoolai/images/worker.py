@@ -121,10 +121,13 @@ class Worker:
                 raise  # shutting down: the lease lapses and the jobs run again elsewhere
             except Exception as exc:
                 retry = isinstance(exc, RETRYABLE)
-                reason = f"image generation failed: {exc}" if str(exc) else (
-                    f"image generation failed: {type(exc).__name__}")
-                log.warning("%s: %d job(s) failed (%s)%s", self.name, len(jobs), reason,
-                            ", will retry" if retry else "")
+                detail = str(exc) or type(exc).__name__
+                log.warning("%s: %d job(s) failed (%s)%s", self.name, len(jobs), detail,
+                            ", may retry" if retry else "")
+                # the jobs endpoint needs no key: its message must not show the operator's
+                # hosts, paths or internals (those are in the log above)
+                reason = ("image generation failed on this server's image backend; nothing"
+                          " was charged")
                 await queue.fail(self.db, token, jobs, reason, retry=retry,
                                  max_attempts=self.settings.max_attempts)
                 return

@@ -8,6 +8,7 @@ from minitoolai.clock import utcnow
 from minitoolai.db.engine import Database
 from minitoolai.db.tables import accounts, ledger_entries
 from minitoolai.errors import InvalidRequest, NotFound
+from minitoolai.money import MAX_BALANCE_NANO, MAX_CREDIT_NANO, format_usd
 
 CREDIT_KINDS = ("topup", "adjustment", "redeem", "refund")
 
@@ -30,7 +31,11 @@ async def add_credit_in(conn, account_id: int, amount: int, *, kind: str = "topu
         raise ValueError(f"unknown credit kind {kind!r}")
     if amount == 0 or (amount < 0 and kind != "adjustment"):
         raise InvalidRequest("the amount must be positive", param="amount")
-    query = update(accounts).where(accounts.c.id == account_id)
+    if abs(amount) > MAX_CREDIT_NANO:
+        raise InvalidRequest(f"the amount is over the largest accepted"
+                             f" (${format_usd(MAX_CREDIT_NANO)})", param="amount")
+    query = update(accounts).where(accounts.c.id == account_id,
+                                   accounts.c.balance + amount <= MAX_BALANCE_NANO)
     if amount < 0:  # a debit may not take the available balance below zero
         query = query.where(accounts.c.balance - accounts.c.held >= -amount)
     result = await conn.execute(query.values(balance=accounts.c.balance + amount)
@@ -40,6 +45,9 @@ async def add_credit_in(conn, account_id: int, amount: int, *, kind: str = "topu
         exists = await conn.scalar(select(accounts.c.id).where(accounts.c.id == account_id))
         if exists is None:
             raise NotFound(f"no account with id {account_id}", code="account_not_found")
+        if amount > 0:
+            raise InvalidRequest(f"the balance would pass the largest accepted"
+                                 f" (${format_usd(MAX_BALANCE_NANO)})", param="amount")
         raise InvalidRequest("the adjustment would take the available balance below zero",
                              param="amount")
     await conn.execute(insert(ledger_entries).values(

@@ -53,6 +53,12 @@ def test_errors_are_clear_and_non_zero(cli):
     bad = cli("credits", "add", "bo@example.com", "0.0000000001", ok=False)
     assert bad.returncode == 2 and "finer than one nanodollar" in bad.stderr
     assert cli("usage", "bo@example.com", "--since", "yesterday", ok=False).returncode == 2
+    # a refused amount leaves nothing half done: no account without its credit
+    refused = cli("accounts", "create", "cy@example.com", "--credit", "-5", ok=False)
+    assert refused.returncode == 2 and "positive" in refused.stderr
+    assert "cy@example.com" not in cli("accounts", "list").stdout
+    huge = cli("credits", "add", "bo@example.com", "99999999999999", ok=False)
+    assert huge.returncode == 2 and "largest amount" in huge.stderr
 
 
 def test_ledger_verify_fails_on_tampering(cli, database_url):
@@ -78,8 +84,15 @@ def test_models_lists_the_seed_catalog_with_prices(cli):
     assert "$0.0015 per image" in out
 
 
-def test_bad_configuration_names_the_key(cli, tmp_path):
+@pytest.mark.parametrize("variable,value,named", [
+    ("MINITOOLAI_PORTT", "1", "'portt'"),
+    ("MINITOOLAI_LOG_LEVEL", "loud", "log_level"),
+    ("MINITOOLAI_DATABASE_URL", "mysql://x", "database_url"),
+    ("MINITOOLAI_DATA_DIR", "/proc/nope", "data_dir"),
+])
+def test_bad_configuration_names_the_key(variable, value, named):
     env_cli = subprocess.run([sys.executable, "-m", "minitoolai.cli.main", "models"],
-                             env={**os.environ, "MINITOOLAI_PORTT": "1"}, capture_output=True,
+                             env={**os.environ, variable: value}, capture_output=True,
                              text=True, timeout=60)
-    assert env_cli.returncode == 2 and "'portt'" in env_cli.stderr
+    assert env_cli.returncode == 2 and named in env_cli.stderr, env_cli.stderr
+    assert "Traceback" not in env_cli.stderr
