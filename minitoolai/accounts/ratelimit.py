@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 from minitoolai.errors import RateLimited
@@ -22,11 +23,11 @@ class RateLimiter:
         tokens, last = self._buckets.get(key_id, (self._burst, now))
         tokens = min(self._burst, tokens + (now - last) * self._rate)
         if tokens < 1.0:
-            retry = (1.0 - tokens) / self._rate
+            retry = max(1, math.ceil((1.0 - tokens) / self._rate))
             self._buckets[key_id] = (tokens, now)
             raise RateLimited(
                 f"rate limit reached for this API key: {int(self._rate * 60)} requests per"
-                f" minute; retry in {retry:.1f}s",
-                headers={"Retry-After": str(max(1, int(retry + 0.999)))},
+                f" minute; retry in {retry} s",
+                headers={"Retry-After": str(retry)},
             )
         self._buckets[key_id] = (tokens - 1.0, now)

@@ -8,7 +8,8 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.routing import Route
 
-from minitoolai.core_routes import both
+from minitoolai.core_routes import both, is_available
+from minitoolai.errors import NotFound
 from minitoolai.http import authenticate, json_response, read_json, runtime_of
 
 router = APIRouter(redirect_slashes=False)
@@ -32,25 +33,41 @@ async def openai_chat_completions(request: Request):
                                                   openai_style=True)
 
 
+def _servable(runtime) -> list:
+    return [m for m in runtime.catalog if is_available(runtime, m)]
+
+
+def _openai_model(model, created: int) -> dict:
+    return {"id": model.id, "object": "model", "created": created, "owned_by": model.owned_by}
+
+
 async def openai_models(request: Request):
     """OpenAI's model list (every model this server can serve now)."""
     await authenticate(request)
-    runtime = runtime_of(request)
     created = int(time.time())
-    data = []
-    for model in runtime.catalog:
-        service = {"chat": runtime.chat, "image": runtime.images,
-                   "speech": runtime.speech}[model.kind]
-        if service is not None and service.is_available(model):
-            data.append({"id": model.id, "object": "model", "created": created,
-                         "owned_by": model.owned_by})
+    data = [_openai_model(m, created) for m in _servable(runtime_of(request))]
     return json_response({"object": "list", "data": data})
+
+
+async def openai_model(request: Request, model_id: str):
+    """OpenAI's model retrieval (`client.models.retrieve(id)`)."""
+    await authenticate(request)
+    for model in _servable(runtime_of(request)):
+        if model.id == model_id:
+            return json_response(_openai_model(model, int(time.time())))
+    raise NotFound(f"the model {model_id!r} does not exist or is not available on this"
+                   " server", param="model", code="model_not_found")
 
 
 # The two hot routes are plain Starlette routes: FastAPI's per-request dependency and
 # signature machinery costs about a tenth of the gateway's CPU and buys nothing here (the
 # body is validated by chat/validation.py). They are documented in docs/api.md.
-for _path in (*both(SEED_ENDPOINT), OPENAI_ENDPOINT):
-    router.routes.append(Route(_path, seed_chat_completions if _path != OPENAI_ENDPOINT
-                               else openai_chat_completions, methods=["POST"]))
-router.add_api_route("/v1/models", openai_models, methods=["GET"], summary="List models")
+for _path in both(SEED_ENDPOINT):
+    router.routes.append(Route(_path, seed_chat_completions, methods=["POST"]))
+for _path in both(OPENAI_ENDPOINT):
+    router.routes.append(Route(_path, openai_chat_completions, methods=["POST"]))
+for _path in both("/v1/models"):
+    router.add_api_route(_path, openai_models, methods=["GET"], summary="List models",
+                         include_in_schema=not _path.endswith("/"))
+router.add_api_route("/v1/models/{model_id}", openai_model, methods=["GET"],
+                     summary="Retrieve a model")

@@ -58,7 +58,7 @@ def print_banner(settings: Settings, demo_key: str | None) -> None:
     key_file = settings.data_dir / "demo-api-key.txt"
     key = demo_key or (key_file.read_text().strip() if key_file.exists() else "YOUR_API_KEY")
     # plain print: these lines are meant to be copied, so no wrapping at the terminal width
-    print(f"MiniToolAI serving on {base}  (dashboard: {base}/, API docs: {base}/api/docs)")
+    print(f"MiniToolAI serving on {base}  (dashboard: {base}/, API docs: {base}/docs)")
     if demo_key:
         print(f"First run: created account {DEMO_EMAIL} with ${DEMO_CREDIT_USD} credit;"
               f" its API key is saved in {key_file}")

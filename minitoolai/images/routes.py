@@ -62,4 +62,6 @@ for _path in both("/api/texttoimage/"):
 for _path in both("/api/texttoimage/jobs/"):
     router.add_api_route(_path, jobs, methods=["POST"], include_in_schema=_path.endswith("/"))
 router.add_api_route(FILES_PATH + "{key}", image_file, methods=["GET"], include_in_schema=False)
-router.add_api_route("/v1/images/generations", generations, methods=["POST"])
+for _path in both("/v1/images/generations"):
+    router.add_api_route(_path, generations, methods=["POST"],
+                         include_in_schema=not _path.endswith("/"))

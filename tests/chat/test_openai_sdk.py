@@ -71,6 +71,20 @@ def test_models_list(client_and_customer):
     assert {"gpt-4o-mini", "gpt-5", "gpt-5.1-codex-mini"} <= ids
 
 
+def test_models_retrieve_and_trailing_slashes(client_and_customer, server):
+    client, customer = client_and_customer
+    assert client.models.retrieve("gpt-4o").id == "gpt-4o"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("gpt-9")
+    import requests
+    for path in ("/v1/models/", "/v1/models"):
+        assert requests.get(server.url + path, headers=customer.headers).status_code == 200
+    response = requests.post(server.url + "/v1/chat/completions/", headers=customer.headers,
+                             json={"model": "gpt-4o", "messages": [{"role": "user",
+                                                                    "content": "hi"}]})
+    assert response.status_code == 200 and response.json()["object"] == "chat.completion"
+
+
 def test_sdk_sees_errors_as_typed_exceptions(client_and_customer, server):
     client, _ = client_and_customer
     with pytest.raises(openai.NotFoundError) as info:
