@@ -111,6 +111,16 @@ class Database:
             async with self._writer.begin() as conn:
                 yield SATx(conn)
 
+    async def run_ledger(self, op):
+        """Run `op(tx)` in a short write transaction; on SQLite, group-committed with the
+        other ledger ops of the same loop turn (see InlineSQLite.run)."""
+        from minitoolai.db.tx import SATx
+
+        if self._inline is not None:
+            return await self._inline.run(op)
+        async with self._writer.begin() as conn:
+            return await op(SATx(conn))
+
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
         async with self._reader.connect() as conn:

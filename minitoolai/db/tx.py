@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -94,6 +94,7 @@ class InlineSQLite:
         self._path = path
         self._conn: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
+        self._batch: list[tuple[Callable[[Tx], Awaitable[Any]], asyncio.Future]] = []
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False,
@@ -137,6 +138,56 @@ class InlineSQLite:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+
+    async def run(self, op: Callable[[Tx], Awaitable[Any]]) -> Any:
+        """Run `op` in a write transaction shared with the other ops submitted in the same
+        turn of the event loop (group commit): one BEGIN, one COMMIT and one WAL write per
+        page for the whole group. Each op runs inside its own SAVEPOINT, so an op that
+        raises is rolled back alone and gets its exception; the others commit. Results are
+        handed out only after the COMMIT."""
+        future = asyncio.get_running_loop().create_future()
+        self._batch.append((op, future))
+        if len(self._batch) == 1:
+            asyncio.get_running_loop().create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        async with self._lock:
+            batch, self._batch = self._batch, []
+            if self._conn is None:
+                self._conn = self._connect()
+            conn = self._conn
+            outcomes: list[tuple[bool, Any]] = []
+            try:
+                await self._begin(conn)
+                tx = _SQLiteCursorTx(conn)
+                for op, _ in batch:
+                    conn.execute("SAVEPOINT op")
+                    try:
+                        outcomes.append((True, await op(tx)))
+                        conn.execute("RELEASE op")
+                    except Exception as exc:  # this op's own failure: undo it alone
+                        conn.execute("ROLLBACK TO op")
+                        conn.execute("RELEASE op")
+                        outcomes.append((False, exc))
+                conn.execute("COMMIT")
+            except BaseException as exc:  # BEGIN or COMMIT failed: nothing was written
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc if isinstance(exc, Exception)
+                                             else RuntimeError("ledger transaction aborted"))
+                if not isinstance(exc, Exception):
+                    raise
+                return
+        for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+            if future.done():  # its caller was cancelled: the op is committed regardless
+                continue
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
 
     @staticmethod
     async def _begin(conn: sqlite3.Connection) -> None:

@@ -85,7 +85,7 @@ async def reserve(
     now = utcnow()
     params = {"id": request_id, "account_id": account_id, "key_id": key_id, "amount": amount,
               "kind": kind, "now": now, "expires_at": now + timedelta(seconds=ttl_seconds)}
-    async with db.ledger() as tx:
+    async def hold(tx: Tx) -> None:
         if await tx.execute(HOLD_ACCOUNT, params) != 1:
             row = await tx.fetchone(ACCOUNT_CREDIT, params)
             balance, held = (row[0], row[1]) if row else (0, 0)
@@ -96,12 +96,14 @@ async def reserve(
         if key_id is not None and await tx.execute(HOLD_KEY, params) != 1:
             row = await tx.fetchone(KEY_SPENDING, params)
             limit, spent = (row[0] or 0, row[1]) if row else (0, 0)
-            # raising rolls the account's hold back with the rest of the transaction
+            # raising rolls the account's hold back with the rest of this op
             raise InsufficientCredit(
                 f"this API key's spending limit of ${format_usd(limit)} would be exceeded"
                 f" (spent ${format_usd(spent)}, this request needs a hold of"
                 f" ${format_usd(amount)})", code="key_spend_limit")
         await tx.execute(INSERT_HOLD, params)
+
+    await db.run_ledger(hold)
     return Hold(request_id, account_id, key_id, amount)
 
 
@@ -109,15 +111,17 @@ async def extend(db: Database, request_id: str, ttl_seconds: int) -> bool:
     """Push a hold's expiry back: work that outlives the TTL (a very long stream) keeps its
     hold, so the sweeper cannot release it and lose the charge. False if already settled."""
     params = {"id": request_id, "expires_at": utcnow() + timedelta(seconds=ttl_seconds)}
-    async with db.ledger() as tx:
+
+    async def push_back(tx: Tx) -> bool:
         return await tx.execute(EXTEND_HOLD, params) == 1
+
+    return await db.run_ledger(push_back)
 
 
 async def settle(db: Database, request_id: str, cost: int, record: UsageRecord) -> int | None:
     """Charge `cost` (capped at the hold) and release the rest. Returns the amount charged,
     or None when the hold was already settled or swept (nothing is charged twice)."""
-    async with db.ledger() as tx:
-        return await settle_tx(tx, request_id, cost, record)
+    return await db.run_ledger(lambda tx: settle_tx(tx, request_id, cost, record))
 
 
 async def settle_in(conn, request_id: str, cost: int, record: UsageRecord) -> int | None:
