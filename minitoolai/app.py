@@ -61,6 +61,8 @@ def create_app(settings: Settings, *, migrate: bool = True, workers: bool = True
                 run_sweeper(runtime.db, settings.sweep_interval_seconds), name="hold-sweeper"))
             runtime.background.append(asyncio.create_task(
                 runtime.db.run_maintenance(), name="db-maintenance"))
+            runtime.background.append(asyncio.create_task(
+                runtime.holds.run(), name="hold-keeper"))
             # everything built at start lives as long as the process: keep it out of the
             # collector's sight, and collect less often (the hot path allocates many small,
             # short-lived objects; measured at about -15% CPU per request)

@@ -15,6 +15,7 @@ from minitoolai.accounts.ratelimit import RateLimiter
 from minitoolai.catalog import Catalog, build_catalog
 from minitoolai.config import Settings, ensure_secret_key
 from minitoolai.db.engine import Database
+from minitoolai.ledger.keeper import HoldKeeper
 
 
 @dataclass
@@ -25,6 +26,7 @@ class Runtime:
     auth: Authenticator
     rate_limiter: RateLimiter
     secret_key: str
+    holds: HoldKeeper
     chat: Any = None
     images: Any = None
     speech: Any = None
@@ -42,4 +44,5 @@ class Runtime:
             auth=Authenticator(db, settings.auth_cache_seconds),
             rate_limiter=RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
             secret_key=ensure_secret_key(settings),
+            holds=HoldKeeper(db, settings.hold_ttl_seconds),
         )

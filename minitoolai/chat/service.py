@@ -27,7 +27,7 @@ from minitoolai.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from minitoolai.ledger.holds import UsageRecord, extend, release, reserve, settle
+from minitoolai.ledger.holds import UsageRecord, release, reserve, settle
 from minitoolai.money import usd_number
 from minitoolai.sse import EventStreamResponse
 
@@ -76,6 +76,7 @@ class ChatService:
         await reserve(self.runtime.db, request_id=request.request_id,
                       account_id=principal.account_id, key_id=principal.key_id, amount=amount,
                       kind="chat", ttl_seconds=settings.hold_ttl_seconds)
+        self.runtime.holds.track(request.request_id)
         meter = _Meter(endpoint, request, prompt_bound, text_bytes, started, amount)
         try:
             if request.stream:
@@ -96,7 +97,8 @@ class ChatService:
         cost = meter.charge_for(usage)
         if isinstance(obj.get("usage"), dict):
             obj["usage"]["cost"] = usd_number(cost)
-        await self._settle(meter.record(usage, "ok"), cost, request.request_id)
+        await asyncio.shield(self._settle_later(meter.record(usage, "ok"), cost,
+                                                request.request_id))
         return Response(orjson.dumps(obj), media_type="application/json")
 
     async def _first_route(self, routes: list[ChatProvider], call):
@@ -116,23 +118,20 @@ class ChatService:
                      meter: _Meter) -> AsyncIterator[bytes]:
         status = "cancelled"  # unless the stream ends or fails
         settled = False
-        ttl = self._settings.hold_ttl_seconds
-        extend_at = meter.started + ttl / 2
         try:
             async for item in stream:
-                if time.monotonic() > extend_at:  # a stream outliving half its hold's TTL
-                    extend_at = time.monotonic() + ttl / 2
-                    await extend(self.runtime.db, request.request_id, ttl)
                 usage = stream.usage
                 if usage is not None and not settled:
-                    # the usage event: settle now, so that by the time the client reads
-                    # [DONE] its balance already shows the charge
+                    # the usage event: the settlement starts before the event is sent (a
+                    # client hanging up during that send cannot skip it), and [DONE] waits
+                    # for it, so a client that has read [DONE] sees the charge
                     settled = True
                     cost = meter.charge_for(usage)
+                    settling = self._settle_later(meter.record(usage, "ok"), cost,
+                                                  request.request_id)
                     if request.include_usage:
                         yield self._with_cost(item, cost)
-                    await asyncio.shield(self._settle_later(
-                        meter.record(usage, "ok"), cost, request.request_id))
+                    await asyncio.shield(settling)
                     continue
                 meter.chunks += item.count(b"data: {")
                 yield item
@@ -173,6 +172,7 @@ class ChatService:
         task = asyncio.get_running_loop().create_task(coro)
         self._pending.add(task)
         task.add_done_callback(self._settled)
+        task.add_done_callback(lambda _: self.runtime.holds.forget(request_id))
         return task
 
     def _settled(self, task: asyncio.Task) -> None:

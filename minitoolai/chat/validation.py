@@ -10,6 +10,8 @@ import re
 import secrets
 from typing import Any
 
+import orjson
+
 from minitoolai.catalog import REASONING_EFFORTS, Catalog, Model
 from minitoolai.chat.providers.base import ChatRequest
 from minitoolai.errors import InvalidRequest, NotFound
@@ -85,13 +87,18 @@ def _check_image_url(part: dict, where: str) -> None:
 
 
 def validate_messages(messages: Any, model: Model) -> tuple[int, int]:
-    """Check every message; return (UTF-8 bytes of text, number of image parts)."""
+    """Check every message; return (a bound of its bytes, number of image parts).
+
+    The bound is each whole message as JSON, so every field an upstream may be sent and
+    bill (content, names, tool calls, anything else) is counted; only the image URLs are
+    left out, since each image part has its own token bound."""
     if messages is None:
         raise InvalidRequest("'messages' is required", param="messages",
                              code="missing_required_parameter")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("'messages' must be a non-empty array", param="messages")
     text_bytes = 0
+    message_bytes = image_bytes = 0
     images = 0
     for i, message in enumerate(messages):
         where = f"messages[{i}]"
@@ -134,6 +141,9 @@ def validate_messages(messages: Any, model: Model) -> tuple[int, int]:
                                              code="image_input_not_supported")
                     _check_image_url(part, pwhere)
                     images += 1
+                    image = part.get("image_url")
+                    url = image.get("url", "") if isinstance(image, dict) else image
+                    image_bytes += len(url.encode()) if isinstance(url, str) else 0
                 else:
                     raise InvalidRequest(f"{pwhere}.type must be 'text' or 'image_url'"
                                          f" (got {kind!r})", param=f"{pwhere}.type")
@@ -142,10 +152,8 @@ def validate_messages(messages: Any, model: Model) -> tuple[int, int]:
         else:
             raise InvalidRequest(f"{where}.content must be a string or an array of parts",
                                  param=f"{where}.content")
-        for extra in ("tool_calls", "tool_call_id"):
-            if extra in message:
-                text_bytes += len(str(message[extra]).encode())
-    return text_bytes, images
+        message_bytes += len(orjson.dumps(message))
+    return max(text_bytes, message_bytes - image_bytes), images
 
 
 def _number(body: dict, key: str, low: float, high: float, default: float) -> tuple[float, bool]:

@@ -52,11 +52,15 @@ class SATx:
             clause = cls._texts[sql] = text(sql)
         return clause
 
+    def _params(self, params: dict[str, Any]) -> dict[str, Any]:
+        # on SQLite, datetimes are written in the one format every reader expects
+        return _sqlite_params(params) if self.conn.dialect.name == "sqlite" else params
+
     async def execute(self, sql: str, params: dict[str, Any]) -> int:
-        return (await self.conn.execute(self._text(sql), params)).rowcount
+        return (await self.conn.execute(self._text(sql), self._params(params))).rowcount
 
     async def fetchone(self, sql: str, params: dict[str, Any]) -> tuple | None:
-        return (await self.conn.execute(self._text(sql), params)).first()
+        return (await self.conn.execute(self._text(sql), self._params(params))).first()
 
 
 _last_stamp: list = [None, ""]  # one-entry cache: a transaction reuses one `now`
@@ -103,14 +107,18 @@ class InlineSQLite:
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA busy_timeout=0")  # never block the loop: we retry ourselves
-        # checkpoints copy the WAL into the database with fsyncs: keep them off the event
-        # loop (run_checkpoints does them in a thread)
-        conn.execute("PRAGMA wal_autocheckpoint=0")
+        conn.execute("PRAGMA journal_size_limit=67108864")  # the WAL shrinks back after use
         return conn
 
     async def run_checkpoints(self, interval: float = 0.5) -> None:
         """Checkpoint the WAL from a thread every `interval` seconds, forever (a lifespan
         task), so it neither grows without bound nor stalls the loop."""
+        # from now on checkpoints copy the WAL into the database from a thread, with their
+        # fsyncs, instead of on the event loop at the end of some commit
+        while self._conn is None:
+            await asyncio.sleep(interval)
+        self._conn.execute("PRAGMA wal_autocheckpoint=0")
+
         def checkpoint() -> None:
             conn = sqlite3.connect(self._path, isolation_level=None, timeout=1)
             try:

@@ -27,7 +27,6 @@ HOLD_KEY = ("UPDATE api_keys SET held = held + :amount WHERE id = :key_id"
             " AND (spend_limit IS NULL OR spent + held + :amount <= spend_limit)")
 INSERT_HOLD = ("INSERT INTO holds (id, account_id, key_id, amount, kind, created_at, expires_at)"
                " VALUES (:id, :account_id, :key_id, :amount, :kind, :now, :expires_at)")
-EXTEND_HOLD = "UPDATE holds SET expires_at = :expires_at WHERE id = :id"
 ACCOUNT_CREDIT = "SELECT balance, held FROM accounts WHERE id = :account_id"
 KEY_SPENDING = "SELECT spend_limit, spent FROM api_keys WHERE id = :key_id"
 TAKE_HOLD = "DELETE FROM holds WHERE id = :id RETURNING account_id, key_id, amount"
@@ -105,17 +104,6 @@ async def reserve(
 
     await db.run_ledger(hold)
     return Hold(request_id, account_id, key_id, amount)
-
-
-async def extend(db: Database, request_id: str, ttl_seconds: int) -> bool:
-    """Push a hold's expiry back: work that outlives the TTL (a very long stream) keeps its
-    hold, so the sweeper cannot release it and lose the charge. False if already settled."""
-    params = {"id": request_id, "expires_at": utcnow() + timedelta(seconds=ttl_seconds)}
-
-    async def push_back(tx: Tx) -> bool:
-        return await tx.execute(EXTEND_HOLD, params) == 1
-
-    return await db.run_ledger(push_back)
 
 
 async def settle(db: Database, request_id: str, cost: int, record: UsageRecord) -> int | None:

@@ -27,6 +27,7 @@ async def sweep_expired(db: Database, *, kinds: tuple[str, ...] | None = None) -
         record = UsageRecord(endpoint=row.kind, model="(expired hold)", status="expired")
         if await release(db, row.id, record) is not None:
             released += 1
+        await asyncio.sleep(0)  # thousands of releases must not starve the event loop
     if released:
         log.warning("released %d expired hold(s) left by a process that stopped", released)
     return released

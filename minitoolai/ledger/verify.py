@@ -19,6 +19,11 @@ async def verify(db: Database) -> list[str]:
     """Return one line per broken invariant (empty when the ledger is sound)."""
     problems: list[str] = []
     async with db.read() as conn:
+        if not db.is_sqlite:
+            # one snapshot for every query below: under traffic, READ COMMITTED would let
+            # each query see a different moment and report mismatches that never existed
+            await conn.execution_options(isolation_level="REPEATABLE READ")
+            await conn.exec_driver_sql("SET TRANSACTION READ ONLY")
         ledger_sum = dict((await conn.execute(
             select(ledger_entries.c.account_id, func.sum(ledger_entries.c.amount))
             .group_by(ledger_entries.c.account_id))).all())

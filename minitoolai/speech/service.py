@@ -178,6 +178,7 @@ class SpeechService:
         await reserve(db, request_id=request_id, account_id=principal.account_id,
                       key_id=principal.key_id, amount=cost, kind="speech",
                       ttl_seconds=self.settings.hold_ttl_seconds)
+        self.runtime.holds.track(request_id)  # renewed while the audio flows, however long
 
         def record(status: str) -> UsageRecord:
             return UsageRecord(endpoint=endpoint, model=req.model.id, characters=characters,
@@ -191,7 +192,7 @@ class SpeechService:
         except BaseException as exc:
             if stream is not None:
                 await stream.aclose()
-            await self._settle_later(release(db, request_id, record("error")))
+            await self._settle_later(release(db, request_id, record("error")), request_id)
             if isinstance(exc, EngineError):
                 raise EngineFailed(f"the speech engine failed: {exc}") from None
             raise
@@ -208,7 +209,7 @@ class SpeechService:
         if req.format == "pcm" and speech_models.is_local(req.model):
             headers["X-Sample-Rate"] = str(PCM_RATE)
         return AudioResponse(first, stream, CONTENT_TYPES[req.format], headers,
-                             lambda status: self._settle_later(finish(status)))
+                             lambda status: self._settle_later(finish(status), request_id))
 
     async def _open(self, req: SpeechRequest):
         engine = self.engines.get(req.model.provider)
@@ -224,10 +225,12 @@ class SpeechService:
             payload["instructions"] = req.instructions
         return await upstream.stream(payload)
 
-    async def _settle_later(self, coro) -> None:
+    async def _settle_later(self, coro, request_id: str | None = None) -> None:
         """Run a settlement in its own task: a cancelled request cannot interrupt it, and
         stop() waits for it."""
         task = asyncio.ensure_future(coro)
+        if request_id is not None:
+            task.add_done_callback(lambda _: self.runtime.holds.forget(request_id))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         await asyncio.shield(task)

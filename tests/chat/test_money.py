@@ -8,6 +8,7 @@ import json
 import time
 
 import httpx
+import orjson
 import requests
 from sqlalchemy import select
 
@@ -126,7 +127,7 @@ def test_failure_before_first_byte_is_retried_on_the_fallback_route(chat_setting
 
 def test_200_concurrent_requests_never_overspend(chat_settings, database_url):
     body = {"model": "gpt-4o-mini", "messages": msg("[slow] hi"), "max_completion_tokens": 100}
-    prompt_bound = len("[slow] hi") + 16 + 8
+    prompt_bound = len(orjson.dumps(msg("[slow] hi")[0])) + 16 + 8  # the message as JSON
     hold = prompt_bound * MINI_IN + 100 * MINI_OUT
     credit = hold * 50 + hold // 2  # room for about 50 holds at once
     customer = run(make_customer(database_url, credit))
@@ -195,9 +196,46 @@ def test_the_cost_shown_is_the_cost_charged_even_past_the_hold(server, database_
         "model": "gpt-4o-mini", "messages": msg(text), "max_completion_tokens": 2})
     usage = [json.loads(line[6:]) for line in response.text.splitlines()
              if line.startswith("data: {")][-1]["usage"]
-    hold = (len(text) + 16 + 8) * MINI_IN + 2 * MINI_OUT
+    hold = (len(orjson.dumps(msg(text)[0])) + 16 + 8) * MINI_IN + 2 * MINI_OUT
     assert usage["completion_tokens"] == 40
     account, rows = wait_settled(database_url, customer.account_id, 1)
     assert rows[0].cost == hold and usage["cost"] == hold / 1e9
     assert account.balance == 10**9 - hold
+    run(assert_ledger_ok(database_url))
+
+
+def test_every_forwarded_message_field_counts_in_the_hold(server, database_url):
+    """A field the upstream is sent (here 20 kB of function_call arguments) is in the bound,
+    so a request that cannot cover it is refused instead of being billed at a capped hold."""
+    big = {"role": "assistant", "content": None,
+           "tool_calls": [{"id": "c1", "type": "function",
+                           "function": {"name": "f", "arguments": "x" * 20_000}}]}
+    messages = [{"role": "user", "content": "hi"}, big, {"role": "user", "content": "go"}]
+    hold_without = (2 + 2 + 16 + 3 * 8) * MINI_IN + 10 * MINI_OUT
+    customer = run(make_customer(database_url, hold_without * 20))  # far below 20k tokens
+    response = requests.post(server.url + URL, headers=customer.headers, json={
+        "model": "gpt-4o-mini", "messages": messages, "max_completion_tokens": 10})
+    assert response.status_code == 402, response.text
+    run(assert_ledger_ok(database_url))
+
+
+def test_a_client_that_stops_reading_past_the_ttl_is_still_charged(chat_settings,
+                                                                   database_url):
+    """The server waits in its send while the client does not read; the hold must be
+    renewed meanwhile, or the sweeper would free it and the stream would be free."""
+    settings = chat_settings(hold_ttl_seconds="1", sweep_interval_seconds="0.2")
+    customer = run(make_customer(database_url, 10**10))
+    text = "[chunks:30000] hi"
+    with ThreadedServer(create_app(settings)) as live:
+        with requests.post(live.url + URL, headers=customer.headers, stream=True, json={
+                "model": "gpt-4o-mini", "messages": msg(text),
+                "max_completion_tokens": 30000}) as response:
+            chunks = response.iter_content(chunk_size=65536)
+            next(chunks)
+            time.sleep(3)  # three TTLs without reading: the server's send is blocked
+            body = b"".join(chunks)
+        assert body.endswith(b"data: [DONE]\n\n")
+    account, rows = wait_settled(database_url, customer.account_id, 1)
+    assert [r.status for r in rows] == ["ok"]
+    assert rows[0].cost == count_prompt_tokens(msg(text)) * MINI_IN + 30000 * MINI_OUT
     run(assert_ledger_ok(database_url))

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from decimal import Decimal
 import shutil
 import subprocess
+from decimal import Decimal
 
 import pytest
 import requests

@@ -8,7 +8,7 @@ import pytest
 
 from minitoolai.accounts.store import get_account
 from minitoolai.errors import InsufficientCredit
-from minitoolai.ledger.holds import UsageRecord, extend, release, reserve, settle
+from minitoolai.ledger.holds import UsageRecord, release, reserve, settle
 from minitoolai.ledger.sweeper import sweep_expired
 from minitoolai.ledger.verify import verify
 from tests.conftest import make_customer
@@ -99,13 +99,3 @@ async def test_sweeper_releases_expired_holds(db, database_url):
     assert (account.balance, account.held) == (10_000, 1_000)
     assert await verify(db) == []
 
-
-async def test_extended_hold_outlives_the_sweep(db, database_url):
-    customer = await make_customer(database_url, 10_000)
-    await reserve(db, request_id="long", account_id=customer.account_id, key_id=None,
-                  amount=4_000, kind="chat", ttl_seconds=-1)
-    assert await extend(db, "long", 60) is True
-    assert await sweep_expired(db) == 0
-    assert await settle(db, "long", 1_000, RECORD) == 1_000
-    assert await extend(db, "long", 60) is False  # settled: nothing left to extend
-    assert await verify(db) == []
