@@ -182,9 +182,15 @@ async def claim(db: Database, *, models: list[str], max_batch: int, lease_second
         while row is not None:
             job = _tuple_to_job(row)
             await tx.execute(MARK_PROCESSING, {**lease, "id": job.id})
-            # the hold must outlive the work now that it has started
-            await tx.execute(EXTEND_HOLD, {**lease, "request_id": job.request_id})
-            jobs.append(replace(job, attempts=job.attempts + 1))
+            # the hold must outlive the work now that it has started; a job whose hold is
+            # gone (swept after waiting longer than its TTL) must not run, or it would be free
+            if await tx.execute(EXTEND_HOLD, {**lease, "request_id": job.request_id}) != 1:
+                await tx.execute(MARK_FAILED, {
+                    "id": job.id, "token": token, "now": now,
+                    "error": "the job waited in the queue longer than its credit hold;"
+                             " nothing was charged, please submit it again"})
+            else:
+                jobs.append(replace(job, attempts=job.attempts + 1))
             if len(jobs) >= max_batch:
                 break
             row = await tx.fetchone(mate_sql, {

@@ -185,3 +185,25 @@ async def test_unguessable_file_paths(database_url, image_settings, serve):
         answer = requests.get(server.url + "/api/texttoimage/files/" + path,
                               headers=customer.headers, timeout=10)
         assert answer.status_code == 404
+
+
+async def test_a_job_whose_hold_was_swept_does_not_run_for_free(database_url, image_settings,
+                                                               serve):
+    customer = await make_customer(database_url, parse_usd("1"))
+    server = serve(image_settings(), workers=False)
+    ticket = submit(server.url, customer.key).json()
+    db = Database(database_url, pool_size=2)
+    try:
+        async with db.write() as conn:  # as if the job waited past its hold's TTL
+            await conn.exec_driver_sql("UPDATE holds SET expires_at = '2000-01-01 00:00:00'")
+        from minitoolai.ledger.sweeper import sweep_expired
+        assert await sweep_expired(db) == 1
+        _, jobs = await queue.claim(db, models=["realvision"], max_batch=4, lease_seconds=60,
+                                    hold_ttl_seconds=3600)
+    finally:
+        await db.dispose()
+    assert jobs == []  # not run: it would have been free
+    body = poll(server.url, ticket["jobid"], ticket["signature"])
+    assert body["status"] == "error" and "nothing was charged" in body["message"]
+    assert balance(server, customer)["balance"] == "1"
+    await assert_ledger_ok(database_url)
