@@ -84,7 +84,7 @@ async def generations(request: Request):
         await service.cancel_queued(unfinished, "the /v1 request waiting for it timed out")
         raise UpstreamTimeout(
             f"the image(s) did not finish within {service.settings.openai_wait_seconds:g} s;"
-            " jobs not yet started were cancelled and refunded")
+            " they were cancelled and nothing was charged")
     done = [row for row in rows if row.state == "success" and row.image_key]
     if not done:
         reasons = "; ".join(sorted({row.error or "failed" for row in rows}))

@@ -109,17 +109,23 @@ async def insert_jobs(db: Database, rows: list[dict]) -> None:
 
 
 async def cancel_queued(db: Database, job_ids: list[int], reason: str) -> None:
-    """Fail jobs that have not started yet and release their holds, together."""
+    """Fail jobs that have not finished, queued or running, and release their holds,
+    together. A running job's lease is taken away, so its worker's success no longer
+    matches and is neither stored nor charged (the client who gave up never gets it)."""
     now = utcnow()
     async with db.write() as conn:
-        rows = (await conn.execute(_locking(
-            select(*_CLAIM_COLUMNS).where(image_jobs.c.id.in_(job_ids),
-                                          image_jobs.c.state == "queued")
-            .order_by(image_jobs.c.account_id), db))).all()
+        query = (select(*_CLAIM_COLUMNS)
+                 .where(image_jobs.c.id.in_(job_ids),
+                        image_jobs.c.state.in_(("queued", "processing")))
+                 .order_by(image_jobs.c.account_id))
+        if not db.is_sqlite:  # wait for a claim in progress rather than skip its rows
+            query = query.with_for_update()
+        rows = (await conn.execute(query)).all()
         for row in rows:
             job = _row_to_job(row)
             await conn.execute(update(image_jobs).where(image_jobs.c.id == job.id).values(
-                state="error", error=reason, finished_at=now))
+                state="error", error=reason, finished_at=now, lease_token=None,
+                lease_expires_at=None))
             await settle_in(conn, job.request_id, 0, _usage(job, images=0, status="cancelled"))
 
 

@@ -3,6 +3,7 @@ nothing to serve, checkpoint architecture detection, configuration checks."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import requests
 
 from minitoolai.config import load_settings
 from minitoolai.errors import ConfigError
+from minitoolai.images.backends import instant
 from minitoolai.money import parse_usd
 from tests.conftest import assert_ledger_ok, make_customer
 from tests.images.conftest import submit
@@ -40,10 +42,34 @@ async def test_v1_timeout_cancels_and_refunds(database_url, image_settings, serv
     with pytest.raises(openai.APIStatusError) as caught:
         sdk.images.generate(model="realvision", prompt="x", n=2, size="256x256")
     assert caught.value.status_code == 504
-    assert "cancelled and refunded" in caught.value.body["message"]
+    assert "nothing was charged" in caught.value.body["message"]
     account = requests.get(server.url + "/api/balance/", headers=customer.headers,
                            timeout=10).json()
     assert account["held"] == "0" and account["balance"] == "1"
+    await assert_ledger_ok(database_url)
+
+
+async def test_v1_timeout_does_not_charge_a_job_already_running(database_url, image_settings,
+                                                                serve, monkeypatch):
+    """A job running when the /v1 request gives up is cancelled too: its image would reach
+    nobody, so it must not be charged when the worker finishes it."""
+    finish = instant.InstantBackend.generate
+
+    async def slow(self, jobs):
+        await asyncio.sleep(1.5)  # still running when the request stops waiting
+        return await finish(self, jobs)
+
+    monkeypatch.setattr(instant.InstantBackend, "generate", slow)
+    customer = await make_customer(database_url, parse_usd("1"))
+    server = serve(image_settings(images={"openai_wait_seconds": 0.5}), workers=True)
+    sdk = openai.OpenAI(api_key=customer.key, base_url=server.url + "/v1", max_retries=0)
+    with pytest.raises(openai.APIStatusError) as caught:
+        sdk.images.generate(model="realvision", prompt="x", n=1, size="256x256")
+    assert caught.value.status_code == 504
+    await asyncio.sleep(2.5)  # the worker finishes the job it had started
+    account = requests.get(server.url + "/api/balance/", headers=customer.headers,
+                           timeout=10).json()
+    assert account == {**account, "balance": "1", "held": "0"}
     await assert_ledger_ok(database_url)
 
 
