@@ -28,9 +28,10 @@ def hold_amount(request: ChatRequest, prompt_bound: int) -> int:
 
 
 def estimate_usage(prompt_bound: int, text_bytes: int, chunks_sent: int,
-                   max_completion_tokens: int) -> Usage:
+                   max_completion_tokens: int, image_tokens: int = 0) -> Usage:
     """Usage for a stream cut short before the upstream reported it: roughly four bytes a
-    prompt token, one token per content chunk relayed; never more than the hold covers."""
-    prompt = min(prompt_bound, text_bytes // 4 + BASE_OVERHEAD_TOKENS)
+    prompt token plus each image's bound, one token per content chunk relayed; never more
+    than the hold covers. (Hidden reasoning tokens cannot be seen, so are not counted.)"""
+    prompt = min(prompt_bound, text_bytes // 4 + BASE_OVERHEAD_TOKENS + image_tokens)
     completion = min(max_completion_tokens, chunks_sent)
     return Usage(prompt, completion, estimated=True)

@@ -77,7 +77,8 @@ class ChatService:
                       account_id=principal.account_id, key_id=principal.key_id, amount=amount,
                       kind="chat", ttl_seconds=settings.hold_ttl_seconds)
         self.runtime.holds.track(request.request_id)
-        meter = _Meter(endpoint, request, prompt_bound, text_bytes, started, amount)
+        meter = _Meter(endpoint, request, prompt_bound, text_bytes, started, amount,
+                       images * request.model.image_tokens_max)
         try:
             if request.stream:
                 stream = await self._first_route(routes, lambda p: p.open_stream(request))
@@ -191,11 +192,12 @@ class _Meter:
     """What the gateway knows of one request, for its usage record."""
 
     __slots__ = ("endpoint", "request", "prompt_bound", "text_bytes", "started", "chunks",
-                 "hold")
+                 "hold", "image_tokens")
 
     def __init__(self, endpoint: str, request: ChatRequest, prompt_bound: int, text_bytes: int,
-                 started: float, hold: int) -> None:
+                 started: float, hold: int, image_tokens: int) -> None:
         self.hold = hold
+        self.image_tokens = image_tokens
         self.endpoint = endpoint
         self.request = request
         self.prompt_bound = prompt_bound
@@ -216,7 +218,7 @@ class _Meter:
 
     def estimate(self) -> Usage:
         return estimate_usage(self.prompt_bound, self.text_bytes, self.chunks,
-                              self.request.max_completion_tokens)
+                              self.request.max_completion_tokens, self.image_tokens)
 
     def record(self, usage: Usage | None, status: str) -> UsageRecord:
         if usage is None and status != "error":

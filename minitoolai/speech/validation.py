@@ -17,6 +17,9 @@ MIN_SPEED = 0.25
 MAX_SPEED = 4.0
 
 
+MAX_INSTRUCTIONS = 4096
+
+
 @dataclass(frozen=True, slots=True)
 class SpeechRequest:
     model: Model
@@ -88,6 +91,10 @@ def parse_speech(body, service, *, openai_style: bool) -> SpeechRequest:
     if instructions is not None and not model.extra.get("instructions"):
         raise InvalidRequest(f"model {model.id!r} does not take 'instructions'",
                              param="instructions", code="unsupported_parameter")
+    if instructions is not None and len(instructions) > MAX_INSTRUCTIONS:
+        # forwarded upstream, which bills them: keep them bounded like the input
+        raise InvalidRequest(f"'instructions' must be at most {MAX_INSTRUCTIONS} characters",
+                             param="instructions", code="string_above_max_length")
     stream_format = body.get("stream_format")
     if stream_format not in (None, "audio"):
         raise InvalidRequest("only stream_format 'audio' is supported", param="stream_format",

@@ -151,3 +151,13 @@ async def test_upstream_cut_mid_stream_truncates_and_is_free(server, database_ur
     rows = await usage_rows(database_url, customer.account_id)
     assert [(r.status, r.cost) for r in rows] == [("error", 0)]
     await assert_ledger_ok(database_url)
+
+
+async def test_instructions_are_bounded(server, database_url):
+    customer = await make_customer(database_url, CREDIT)
+    response = requests.post(server.url + "/v1/audio/speech", headers=customer.headers,
+                             json={"model": "gpt-4o-mini-tts", "input": "Hi", "voice": "ash",
+                                   "instructions": "x" * 4097})
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "instructions"
+    await assert_ledger_ok(database_url)
