@@ -16,7 +16,8 @@ app = typer.Typer(help="Redemption codes: single-use top-ups customers redeem in
 def create(amount: str = typer.Option(..., "--amount", help="value of each code in USD"),
            count: int = typer.Option(1, "--count", help=f"how many codes (1..{MAX_BATCH})"),
            batch: str = typer.Option("", "--batch", help="a label to find the batch by")):
-    """Create codes; prints them one per line (and nothing else on stdout)."""
+    """Create codes; prints them one per line (and nothing else on stdout). They are shown
+    only now: the server keeps their hashes."""
     value = usd_or_exit(amount, positive=True)
     if not 1 <= count <= MAX_BATCH:
         err_console.print(f"[red]error:[/red] --count must be between 1 and {MAX_BATCH}")
@@ -35,7 +36,7 @@ def list_(used: bool = typer.Option(None, "--used/--unused", help="only used / u
     rows = with_db(lambda settings, db: list_codes(db, used=used, batch=batch, limit=limit))
     table = make_table("code", "amount", "batch", "created", "used by", "used at")
     for c in rows:
-        table.add_row(display(c.code), "$" + format_usd(c.amount), c.batch,
+        table.add_row(c.display, "$" + format_usd(c.amount), c.batch,
                       f"{c.created_at:%Y-%m-%d %H:%M}", c.used_by_email or "",
                       f"{c.used_at:%Y-%m-%d %H:%M}" if c.used_at else "")
     console.print(table)

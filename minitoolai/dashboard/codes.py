@@ -5,10 +5,15 @@ being a conditional UPDATE (`WHERE used_by IS NULL`): of two accounts racing on 
 exactly one finds the row still unused (SQLite serialises writers with BEGIN IMMEDIATE,
 PostgreSQL re-checks the condition after the row lock), and the ledger entry's unique
 reference (`code:<id>`) would refuse a second credit even if that ever failed.
+
+A code is worth money to whoever holds it, so, like an API key, it is stored only as its
+SHA-256 hash (80 random bits: no dictionary reaches it) with its last four characters as a
+hint for the operator; the codes themselves are shown once, when they are made.
 """
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,7 +36,7 @@ MAX_BATCH = 10_000
 @dataclass(frozen=True, slots=True)
 class Code:
     id: int
-    code: str
+    hint: str
     amount: int
     batch: str
     created_at: datetime
@@ -41,7 +46,7 @@ class Code:
 
     @property
     def display(self) -> str:
-        return display(self.code)
+        return "XXXX-XXXX-XXXX-" + self.hint
 
 
 def canonical(text: str) -> str:
@@ -51,6 +56,10 @@ def canonical(text: str) -> str:
 
 def display(code: str) -> str:
     return "-".join(code[i:i + 4] for i in range(0, len(code), 4))
+
+
+def code_hash(code: str) -> str:
+    return hashlib.sha256(canonical(code).encode()).hexdigest()
 
 
 def new_code() -> str:
@@ -68,8 +77,8 @@ async def create_codes(db: Database, amount: int, count: int, *, batch: str = ""
     now = utcnow()
     async with db.write() as conn:
         await conn.execute(insert(redemption_codes), [
-            {"code": c, "amount": amount, "batch": batch[:200], "created_at": now,
-             "created_by": created_by} for c in codes])
+            {"code": code_hash(c), "hint": c[-4:], "amount": amount, "batch": batch[:200],
+             "created_at": now, "created_by": created_by} for c in codes])
     return codes
 
 
@@ -86,7 +95,7 @@ async def list_codes(db: Database, *, used: bool | None = None, batch: str | Non
         query = query.where(redemption_codes.c.batch == batch)
     async with db.read() as conn:
         rows = (await conn.execute(query)).all()
-    return [Code(r.id, r.code, r.amount, r.batch, as_utc(r.created_at), r.used_by,
+    return [Code(r.id, r.hint, r.amount, r.batch, as_utc(r.created_at), r.used_by,
                  r.used_by_email, as_utc(r.used_at)) for r in rows]
 
 
@@ -104,13 +113,14 @@ async def redeem(db: Database, account_id: int, text: str) -> tuple[int, int]:
     async with db.write() as conn:
         row = (await conn.execute(
             update(redemption_codes)
-            .where(redemption_codes.c.code == code, redemption_codes.c.used_by.is_(None))
+            .where(redemption_codes.c.code == code_hash(code),
+                   redemption_codes.c.used_by.is_(None))
             .values(used_by=account_id, used_at=utcnow())
             .returning(redemption_codes.c.id, redemption_codes.c.amount)
         )).first()
         if row is None:
             raise refused
         balance = await add_credit_in(conn, account_id, row.amount, kind="redeem",
-                                      note=f"code {display(code)[:4]}-…",
+                                      note=f"code …-{code[-4:]}",
                                       reference=f"code:{row.id}")
     return row.amount, balance

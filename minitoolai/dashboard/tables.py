@@ -29,7 +29,8 @@ redemption_codes = Table(
     "redemption_codes",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("code", String(64), nullable=False, unique=True),
+    Column("code", String(64), nullable=False, unique=True),  # SHA-256 of the code
+    Column("hint", String(8), nullable=False, server_default=""),  # its last 4 characters
     Column("amount", BigInteger, nullable=False),  # nanodollars
     Column("batch", String(200), nullable=False, server_default=""),
     Column("created_at", DateTime(timezone=True), nullable=False),

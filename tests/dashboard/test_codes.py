@@ -4,6 +4,7 @@ two accounts at once credits exactly one of them."""
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 
 from sqlalchemy import select
@@ -12,7 +13,7 @@ from typer.testing import CliRunner
 from minitoolai.accounts.store import get_account
 from minitoolai.app import create_app
 from minitoolai.cli.main import app as cli
-from minitoolai.dashboard.codes import create_codes, display, list_codes, redeem
+from minitoolai.dashboard.codes import canonical, create_codes, display, list_codes, redeem
 from minitoolai.db.engine import Database
 from minitoolai.db.tables import ledger_entries
 from minitoolai.errors import InvalidRequest
@@ -128,18 +129,26 @@ async def test_admin_creates_codes_and_sees_who_used_them(live, database_url):
     page = admin_http.post(live.url + "/admin/codes", data={
         "csrf_token": token, "amount": "2.50", "count": "3", "batch": "spring"}).text
     assert "3 new codes worth $2.50 each (spring)" in page
+    shown = [c for c in re.findall(r"\b[2-9A-Z]{4}-[2-9A-Z]{4}-[2-9A-Z]{4}-[2-9A-Z]{4}\b", page)
+             if not c.startswith("XXXX-")]
     db = Database(database_url, pool_size=1)
     try:
         codes = await list_codes(db, batch="spring")
+        async with db.read() as conn:  # the server keeps only hashes of the codes
+            stored = " ".join(str(v) for row in (await conn.exec_driver_sql(
+                "SELECT * FROM redemption_codes")).all() for v in row)
     finally:
         await db.dispose()
+    assert len(set(shown)) == 3 and not any(canonical(c) in stored for c in shown)
     assert len(codes) == 3 and all(c.display in page for c in codes)
     user_http = login(live.url, user)
     response = user_http.post(live.url + "/redeem", data={
-        "csrf_token": page_token(user_http, live.url + "/"), "code": codes[0].display})
+        "csrf_token": page_token(user_http, live.url + "/"), "code": shown[0]})
     assert "Code redeemed: +$2.50. Your balance is $2.50." in response.text
     used = admin_http.get(live.url + "/admin/codes?state=used").text
-    assert codes[0].display in used and user in used and codes[1].display not in used
+    hint = canonical(shown[0])[-4:]
+    assert "XXXX-XXXX-XXXX-" + hint in used and user in used
+    assert all(c.display not in used for c in codes if c.hint != hint)
     refused = admin_http.post(live.url + "/admin/codes", data={
         "csrf_token": token, "amount": "0.0000000001", "count": "1"})
     assert refused.status_code == 400 and "finer than one nanodollar" in refused.text
@@ -155,7 +164,8 @@ def test_codes_cli(database_url, tmp_path):
     printed = [line for line in created.stdout.splitlines() if line.count("-") == 3]
     assert len(printed) == 3 and all(len(c) == 19 for c in printed)
     listing = runner.invoke(cli, ["codes", "list", "--unused"], env=env)
-    assert listing.exit_code == 0 and all(c in listing.stdout for c in printed)
+    assert listing.exit_code == 0 and all(c[-4:] in listing.stdout for c in printed)
+    assert not any(c in listing.stdout for c in printed)  # shown once, at creation
     assert "$5.00" in listing.stdout
     bad = runner.invoke(cli, ["codes", "create", "--amount", "abc"], env=env)
     assert bad.exit_code == 2
