@@ -63,15 +63,17 @@ class SATx:
         return (await self.conn.execute(self._text(sql), self._params(params))).first()
 
 
-_last_stamp: list = [None, ""]  # one-entry cache: a transaction reuses one `now`
+_stamps: dict[datetime, str] = {}  # a transaction reuses a couple of datetimes
 
 
 def _stamp(value: datetime) -> str:
     # store datetimes exactly as SQLAlchemy's SQLite dialect does, so either can read them
-    if _last_stamp[0] != value:
-        _last_stamp[0], _last_stamp[1] = value, value.astimezone(UTC).strftime(
-            SQLA_SQLITE_DATETIME)
-    return _last_stamp[1]
+    text = _stamps.get(value)
+    if text is None:
+        if len(_stamps) > 64:
+            _stamps.clear()
+        text = _stamps[value] = value.astimezone(UTC).strftime(SQLA_SQLITE_DATETIME)
+    return text
 
 
 def _sqlite_params(params: dict[str, Any]) -> dict[str, Any]:
