@@ -10,7 +10,7 @@ closed and the request settled), instead of streaming into a closed socket.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -21,8 +21,13 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 class EventStreamResponse(Response):
     media_type = "text/event-stream"
 
-    def __init__(self, chunks: AsyncIterator[bytes], status_code: int = 200) -> None:
+    def __init__(self, chunks: AsyncIterator[bytes], status_code: int = 200,
+                 on_abandon: Callable[[], Awaitable[None]] | None = None) -> None:
         self.chunks = chunks
+        # closing a generator that never started skips its `finally`: whoever made it says
+        # here how to clean up if the response is dropped before the first chunk is asked for
+        self.on_abandon = on_abandon
+        self._started = False
         self.status_code = status_code
         self.background = None
         self.init_headers(SSE_HEADERS)
@@ -43,6 +48,7 @@ class EventStreamResponse(Response):
         try:
             await send({"type": "http.response.start", "status": self.status_code,
                         "headers": self.raw_headers})
+            self._started = True
             async for chunk in self.chunks:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -53,3 +59,5 @@ class EventStreamResponse(Response):
         finally:
             watcher.cancel()
             await self.chunks.aclose()
+            if not self._started and self.on_abandon is not None:
+                await asyncio.shield(self.on_abandon())

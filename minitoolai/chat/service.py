@@ -94,7 +94,11 @@ class ChatService:
                 raise UpstreamError(f"the request failed: {exc}") from None
             raise
         if request.stream:
-            return EventStreamResponse(self._relay(stream, request, meter))
+            async def abandon() -> None:  # the response was dropped before it began
+                self._settle_later(meter.record(None, "cancelled"), 0, request.request_id)
+                await stream.aclose()
+
+            return EventStreamResponse(self._relay(stream, request, meter), on_abandon=abandon)
         cost = meter.charge_for(usage)
         if isinstance(obj.get("usage"), dict):
             obj["usage"]["cost"] = usd_number(cost)
