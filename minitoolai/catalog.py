@@ -7,7 +7,7 @@ integer nanodollars per token / per image / per character, computed once at star
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Literal
 
 from minitoolai.money import parse_usd, per_unit_nano
@@ -126,9 +126,6 @@ class Catalog:
     def add(self, model: Model) -> None:
         self._models[model.id] = model
 
-    def update(self, model_id: str, **changes) -> None:
-        self._models[model_id] = replace(self._models[model_id], **changes)
-
     def get(self, model_id: str) -> Model | None:
         model = self._models.get(model_id)
         return model if model is not None and model.enabled else None
@@ -146,8 +143,8 @@ class Catalog:
 def build_catalog(settings) -> Catalog:
     """The default catalog (seed chat models + seed image models), then configuration on top.
 
-    Image and speech capabilities add or adjust their own entries when they start
-    (which image checkpoints are installed, which voices exist).
+    Capabilities add their own entries in their `extend_catalog` (local GGUF models, speech
+    voices, installed image checkpoints).
     """
     catalog = Catalog(default_chat_models())
     for cfg in settings.chat.models:
@@ -173,18 +170,6 @@ def build_catalog(settings) -> Catalog:
             owned_by=base.owned_by if base else cfg.provider,
         )
         catalog.add(model)
-    for cfg in settings.chat.local_models:
-        catalog.add(
-            Model(
-                id=cfg.id,
-                kind="chat",
-                provider=f"local:{cfg.id}",
-                upstream_model=cfg.id,
-                input_nano=per_unit_nano(cfg.input_price),
-                output_nano=per_unit_nano(cfg.output_price),
-                owned_by="local",
-            )
-        )
     image_nano = parse_usd(SEED_IMAGE_PRICE_USD)
     for name in SEED_IMAGE_MODELS:
         catalog.add(

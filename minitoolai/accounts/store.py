@@ -146,14 +146,6 @@ async def list_keys(db: Database, account_id: int) -> list[ApiKey]:
     return [_key(r) for r in rows]
 
 
-async def get_key(db: Database, key_id: str) -> ApiKey:
-    async with db.read() as conn:
-        row = (await conn.execute(select(api_keys).where(api_keys.c.id == key_id))).first()
-    if row is None:
-        raise NotFound(f"no API key with id {key_id}", code="key_not_found")
-    return _key(row)
-
-
 async def revoke_key(db: Database, key_id: str, account_id: int | None = None) -> ApiKey:
     """Revoke a key (idempotent). With account_id, only that account's key may be revoked."""
     query = update(api_keys).where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))

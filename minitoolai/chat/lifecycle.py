@@ -13,21 +13,15 @@ from minitoolai.money import per_unit_nano
 log = logging.getLogger(__name__)
 
 
-def _local_model_settings(settings) -> list:
-    return local_model_settings(settings)
-
-
 def default_model_id(settings) -> str:
     """The model the quick start's curl command uses: the built-in local one when there."""
-    local = _local_model_settings(settings)
+    local = local_model_settings(settings)
     return local[0].id if local else "gpt-4o-mini"
 
 
 def extend_catalog(settings, catalog) -> None:
     """Add the local GGUF models (configured and built-in) to the catalog."""
-    for cfg in _local_model_settings(settings):
-        if cfg.id in catalog and catalog.get(cfg.id).provider == f"local:{cfg.id}":
-            continue
+    for cfg in local_model_settings(settings):
         catalog.add(Model(id=cfg.id, kind="chat", provider=f"local:{cfg.id}",
                           upstream_model=cfg.id, input_nano=per_unit_nano(cfg.input_price),
                           output_nano=per_unit_nano(cfg.output_price), owned_by="local"))
@@ -35,7 +29,7 @@ def extend_catalog(settings, catalog) -> None:
 
 def availability(settings, model) -> tuple[bool, str]:
     if model.provider.startswith("local:"):
-        for cfg in _local_model_settings(settings):
+        for cfg in local_model_settings(settings):
             if f"local:{cfg.id}" == model.provider:
                 why_not = problem(cfg)
                 return (False, why_not) if why_not else (True, f"local GGUF {cfg.path.name}")
@@ -51,7 +45,7 @@ def availability(settings, model) -> tuple[bool, str]:
 
 async def _local_providers(settings) -> dict:
     configs = []
-    for cfg in _local_model_settings(settings):
+    for cfg in local_model_settings(settings):
         why_not = problem(cfg)
         if why_not:
             log.warning("%s", why_not)

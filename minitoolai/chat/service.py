@@ -27,7 +27,7 @@ from minitoolai.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from minitoolai.ledger.holds import UsageRecord, release, reserve, settle
+from minitoolai.ledger.holds import UsageRecord, reserve, settle
 from minitoolai.money import usd_number
 from minitoolai.sse import EventStreamResponse
 
@@ -164,16 +164,9 @@ class ChatService:
         return b"data: " + orjson.dumps(obj) + b"\n\n"
 
     # ---- settlement --------------------------------------------------------------------------
-    async def _settle(self, record: UsageRecord, cost: int, request_id: str) -> None:
-        await settle(self.runtime.db, request_id, cost, record)
-
-    def _settle_later(self, record: UsageRecord, cost: int | None,
-                      request_id: str) -> asyncio.Task:
+    def _settle_later(self, record: UsageRecord, cost: int, request_id: str) -> asyncio.Task:
         """Settle in a task of its own: a cancelled request cannot cancel its settlement."""
-        if cost is None or cost == 0:
-            coro = release(self.runtime.db, request_id, record)
-        else:
-            coro = self._settle(record, cost, request_id)
+        coro = settle(self.runtime.db, request_id, cost, record)
         task = asyncio.get_running_loop().create_task(coro)
         self._pending.add(task)
         task.add_done_callback(self._settled)

@@ -97,7 +97,6 @@ def validate_messages(messages: Any, model: Model) -> tuple[int, int]:
                              code="missing_required_parameter")
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("'messages' must be a non-empty array", param="messages")
-    text_bytes = 0
     message_bytes = image_bytes = 0
     images = 0
     for i, message in enumerate(messages):
@@ -109,14 +108,10 @@ def validate_messages(messages: Any, model: Model) -> tuple[int, int]:
             raise InvalidRequest(f"{where}.role must be one of developer, system, user,"
                                  f" assistant (got {role!r})", param=f"{where}.role")
         name = message.get("name")
-        if name is not None:
-            if not isinstance(name, str):
-                raise InvalidRequest(f"{where}.name must be a string", param=f"{where}.name")
-            text_bytes += len(name.encode())
+        if name is not None and not isinstance(name, str):
+            raise InvalidRequest(f"{where}.name must be a string", param=f"{where}.name")
         content = message.get("content")
-        if isinstance(content, str):
-            text_bytes += len(content.encode())
-        elif isinstance(content, list):
+        if isinstance(content, list):
             if not content:
                 raise InvalidRequest(f"{where}.content must not be an empty array",
                                      param=f"{where}.content")
@@ -130,7 +125,6 @@ def validate_messages(messages: Any, model: Model) -> tuple[int, int]:
                     if not isinstance(text, str):
                         raise InvalidRequest(f"{pwhere}.text must be a string",
                                              param=f"{pwhere}.text")
-                    text_bytes += len(text.encode())
                 elif kind == "image_url":
                     if role != "user":
                         raise InvalidRequest(f"{pwhere}: image parts are only allowed in user"
@@ -147,13 +141,12 @@ def validate_messages(messages: Any, model: Model) -> tuple[int, int]:
                 else:
                     raise InvalidRequest(f"{pwhere}.type must be 'text' or 'image_url'"
                                          f" (got {kind!r})", param=f"{pwhere}.type")
-        elif content is None and role == "assistant" and message.get("tool_calls"):
-            pass
-        else:
+        elif not (isinstance(content, str)
+                  or content is None and role == "assistant" and message.get("tool_calls")):
             raise InvalidRequest(f"{where}.content must be a string or an array of parts",
                                  param=f"{where}.content")
         message_bytes += len(orjson.dumps(message))
-    return max(text_bytes, message_bytes - image_bytes), images
+    return message_bytes - image_bytes, images
 
 
 def _number(body: dict, key: str, low: float, high: float, default: float) -> tuple[float, bool]:

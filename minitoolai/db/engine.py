@@ -16,7 +16,6 @@ from pathlib import Path
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import NullPool
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
@@ -89,10 +88,6 @@ class Database:
             self._reader = self._writer = engine
             self._inline = None
 
-    @property
-    def dialect(self) -> str:
-        return "sqlite" if self.is_sqlite else "postgresql"
-
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
         """One short write transaction: commits on success, rolls back on any error."""
@@ -137,8 +132,3 @@ class Database:
         await self._reader.dispose()
         if self._writer is not self._reader:
             await self._writer.dispose()
-
-
-def null_pool_engine(url: str) -> AsyncEngine:
-    """An engine without pooling, for one-shot CLI commands."""
-    return create_async_engine(async_url(url), poolclass=NullPool)

@@ -215,7 +215,7 @@ async def renew(db: Database, token: str, lease_seconds: float) -> int:
 def _usage(job: ClaimedJob, *, images: int, status: str) -> UsageRecord:
     latency = int((utcnow() - job.created_at).total_seconds() * 1000)
     return UsageRecord(endpoint=job.endpoint, model=job.model, images=images, status=status,
-                       latency_ms=latency, extra={"job_id": job.id})
+                       latency_ms=latency)
 
 
 async def complete(db: Database, token: str, done: list[tuple[ClaimedJob, str]],

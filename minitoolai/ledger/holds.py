@@ -12,7 +12,7 @@ database (db/tx.py): the statements below are the whole of the hot path's SQL.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 
 from minitoolai.clock import utcnow
@@ -57,7 +57,6 @@ class UsageRecord:
     status: str = "ok"  # ok | error | cancelled | expired
     estimated: bool = False
     latency_ms: int | None = None
-    extra: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
