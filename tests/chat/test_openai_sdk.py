@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import openai
 import pytest
+import requests
 
 from tests.conftest import assert_ledger_ok, make_customer, run
+from tests.fakes.openai_upstream import count_prompt_tokens
 
 PIXEL = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk"
          "+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
@@ -41,13 +45,17 @@ def test_streamed_with_usage(client_and_customer, database_url):
     run(assert_ledger_ok(database_url))
 
 
-def test_streamed_without_usage_drops_the_usage_chunk(client_and_customer, database_url):
+def test_streamed_without_usage_drops_the_usage_chunk(client_and_customer, database_url,
+                                                      server):
     client, customer = client_and_customer
     chunks = list(client.chat.completions.create(
         model="gpt-4.1", messages=[{"role": "user", "content": "Hello"}], stream=True))
     assert all(c.choices for c in chunks)  # no usage chunk asked for, none sent
-    # ...but the request was still billed from the upstream's usage
     assert chunks[-1].choices[0].finish_reason == "stop"
+    # ...but the request was still billed, exactly, from the upstream's usage
+    balance = requests.get(server.url + "/api/balance/", headers=customer.headers).json()
+    prompt = count_prompt_tokens([{"role": "user", "content": "Hello"}])
+    assert Decimal(balance["balance"]) * 10**9 == 1_000_000_000 - (prompt * 2000 + 5 * 8000)
     run(assert_ledger_ok(database_url))
 
 
@@ -76,7 +84,6 @@ def test_models_retrieve_and_trailing_slashes(client_and_customer, server):
     assert client.models.retrieve("gpt-4o").id == "gpt-4o"
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("gpt-9")
-    import requests
     for path in ("/v1/models/", "/v1/models"):
         assert requests.get(server.url + path, headers=customer.headers).status_code == 200
     response = requests.post(server.url + "/v1/chat/completions/", headers=customer.headers,
