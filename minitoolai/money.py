@@ -56,9 +56,11 @@ def to_usd(nano: int) -> Decimal:
     return Decimal(nano) / NANO_PER_USD
 
 
-def format_usd(nano: int) -> str:
+def format_usd(nano: int, places: int | None = None) -> str:
     """Render nanodollars as a USD string: exact by default, trailing zeros trimmed to cents."""
     value = to_usd(nano)
+    if places is not None:
+        return f"{value:.{places}f}"
     text = f"{value:.9f}".rstrip("0")
     whole, _, frac = text.partition(".")
     return f"{whole}.{frac.ljust(2, '0')}"
