@@ -87,6 +87,6 @@ async def stop(runtime) -> None:
     service: ChatService | None = runtime.chat
     if service is None:
         return
-    await service.drain()
+    await runtime.holds.drain()
     for provider in service.providers.values():
         await provider.aclose()

@@ -41,7 +41,6 @@ class ChatService:
         self.runtime = runtime
         self.providers = providers
         self._settings = runtime.settings
-        self._pending: set[asyncio.Task] = set()
 
     # ---- routing ---------------------------------------------------------------------------
     def routes_for(self, model: Model) -> list[ChatProvider]:
@@ -165,24 +164,9 @@ class ChatService:
 
     # ---- settlement --------------------------------------------------------------------------
     def _settle_later(self, record: UsageRecord, cost: int, request_id: str) -> asyncio.Task:
-        """Settle in a task of its own: a cancelled request cannot cancel its settlement."""
-        coro = settle(self.runtime.db, request_id, cost, record)
-        task = asyncio.get_running_loop().create_task(coro)
-        self._pending.add(task)
-        task.add_done_callback(self._settled)
-        task.add_done_callback(lambda _: self.runtime.holds.forget(request_id))
-        return task
-
-    def _settled(self, task: asyncio.Task) -> None:
-        self._pending.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("settlement failed (the sweeper will release the hold)",
-                      exc_info=task.exception())
-
-    async def drain(self) -> None:
-        """Wait for settlements in flight (at shutdown)."""
-        if self._pending:
-            await asyncio.gather(*list(self._pending), return_exceptions=True)
+        """Settle in a task of its own (see HoldKeeper.finish)."""
+        return self.runtime.holds.finish(
+            request_id, settle(self.runtime.db, request_id, cost, record))
 
 
 class _Meter:

@@ -4,14 +4,18 @@ A hold's TTL is how the sweeper tells a dead process's holds from live ones. Wor
 outlives the TTL (a long stream, a client that stops reading and lets the server wait in
 its send) must not lose its hold, or the settlement would find nothing to charge and the
 work would be free. Every process tracks its live holds here and renews them all on a
-timer, whatever the request is doing; settlement forgets them.
+timer, whatever the request is doing. Settlements run through `finish`, in tasks of their
+own (a request cancelled by its client cannot cancel its settlement), and forget the hold
+when done; `drain` waits for those in flight at shutdown.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
+from collections.abc import Awaitable
 from datetime import timedelta
 
 from minitoolai.clock import utcnow
@@ -28,12 +32,33 @@ class HoldKeeper:
         self._ttl = ttl_seconds
         self._max_age = max_age_seconds  # past this, a hold is someone's bug: let it expire
         self._live: dict[str, float] = {}
+        self._settling: set[asyncio.Task] = set()
 
     def track(self, request_id: str) -> None:
         self._live[request_id] = time.monotonic()
 
     def forget(self, request_id: str) -> None:
         self._live.pop(request_id, None)
+
+    def finish(self, request_id: str, settlement: Awaitable) -> asyncio.Task:
+        """Run a hold's settlement (or release) in a task of its own; callers that must
+        wait for it shield it."""
+        task = asyncio.get_running_loop().create_task(settlement)
+        self._settling.add(task)
+        task.add_done_callback(functools.partial(self._settled, request_id))
+        return task
+
+    def _settled(self, request_id: str, task: asyncio.Task) -> None:
+        self._settling.discard(task)
+        self.forget(request_id)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("settling %s failed (the sweeper will release its hold)", request_id,
+                      exc_info=task.exception())
+
+    async def drain(self) -> None:
+        """Wait for the settlements in flight (at shutdown)."""
+        if self._settling:
+            await asyncio.gather(*list(self._settling), return_exceptions=True)
 
     @property
     def live(self) -> int:

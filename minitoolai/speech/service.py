@@ -43,7 +43,6 @@ class SpeechService:
         self.notes: dict[str, str] = {}  # provider -> why it is not running
         self.upstreams: dict[str, UpstreamSpeech] = {}
         self.missing_formats: list[str] = []
-        self._tasks: set[asyncio.Task] = set()
 
     # ---- start / stop ---------------------------------------------------------------------
     async def open(self) -> None:
@@ -98,8 +97,7 @@ class SpeechService:
         return engine
 
     async def close(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.runtime.holds.drain()
         for upstream in self.upstreams.values():
             await upstream.close()
         piper = self.engines.get(speech_models.PIPER)
@@ -225,12 +223,6 @@ class SpeechService:
             payload["instructions"] = req.instructions
         return await upstream.stream(payload)
 
-    async def _settle_later(self, coro, request_id: str | None = None) -> None:
-        """Run a settlement in its own task: a cancelled request cannot interrupt it, and
-        stop() waits for it."""
-        task = asyncio.ensure_future(coro)
-        if request_id is not None:
-            task.add_done_callback(lambda _: self.runtime.holds.forget(request_id))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        await asyncio.shield(task)
+    async def _settle_later(self, coro, request_id: str) -> None:
+        """Settle in a task of its own (see HoldKeeper.finish), and wait for it."""
+        await asyncio.shield(self.runtime.holds.finish(request_id, coro))
