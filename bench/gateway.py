@@ -24,18 +24,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
-from sqlalchemy import create_engine
-
 from gateway_probe import LedgerCounter, MemorySampler, cpu_seconds, syscalls
 from gateway_report import machine, report
+from harness import cli as run_cli
+from harness import free_port, wait_http
+from sqlalchemy import create_engine
 from wrkrun import WrkResult, run_wrk, wrk_available
 
 HERE = Path(__file__).resolve().parent
@@ -44,34 +43,10 @@ EMAIL = "bench@example.com"
 PROMPT = "Which is the largest U.S. state by area? Answer in one short sentence."
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def cli(env: dict, *args: str) -> str:
     # cwd: the data dir, so that `python -m` does not put the current directory (maybe a
     # checkout) ahead of PYTHONPATH
-    proc = subprocess.run([sys.executable, "-m", "minitoolai.cli.main", *args], env=env,
-                          cwd=env["MINITOOLAI_DATA_DIR"], capture_output=True, text=True,
-                          timeout=120)
-    if proc.returncode != 0:
-        raise RuntimeError(f"minitoolai {' '.join(args)} failed:\n{proc.stdout}{proc.stderr}")
-    return proc.stdout
-
-
-def wait_http(url: str, proc: subprocess.Popen, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer in {seconds}s")
+    return run_cli(env, *args, cwd=env["MINITOOLAI_DATA_DIR"], timeout=120)
 
 
 def upstream_count(port: int) -> int:

@@ -30,13 +30,11 @@ import argparse
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import httpx
@@ -46,6 +44,10 @@ sys.path.insert(0, str(ROOT))
 
 from minitoolai.chat.local_models import builtin_gguf_path  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import cli as run_cli  # noqa: E402
+from harness import free_port, wait_http  # noqa: E402
+
 EMAIL = "bench-local@example.com"
 MODEL = "smollm2-135m"
 PROMPT = "Write a long poem about autumn leaves."
@@ -54,31 +56,8 @@ PROMPT = "Write a long poem about autumn leaves."
 OTHER_PROMPT = "Name a color."
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def cli(env: dict, *args: str) -> str:
-    proc = subprocess.run([sys.executable, "-m", "minitoolai.cli.main", *args], env=env,
-                          capture_output=True, text=True, timeout=300, cwd=ROOT)
-    if proc.returncode != 0:
-        raise RuntimeError(f"minitoolai {' '.join(args)} failed:\n{proc.stdout}{proc.stderr}")
-    return proc.stdout
-
-
-def wait_http(url: str, proc: subprocess.Popen, seconds: float = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer in {seconds}s")
+    return run_cli(env, *args, cwd=ROOT)
 
 
 def timing(t0: float, stamps: list[float], tokens: int) -> dict:
@@ -218,7 +197,7 @@ def main() -> int:
         key = cli(env, "keys", "create", EMAIL, "--name", "bench").strip().splitlines()[-1]
         server = subprocess.Popen([sys.executable, "-m", "minitoolai.cli.main", "serve"],
                                   env=env, stdout=subprocess.DEVNULL, cwd=ROOT)
-        wait_http(f"http://127.0.0.1:{port}/health", server)
+        wait_http(f"http://127.0.0.1:{port}/health", server, 120)
         url = f"http://127.0.0.1:{port}/api/chat-completions/"
 
         llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=args.context,
