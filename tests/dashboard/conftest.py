@@ -110,6 +110,15 @@ def login(base: str, email: str, password: str = PASSWORD) -> requests.Session:
     return http
 
 
+def log_in_page(page, base: str, email: str) -> None:
+    """Log in through the login form of a browser page."""
+    page.goto(base + "/login")
+    page.fill("input[name=email]", email)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button:has-text('Log in')")
+    page.wait_for_url(base + "/")
+
+
 def page_token(http: requests.Session, url: str) -> str:
     """The CSRF token printed in a logged-in page."""
     response = http.get(url)

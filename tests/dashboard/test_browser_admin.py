@@ -10,7 +10,7 @@ from minitoolai.accounts.store import get_account
 from minitoolai.db.engine import Database
 from minitoolai.db.tables import ledger_entries
 from tests.conftest import assert_ledger_ok
-from tests.dashboard.conftest import PASSWORD, arun, make_user
+from tests.dashboard.conftest import arun, log_in_page, make_user
 
 
 async def _ledger(database_url: str, account_id: int):
@@ -25,14 +25,6 @@ async def _ledger(database_url: str, account_id: int):
     return account, entries
 
 
-def _log_in(page, base: str, email: str) -> None:
-    page.goto(base + "/login")
-    page.fill("input[name=email]", email)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button:has-text('Log in')")
-    page.wait_for_url(base + "/")
-
-
 def test_operator_pages(live, new_page, database_url):
     _, admin = arun(make_user(database_url, admin=True))
     customer_id, customer = arun(make_user(database_url, email="carol@example.com"))
@@ -40,14 +32,14 @@ def test_operator_pages(live, new_page, database_url):
 
     # a customer is refused
     page = new_page()
-    _log_in(page, base, customer)
+    log_in_page(page, base, customer)
     assert page.locator("nav >> text=Admin").count() == 0
     response = page.goto(base + "/admin")
     assert response.status == 403
     assert "Not allowed" in page.inner_text("h1")
 
     page = new_page()
-    _log_in(page, base, admin)
+    log_in_page(page, base, admin)
     page.click("nav >> text=Admin")
     assert page.locator("svg.chart").count() == 2
     assert "Accounts" in page.inner_text(".stats")

@@ -13,7 +13,7 @@ from minitoolai.dashboard.codes import create_codes
 from minitoolai.db.engine import Database
 from minitoolai.db.tables import usage
 from minitoolai.ledger.credits import add_credit
-from tests.dashboard.conftest import PASSWORD, arun, make_user
+from tests.dashboard.conftest import arun, log_in_page, make_user
 
 CUSTOMER_PAGES = ["/", "/keys", "/usage", "/playground", "/docs"]
 ADMIN_PAGES = ["/admin", "/admin/accounts", "/admin/codes", "/admin/catalog"]
@@ -48,14 +48,6 @@ async def _seed(database_url: str) -> str:
     return email
 
 
-def _log_in(page, base: str, email: str) -> None:
-    page.goto(base + "/login")
-    page.fill("input[name=email]", email)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button:has-text('Log in')")
-    page.wait_for_url(base + "/")
-
-
 @pytest.mark.parametrize("width,height", [(1280, 900), (390, 844)], ids=["desktop", "phone"])
 def test_every_page_fits(live, new_page, database_url, tmp_path, width, height):
     email = arun(_seed(database_url))
@@ -64,7 +56,7 @@ def test_every_page_fits(live, new_page, database_url, tmp_path, width, height):
     page.screenshot(path=str(tmp_path / "landing.png"), full_page=True)
     page.goto(live.url + "/login")
     page.screenshot(path=str(tmp_path / "login.png"))
-    _log_in(page, live.url, email)
+    log_in_page(page, live.url, email)
     admin_id = page.evaluate("1")  # any page will do; the account page is reached by link
     for path in CUSTOMER_PAGES + ADMIN_PAGES + ["__account__"]:
         if path == "__account__":

@@ -11,7 +11,7 @@ from minitoolai.db.engine import Database
 from minitoolai.db.tables import accounts, usage
 from minitoolai.ledger.credits import add_credit
 from tests.conftest import assert_ledger_ok
-from tests.dashboard.conftest import PASSWORD, arun, make_user
+from tests.dashboard.conftest import arun, log_in_page, make_user
 
 IMAGE_PRICE = 1_500_000  # the seed's $0.0015
 
@@ -39,18 +39,10 @@ async def _usage(database_url: str, account_id: int):
     return rows, balance
 
 
-def _log_in(page, base: str, email: str) -> None:
-    page.goto(base + "/login")
-    page.fill("input[name=email]", email)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button:has-text('Log in')")
-    page.wait_for_url(base + "/")
-
-
 def test_image_job_shows_its_picture(live, new_page, database_url, tmp_path):
     account_id, email = arun(_funded_user(database_url))
     page = new_page()
-    _log_in(page, live.url, email)
+    log_in_page(page, live.url, email)
     page.goto(live.url + "/playground")
     page.click("[data-tab=image]")
     page.select_option("#image-model", "realvision")
@@ -80,7 +72,7 @@ def test_image_job_shows_its_picture(live, new_page, database_url, tmp_path):
 def test_speech_plays_in_the_page(live, new_page, database_url):
     account_id, email = arun(_funded_user(database_url))
     page = new_page()
-    _log_in(page, live.url, email)
+    log_in_page(page, live.url, email)
     page.goto(live.url + "/playground")
     page.click("[data-tab=speech]")
     if page.locator("#speech-form").count() == 0:
