@@ -75,8 +75,9 @@ holds = Table(
     Column("kind", String(16), nullable=False),  # chat | image | speech
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False),
-    Index("ix_holds_expires_at", "expires_at"),
-    Index("ix_holds_account_id", "account_id"),
+    # no secondary index: only requests in flight are here, and each index would be one more
+    # page written per reserve and per settle (see migration 0002_core)
+    sqlite_with_rowid=False,
 )
 
 ledger_entries = Table(

@@ -29,6 +29,10 @@ SQLA_SQLITE_DATETIME = "%Y-%m-%d %H:%M:%S.%f"
 
 
 class Tx(Protocol):
+    def stamp(self, value: datetime) -> Any:
+        """`value` as this database stores it; a statement run many times per transaction
+        passes its times through here once instead of having each execute convert them."""
+
     async def execute(self, sql: str, params: dict[str, Any]) -> int:
         """Run a statement; return the number of rows it changed."""
 
@@ -56,6 +60,9 @@ class SATx:
         # on SQLite, datetimes are written in the one format every reader expects
         return _sqlite_params(params) if self.conn.dialect.name == "sqlite" else params
 
+    def stamp(self, value: datetime) -> Any:
+        return _stamp(value) if self.conn.dialect.name == "sqlite" else value
+
     async def execute(self, sql: str, params: dict[str, Any]) -> int:
         return (await self.conn.execute(self._text(sql), self._params(params))).rowcount
 
@@ -77,7 +84,10 @@ def _stamp(value: datetime) -> str:
 
 
 def _sqlite_params(params: dict[str, Any]) -> dict[str, Any]:
-    return {k: _stamp(v) if isinstance(v, datetime) else v for k, v in params.items()}
+    for value in params.values():
+        if isinstance(value, datetime):
+            return {k: _stamp(v) if isinstance(v, datetime) else v for k, v in params.items()}
+    return params  # nothing to convert (the hot path stamps its times once, see stamp())
 
 
 class _SQLiteCursorTx:
@@ -85,6 +95,10 @@ class _SQLiteCursorTx:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
+
+    @staticmethod
+    def stamp(value: datetime) -> str:
+        return _stamp(value)
 
     async def execute(self, sql: str, params: dict[str, Any]) -> int:
         return self._conn.execute(sql, _sqlite_params(params)).rowcount
@@ -171,7 +185,13 @@ class InlineSQLite:
             try:
                 await self._begin(conn)
                 tx = _SQLiteCursorTx(conn)
-                for op, _ in batch:
+                if len(batch) == 1:  # alone, an op that fails rolls the whole transaction back
+                    try:
+                        outcomes.append((True, await batch[0][0](tx)))
+                    except Exception as exc:
+                        conn.execute("ROLLBACK")
+                        outcomes.append((False, exc))
+                for op, _ in batch if len(batch) > 1 else ():
                     conn.execute("SAVEPOINT op")
                     try:
                         outcomes.append((True, await op(tx)))
@@ -180,7 +200,8 @@ class InlineSQLite:
                         conn.execute("ROLLBACK TO op")
                         conn.execute("RELEASE op")
                         outcomes.append((False, exc))
-                conn.execute("COMMIT")
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
             except BaseException as exc:  # BEGIN or COMMIT failed: nothing was written
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")

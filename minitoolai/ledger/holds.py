@@ -81,9 +81,12 @@ async def reserve(
     if amount < 0:
         raise ValueError("a hold cannot be negative")
     now = utcnow()
-    params = {"id": request_id, "account_id": account_id, "key_id": key_id, "amount": amount,
-              "kind": kind, "now": now, "expires_at": now + timedelta(seconds=ttl_seconds)}
+    expires_at = now + timedelta(seconds=ttl_seconds)
+
     async def hold(tx: Tx) -> None:
+        params = {"id": request_id, "account_id": account_id, "key_id": key_id,
+                  "amount": amount, "kind": kind, "now": tx.stamp(now),
+                  "expires_at": tx.stamp(expires_at)}
         if await tx.execute(HOLD_ACCOUNT, params) != 1:
             row = await tx.fetchone(ACCOUNT_CREDIT, params)
             balance, held = (row[0], row[1]) if row else (0, 0)
@@ -125,7 +128,7 @@ async def settle_tx(tx: Tx, request_id: str, cost: int, record: UsageRecord) -> 
     charge = max(0, min(cost, amount))
     params = {
         "id": request_id, "account_id": account_id, "key_id": key_id, "amount": amount,
-        "charge": charge, "now": utcnow(), "endpoint": record.endpoint,
+        "charge": charge, "now": tx.stamp(utcnow()), "endpoint": record.endpoint,
         "model": record.model, "prompt_tokens": record.prompt_tokens,
         "completion_tokens": record.completion_tokens, "images": record.images,
         "characters": record.characters, "cost": charge, "status": record.status,

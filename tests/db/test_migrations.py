@@ -56,3 +56,41 @@ async def test_plaintext_codes_survive_their_hashing(empty_database):
         assert await redeem(db, account.id, "oldc-ode2-3456-7abc") == (5000, 5000)
     finally:
         await db.dispose()
+
+
+async def test_open_holds_survive_the_lean_holds_table(empty_database):
+    """0002_core rebuilds `holds` (WITHOUT ROWID on SQLite, no secondary indexes): a hold
+    open across the upgrade still settles exactly once, and the downgrade keeps it too."""
+    from minitoolai.ledger.credits import add_credit
+    from minitoolai.ledger.holds import UsageRecord, reserve, settle
+    from minitoolai.ledger.verify import verify
+
+    cfg = alembic_config(empty_database)
+    command.upgrade(cfg, "0001_core")
+    db = Database(empty_database, pool_size=1)
+    try:
+        account = await create_account(db, "h@example.com")
+        await add_credit(db, account.id, 10_000)
+        await reserve(db, request_id="before", account_id=account.id, key_id=None,
+                      amount=4_000, kind="chat", ttl_seconds=60)
+    finally:
+        await db.dispose()
+    upgrade(empty_database)
+    command.downgrade(cfg, "0001_core")
+    command.upgrade(cfg, "heads")
+    db = Database(empty_database, pool_size=1)
+    try:
+        async with db.read() as conn:
+            indexes = (await conn.run_sync(
+                lambda sync: __import__("sqlalchemy").inspect(sync).get_indexes("holds")))
+        assert indexes == []
+        record = UsageRecord(endpoint="test", model="m")
+        assert await settle(db, "before", 1_500, record) == 1_500
+        assert await settle(db, "before", 1_500, record) is None
+        assert await verify(db) == []
+        async with db.read() as conn:
+            balance, held = (await conn.exec_driver_sql(
+                "SELECT balance, held FROM accounts WHERE id = %d" % account.id)).one()
+        assert (balance, held) == (8_500, 0)
+    finally:
+        await db.dispose()

@@ -42,3 +42,25 @@ async def test_an_op_error_reaches_its_caller(db):
 
     with pytest.raises(Exception, match="no_such_table|does not exist"):
         await db.run_ledger(broken)
+
+
+async def test_an_op_alone_that_fails_after_writing_leaves_nothing(db, database_url):
+    """A batch of one runs without a savepoint: its failure must still undo its writes."""
+    async with db.write() as conn:
+        await conn.exec_driver_sql(
+            "INSERT INTO accounts (email, name, balance, held, is_admin, disabled, created_at)"
+            " VALUES ('a@example.com', '', 0, 0, false, false, CURRENT_TIMESTAMP)")
+
+    async def credit_then_fail(tx):
+        await tx.execute("UPDATE accounts SET balance = balance + 5", {})
+        raise ValueError("fails after writing")
+
+    async def credit(tx):
+        return await tx.execute("UPDATE accounts SET balance = balance + 7", {})
+
+    with pytest.raises(ValueError):
+        await db.run_ledger(credit_then_fail)
+    assert await db.run_ledger(credit) == 1  # the connection is usable afterwards
+    async with db.read() as conn:
+        balance = (await conn.exec_driver_sql("SELECT balance FROM accounts")).scalar()
+    assert balance == 7
