@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -13,9 +14,11 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from minitoolai import __version__
 from minitoolai.chat import lifecycle as chat_lifecycle
+from minitoolai.chat.routes import HOT_ROUTES as chat_hot_routes
 from minitoolai.chat.routes import router as chat_router
 from minitoolai.config import Settings
 from minitoolai.core_routes import router as core_router
@@ -39,6 +42,39 @@ CAPABILITIES = (chat_lifecycle, images_lifecycle, speech_lifecycle, dashboard_li
 
 def _is_image_path(path: str) -> bool:
     return path.startswith("/api/texttoimage")
+
+
+class GatewayApp(FastAPI):
+    """FastAPI, with the chat endpoints dispatched ahead of its middleware and router.
+
+    They run on every billed request, and the stack in front of them (error middleware,
+    exception middleware, exit stack, a regex match per route) costs a measurable share
+    of the gateway's CPU. They answer errors in the same envelope as the rest of the app.
+    """
+
+    hot_routes: dict[str, Callable[[Request], Awaitable[Response]]] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            endpoint = self.hot_routes.get(scope["path"])
+            if endpoint is not None:
+                scope["app"] = self
+                response = await _answer(endpoint, Request(scope, receive))
+                await response(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
+async def _answer(endpoint, request: Request) -> Response:
+    try:
+        return await endpoint(request)
+    except APIError as exc:
+        return error_response(exc)
+    except ClientDisconnect:  # see on_client_gone below
+        return Response(status_code=400)
+    except Exception:
+        log.exception("%s %s failed", request.method, request.url.path)
+        return error_response(APIError("internal server error"))
 
 
 def create_app(settings: Settings, *, migrate: bool = True, workers: bool = True) -> FastAPI:
@@ -81,7 +117,7 @@ def create_app(settings: Settings, *, migrate: bool = True, workers: bool = True
                     log.exception("stopping %s failed", capability.__name__)
             await runtime.db.dispose()
 
-    app = FastAPI(title="MiniToolAI", version=__version__, lifespan=lifespan,
+    app = GatewayApp(title="MiniToolAI", version=__version__, lifespan=lifespan,
                   redirect_slashes=False, docs_url="/api/docs", redoc_url=None,
                   openapi_url="/api/openapi.json")
 
@@ -119,6 +155,7 @@ def create_app(settings: Settings, *, migrate: bool = True, workers: bool = True
 
     app.include_router(core_router)
     app.include_router(chat_router)
+    app.hot_routes = dict(chat_hot_routes)
     app.include_router(images_router)
     app.include_router(speech_router)
     app.include_router(dashboard_router)

@@ -61,11 +61,14 @@ async def openai_model(request: Request, model_id: str):
 
 # The two hot routes are plain Starlette routes: FastAPI's per-request dependency and
 # signature machinery costs about a tenth of the gateway's CPU and buys nothing here (the
-# body is validated by chat/validation.py). They are documented in docs/api.md.
-for _path in both(SEED_ENDPOINT):
-    router.routes.append(Route(_path, seed_chat_completions, methods=["POST"]))
-for _path in both(OPENAI_ENDPOINT):
-    router.routes.append(Route(_path, openai_chat_completions, methods=["POST"]))
+# body is validated by chat/validation.py). The app also dispatches them ahead of its
+# middleware (app.GatewayApp). They are documented in docs/api.md.
+HOT_ROUTES = {path: endpoint
+              for endpoint, base in ((seed_chat_completions, SEED_ENDPOINT),
+                                     (openai_chat_completions, OPENAI_ENDPOINT))
+              for path in both(base)}
+for _path, _endpoint in HOT_ROUTES.items():
+    router.routes.append(Route(_path, _endpoint, methods=["POST"]))
 for _path in both("/v1/models"):
     router.add_api_route(_path, openai_models, methods=["GET"], summary="List models",
                          include_in_schema=not _path.endswith("/"))
