@@ -23,6 +23,10 @@ PRICED = {"id": "smollm2-priced", "path": "builtin", "input_price": "2.5",
 ONE_SLOT = {"id": "smollm2-one-slot", "path": "builtin", "queue_size": 1}
 # greedy, SmolLM2 answers this with a poem that never stops by itself
 LONG_PROMPT = "Write a long poem about autumn leaves."
+# What SmolLM2-135M answers, even greedily, depends on the CPU: llama.cpp's SIMD kernels
+# round differently (on an AVX-512 AMD EPYC it answers this in French nonsense, on others
+# "Paris"), so these tests check that an answer is relayed and charged, not what it says;
+# test_local_provider.py checks the relayed text against llama-cpp-python's own.
 MESSAGES = [
     {"role": "developer", "content": "You are a helpful assistant."},
     {"role": "user", "content": "What is the capital of France?"},
@@ -95,7 +99,7 @@ def test_builtin_model_answers_the_seed_client_for_free(server, database_url):
                         {"model": "smollm2-135m", "messages": MESSAGES, "temperature": 0,
                          "max_completion_tokens": 30})
     text, usage, chunks = parse_seed_stream(lines)
-    assert "Paris" in text
+    assert text.strip()
     assert chunks[0]["model"] == "smollm2-135m"
     assert usage["prompt_tokens"] > 10 and 1 <= usage["completion_tokens"] <= 30
     assert usage["cost"] == 0
@@ -125,7 +129,7 @@ def test_priced_local_model_non_streamed(server, database_url):
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["object"] == "chat.completion"
-    assert "Paris" in body["choices"][0]["message"]["content"]
+    assert body["choices"][0]["message"]["content"].strip()
     usage = body["usage"]
     cost = usage["prompt_tokens"] * 2500 + usage["completion_tokens"] * 10000
     assert usage["cost"] == cost / 1e9
@@ -158,7 +162,7 @@ def test_openai_sdk_through_v1(server, database_url):
 
     completion = client.chat.completions.create(
         model="smollm2-priced", messages=MESSAGES, temperature=0, max_completion_tokens=30)
-    assert "Paris" in completion.choices[0].message.content
+    assert completion.choices[0].message.content.strip()
     spent = completion.usage.prompt_tokens * 2500 + completion.usage.completion_tokens * 10000
 
     stream = client.chat.completions.create(

