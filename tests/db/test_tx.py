@@ -64,3 +64,19 @@ async def test_an_op_alone_that_fails_after_writing_leaves_nothing(db, database_
     async with db.read() as conn:
         balance = (await conn.exec_driver_sql("SELECT balance FROM accounts")).scalar()
     assert balance == 7
+
+
+def test_times_are_stored_as_sqlalchemy_stores_them():
+    """The inline executor writes datetimes itself: in exactly the text SQLAlchemy's SQLite
+    dialect writes and parses, in UTC, whatever the value's zone."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from sqlalchemy.dialects import sqlite
+
+    from minitoolai.db.tx import _stamp
+
+    render = sqlite.DATETIME().bind_processor(sqlite.dialect())
+    for value in (datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+                  datetime(2026, 1, 2, 3, 4, 5, 7, tzinfo=timezone(timedelta(hours=2))),
+                  datetime.now(UTC)):
+        assert _stamp(value) == render(value.astimezone(UTC).replace(tzinfo=None))
