@@ -52,7 +52,11 @@ class GatewayApp(FastAPI):
     of the gateway's CPU. They answer errors in the same envelope as the rest of the app.
     """
 
-    hot_routes: dict[str, Callable[[Request], Awaitable[Response]]] = {}
+    def __init__(self, *args,
+                 hot_routes: dict[str, Callable[[Request], Awaitable[Response]]] | None = None,
+                 **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.hot_routes = dict(hot_routes or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -118,8 +122,8 @@ def create_app(settings: Settings, *, migrate: bool = True, workers: bool = True
             await runtime.db.dispose()
 
     app = GatewayApp(title="MiniToolAI", version=__version__, lifespan=lifespan,
-                  redirect_slashes=False, docs_url="/api/docs", redoc_url=None,
-                  openapi_url="/api/openapi.json")
+                     hot_routes=chat_hot_routes, redirect_slashes=False,
+                     docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json")
 
     @app.exception_handler(APIError)
     async def on_api_error(request: Request, exc: APIError):
@@ -155,7 +159,6 @@ def create_app(settings: Settings, *, migrate: bool = True, workers: bool = True
 
     app.include_router(core_router)
     app.include_router(chat_router)
-    app.hot_routes = dict(chat_hot_routes)
     app.include_router(images_router)
     app.include_router(speech_router)
     app.include_router(dashboard_router)

@@ -185,20 +185,21 @@ class InlineSQLite:
             try:
                 await self._begin(conn)
                 tx = _SQLiteCursorTx(conn)
-                if len(batch) == 1:  # alone, an op that fails rolls the whole transaction back
-                    try:
-                        outcomes.append((True, await batch[0][0](tx)))
-                    except Exception as exc:
-                        conn.execute("ROLLBACK")
-                        outcomes.append((False, exc))
-                for op, _ in batch if len(batch) > 1 else ():
-                    conn.execute("SAVEPOINT op")
+                # an op alone needs no savepoint: if it fails, the whole transaction goes
+                alone = len(batch) == 1
+                for op, _ in batch:
+                    if not alone:
+                        conn.execute("SAVEPOINT op")
                     try:
                         outcomes.append((True, await op(tx)))
-                        conn.execute("RELEASE op")
+                        if not alone:
+                            conn.execute("RELEASE op")
                     except Exception as exc:  # this op's own failure: undo it alone
-                        conn.execute("ROLLBACK TO op")
-                        conn.execute("RELEASE op")
+                        if alone:
+                            conn.execute("ROLLBACK")
+                        else:
+                            conn.execute("ROLLBACK TO op")
+                            conn.execute("RELEASE op")
                         outcomes.append((False, exc))
                 if conn.in_transaction:
                     conn.execute("COMMIT")

@@ -7,6 +7,7 @@ import uuid
 
 import psycopg
 import pytest
+import sqlalchemy as sa
 from alembic import command
 
 from minitoolai.accounts.store import create_account
@@ -81,16 +82,16 @@ async def test_open_holds_survive_the_lean_holds_table(empty_database):
     db = Database(empty_database, pool_size=1)
     try:
         async with db.read() as conn:
-            indexes = (await conn.run_sync(
-                lambda sync: __import__("sqlalchemy").inspect(sync).get_indexes("holds")))
+            indexes = await conn.run_sync(lambda sync: sa.inspect(sync).get_indexes("holds"))
         assert indexes == []
         record = UsageRecord(endpoint="test", model="m")
         assert await settle(db, "before", 1_500, record) == 1_500
         assert await settle(db, "before", 1_500, record) is None
         assert await verify(db) == []
         async with db.read() as conn:
-            balance, held = (await conn.exec_driver_sql(
-                "SELECT balance, held FROM accounts WHERE id = %d" % account.id)).one()
+            balance, held = (await conn.execute(
+                sa.text("SELECT balance, held FROM accounts WHERE id = :id"),
+                {"id": account.id})).one()
         assert (balance, held) == (8_500, 0)
     finally:
         await db.dispose()
