@@ -4,7 +4,8 @@ SQLite: WAL, a busy timeout, and every write transaction opened with BEGIN IMMED
 write never upgrades a read lock halfway (the source of SQLITE_BUSY under load). Writers in
 one process take a single pooled connection in turn, which is cheaper than letting them spin
 on the file lock; other processes (CLI, workers) wait on the busy timeout.
-PostgreSQL: the same statements; row locks do the rest.
+PostgreSQL: the same statements; row locks do the rest. The ledger's hot ops on either run
+group-committed on a connection of their own (db/tx.py, db/pg_ledger.py).
 """
 
 from __future__ import annotations
@@ -82,11 +83,16 @@ class Database:
             from minitoolai.db.tx import InlineSQLite
 
             self._inline = InlineSQLite(path) if path and path != ":memory:" else None
+            self._pg_ledger = None
         else:
             engine = create_async_engine(async_url(url), pool_size=pool_size,
                                          max_overflow=pool_size, pool_pre_ping=False)
             self._reader = self._writer = engine
             self._inline = None
+            from minitoolai.db.pg_ledger import PgLedger
+
+            self._pg_ledger = PgLedger(make_url(url).set(drivername="postgresql")
+                                       .render_as_string(hide_password=False))
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
@@ -107,12 +113,15 @@ class Database:
                 yield SATx(conn)
 
     async def run_ledger(self, op):
-        """Run `op(tx)` in a short write transaction; on SQLite, group-committed with the
-        other ledger ops of the same loop turn (see InlineSQLite.run)."""
+        """Run `op(tx)` in a short write transaction, group-committed with the other ledger
+        ops of the same loop turn (db/tx.py GroupCommit; SQLite: InlineSQLite, PostgreSQL:
+        db/pg_ledger.py)."""
         from minitoolai.db.tx import SATx
 
         if self._inline is not None:
             return await self._inline.run(op)
+        if self._pg_ledger is not None:
+            return await self._pg_ledger.run(op)
         async with self._writer.begin() as conn:
             return await op(SATx(conn))
 
@@ -129,6 +138,8 @@ class Database:
     async def dispose(self) -> None:
         if self._inline is not None:
             self._inline.close()
+        if self._pg_ledger is not None:
+            await self._pg_ledger.close()
         await self._reader.dispose()
         if self._writer is not self._reader:
             await self._writer.dispose()

@@ -107,14 +107,63 @@ class _SQLiteCursorTx:
         return self._conn.execute(sql, _sqlite_params(params)).fetchone()
 
 
-class InlineSQLite:
+Op = Callable[[Tx], Awaitable[Any]]
+Outcome = tuple[bool, Any]  # (True, result) or (False, the op's exception)
+
+
+class GroupCommit:
+    """Run ledger ops submitted in the same turn of the event loop in one transaction.
+
+    One flush at a time: while a batch commits, the next one gathers, so under load a
+    single commit (and on PostgreSQL a single WAL flush) serves many requests. Results are
+    handed out only after the commit. Subclasses say how a batch runs (`_execute`).
+    """
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+        self._batch: list[tuple[Op, asyncio.Future]] = []
+
+    async def run(self, op: Op) -> Any:
+        """Run `op` in a write transaction shared with the other ops of this loop turn;
+        an op that raises gets its exception and commits nothing, the others commit."""
+        future = asyncio.get_running_loop().create_future()
+        self._batch.append((op, future))
+        if len(self._batch) == 1:
+            asyncio.get_running_loop().create_task(self._flush())
+        return await future
+
+    async def _execute(self, ops: list[Op]) -> list[Outcome]:
+        raise NotImplementedError
+
+    async def _flush(self) -> None:
+        async with self._lock:
+            batch, self._batch = self._batch, []
+            try:
+                outcomes = await self._execute([op for op, _ in batch])
+            except BaseException as exc:  # the transaction itself failed: nothing was written
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc if isinstance(exc, Exception)
+                                             else RuntimeError("ledger transaction aborted"))
+                if not isinstance(exc, Exception):
+                    raise
+                return
+        for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+            if future.done():  # its caller was cancelled: the op is committed regardless
+                continue
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+
+
+class InlineSQLite(GroupCommit):
     """Short write transactions on the event loop's own sqlite3 connection."""
 
     def __init__(self, path: str) -> None:
+        super().__init__()
         self._path = path
         self._conn: sqlite3.Connection | None = None
-        self._lock = asyncio.Lock()
-        self._batch: list[tuple[Callable[[Tx], Awaitable[Any]], asyncio.Future]] = []
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False,
@@ -163,63 +212,39 @@ class InlineSQLite:
                 raise
             conn.execute("COMMIT")
 
-    async def run(self, op: Callable[[Tx], Awaitable[Any]]) -> Any:
-        """Run `op` in a write transaction shared with the other ops submitted in the same
-        turn of the event loop (group commit): one BEGIN, one COMMIT and one WAL write per
-        page for the whole group. Each op runs inside its own SAVEPOINT, so an op that
-        raises is rolled back alone and gets its exception; the others commit. Results are
-        handed out only after the COMMIT."""
-        future = asyncio.get_running_loop().create_future()
-        self._batch.append((op, future))
-        if len(self._batch) == 1:
-            asyncio.get_running_loop().create_task(self._flush())
-        return await future
-
-    async def _flush(self) -> None:
-        async with self._lock:
-            batch, self._batch = self._batch, []
-            if self._conn is None:
-                self._conn = self._connect()
-            conn = self._conn
-            outcomes: list[tuple[bool, Any]] = []
-            try:
-                await self._begin(conn)
-                tx = _SQLiteCursorTx(conn)
-                # an op alone needs no savepoint: if it fails, the whole transaction goes
-                alone = len(batch) == 1
-                for op, _ in batch:
+    async def _execute(self, ops: list[Op]) -> list[Outcome]:
+        """One BEGIN, one COMMIT and one WAL write per page for the whole batch; each op in
+        its own SAVEPOINT, so one that raises is rolled back alone."""
+        if self._conn is None:
+            self._conn = self._connect()
+        conn = self._conn
+        outcomes: list[Outcome] = []
+        try:
+            await self._begin(conn)
+            tx = _SQLiteCursorTx(conn)
+            # an op alone needs no savepoint: if it fails, the whole transaction goes
+            alone = len(ops) == 1
+            for op in ops:
+                if not alone:
+                    conn.execute("SAVEPOINT op")
+                try:
+                    outcomes.append((True, await op(tx)))
                     if not alone:
-                        conn.execute("SAVEPOINT op")
-                    try:
-                        outcomes.append((True, await op(tx)))
-                        if not alone:
-                            conn.execute("RELEASE op")
-                    except Exception as exc:  # this op's own failure: undo it alone
-                        if alone:
-                            conn.execute("ROLLBACK")
-                        else:
-                            conn.execute("ROLLBACK TO op")
-                            conn.execute("RELEASE op")
-                        outcomes.append((False, exc))
-                if conn.in_transaction:
-                    conn.execute("COMMIT")
-            except BaseException as exc:  # BEGIN or COMMIT failed: nothing was written
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc if isinstance(exc, Exception)
-                                             else RuntimeError("ledger transaction aborted"))
-                if not isinstance(exc, Exception):
-                    raise
-                return
-        for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
-            if future.done():  # its caller was cancelled: the op is committed regardless
-                continue
-            if ok:
-                future.set_result(value)
-            else:
-                future.set_exception(value)
+                        conn.execute("RELEASE op")
+                except Exception as exc:  # this op's own failure: undo it alone
+                    if alone:
+                        conn.execute("ROLLBACK")
+                    else:
+                        conn.execute("ROLLBACK TO op")
+                        conn.execute("RELEASE op")
+                    outcomes.append((False, exc))
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return outcomes
 
     @staticmethod
     async def _begin(conn: sqlite3.Connection) -> None:

@@ -88,6 +88,32 @@ async def test_concurrent_reserves_never_overspend(db, database_url):
     assert await verify(db) == []
 
 
+async def test_key_limit_refusals_in_one_batch_undo_their_account_hold(db, database_url):
+    """Reserves submitted together share a transaction (group commit). A key-limit refusal
+    raises after its account update: that update must go, and the others must commit
+    exactly once (on PostgreSQL the batch is rolled back and each op runs alone)."""
+    customer = await make_customer(database_url, 1_000_000, spend_limit=5_000)
+
+    async def one(i):
+        try:
+            await reserve(db, request_id=f"k{i}", account_id=customer.account_id,
+                          key_id=customer.key_id, amount=1_000, kind="chat", ttl_seconds=60)
+            return True
+        except InsufficientCredit as exc:
+            assert exc.code == "key_spend_limit"
+            return False
+
+    results = await asyncio.gather(*(one(i) for i in range(12)))
+    assert sum(results) == 5
+    assert (await get_account(db, customer.account_id)).held == 5_000
+    for i, served in enumerate(results):
+        if served:
+            assert await settle(db, f"k{i}", 700, RECORD) == 700
+    account = await get_account(db, customer.account_id)
+    assert (account.balance, account.held) == (1_000_000 - 5 * 700, 0)
+    assert await verify(db) == []
+
+
 async def test_sweeper_releases_expired_holds(db, database_url):
     customer = await make_customer(database_url, 10_000)
     await reserve(db, request_id="old", account_id=customer.account_id, key_id=customer.key_id,
