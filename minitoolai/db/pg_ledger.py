@@ -51,6 +51,7 @@ def _rowcount(status: str) -> int:
 
 class _PgTx:
     __slots__ = ("_conn",)
+    dialect = "postgresql"
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn

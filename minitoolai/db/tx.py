@@ -27,6 +27,9 @@ from minitoolai.db.engine import SQLITE_BUSY_TIMEOUT_MS
 
 
 class Tx(Protocol):
+    dialect: str  # "sqlite" or "postgresql": the ledger has one statement per dialect where
+    # PostgreSQL does in one round trip what SQLite does in several cheap calls
+
     def stamp(self, value: datetime) -> Any:
         """`value` as this database stores it; a statement run many times per transaction
         passes its times through here once instead of having each execute convert them."""
@@ -46,6 +49,10 @@ class SATx:
 
     def __init__(self, conn) -> None:
         self.conn = conn
+
+    @property
+    def dialect(self) -> str:
+        return self.conn.dialect.name
 
     @classmethod
     def _text(cls, sql: str):
@@ -92,6 +99,7 @@ def _sqlite_params(params: dict[str, Any]) -> dict[str, Any]:
 
 class _SQLiteCursorTx:
     __slots__ = ("_conn",)
+    dialect = "sqlite"
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn

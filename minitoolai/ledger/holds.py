@@ -7,7 +7,11 @@ once), charge the cost (never more than the hold), release the rest, and write t
 entry and the usage record, together. release: settle with a cost of zero.
 
 These run on every request, so they are plain SQL run by the cheapest executor for the
-database (db/tx.py): the statements below are the whole of the hot path's SQL.
+database (db/tx.py): the statements below are the whole of the hot path's SQL. On SQLite
+each step is its own statement (a call into the library on the event loop costs a few
+microseconds); on PostgreSQL the same steps run as one statement each for reserve and for
+settle (RESERVE_PG, SETTLE_PG), because there every statement is a network round trip
+taken while the account's row is locked.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from datetime import timedelta
 from minitoolai.clock import utcnow
 from minitoolai.db.engine import Database
 from minitoolai.db.tx import SATx, Tx
-from minitoolai.errors import InsufficientCredit
+from minitoolai.errors import InsufficientCredit, LedgerError
 from minitoolai.money import format_usd
 
 HOLD_ACCOUNT = ("UPDATE accounts SET held = held + :amount"
@@ -42,6 +46,53 @@ INSERT_USAGE = (
     " latency_ms) VALUES (:id, :account_id, :key_id, :now, :endpoint, :model,"
     " :prompt_tokens, :completion_tokens, :images, :characters, :cost, :status, :estimated,"
     " :latency_ms)")
+
+# PostgreSQL: the whole reserve in one statement. Each change applies only if the one
+# before it did (account, then key, then hold row: the usual lock order); when the key's
+# limit refuses after the account's hold applied, the caller raises and the transaction
+# is rolled back (every ledger executor rolls back an op that raises).
+RESERVE_PG = """
+WITH acc AS (UPDATE accounts SET held = held + :amount
+             WHERE id = :account_id AND balance - held >= :amount RETURNING id),
+k AS (UPDATE api_keys SET held = held + :amount
+      WHERE id = :key_id AND EXISTS (SELECT 1 FROM acc)
+        AND (spend_limit IS NULL OR spent + held + :amount <= spend_limit)
+      RETURNING id),
+h AS (INSERT INTO holds (id, account_id, key_id, amount, kind, created_at, expires_at)
+      SELECT :id, :account_id, :key_id, :amount, :kind, :now, :expires_at
+      WHERE EXISTS (SELECT 1 FROM acc)
+        AND (CAST(:key_id AS VARCHAR) IS NULL OR EXISTS (SELECT 1 FROM k))
+      RETURNING id)
+SELECT EXISTS (SELECT 1 FROM acc),
+       CAST(:key_id AS VARCHAR) IS NULL OR EXISTS (SELECT 1 FROM k)
+"""
+
+# PostgreSQL: the whole settlement in one statement, one round trip instead of five (each a
+# wait on the event loop while the account's row is locked). The same steps in the same
+# order: the hold's DELETE feeds the rest, the account's row is locked before the key's
+# (`k` reads `a`), as in every other transaction on them.
+SETTLE_PG = """
+WITH h AS (DELETE FROM holds WHERE id = :id RETURNING account_id, key_id, amount),
+c AS (SELECT account_id, key_id, amount,
+             LEAST(GREATEST(CAST(:cost AS BIGINT), 0), amount) AS charge FROM h),
+a AS (UPDATE accounts SET balance = balance - c.charge, held = held - c.amount
+      FROM c WHERE accounts.id = c.account_id RETURNING accounts.id),
+k AS (UPDATE api_keys SET held = held - c.amount, spent = spent + c.charge,
+             last_used_at = :now
+      FROM c WHERE api_keys.id = c.key_id AND EXISTS (SELECT 1 FROM a)
+      RETURNING api_keys.id),
+e AS (INSERT INTO ledger_entries (account_id, amount, kind, request_id, note, created_at)
+      SELECT account_id, -charge, 'charge', :id, :note, :now FROM c WHERE charge > 0
+      RETURNING id),
+u AS (INSERT INTO usage (request_id, account_id, key_id, created_at, endpoint, model,
+                         prompt_tokens, completion_tokens, images, characters, cost, status,
+                         estimated, latency_ms)
+      SELECT :id, account_id, key_id, :now, :endpoint, :model, :prompt_tokens,
+             :completion_tokens, :images, :characters, charge, :status, :estimated,
+             CAST(:latency_ms AS INTEGER)
+      FROM c RETURNING id)
+SELECT charge, (SELECT count(*) FROM a), (SELECT count(*) FROM u) FROM c
+"""
 
 
 @dataclass(slots=True)
@@ -87,14 +138,21 @@ async def reserve(
         params = {"id": request_id, "account_id": account_id, "key_id": key_id,
                   "amount": amount, "kind": kind, "now": tx.stamp(now),
                   "expires_at": tx.stamp(expires_at)}
-        if await tx.execute(HOLD_ACCOUNT, params) != 1:
+        if tx.dialect == "postgresql":  # one round trip (see RESERVE_PG)
+            account_ok, key_ok = await tx.fetchone(RESERVE_PG, params)
+        else:
+            account_ok = await tx.execute(HOLD_ACCOUNT, params) == 1
+            key_ok = account_ok and (key_id is None or await tx.execute(HOLD_KEY, params) == 1)
+            if key_ok:
+                await tx.execute(INSERT_HOLD, params)
+        if not account_ok:
             row = await tx.fetchone(ACCOUNT_CREDIT, params)
             balance, held = (row[0], row[1]) if row else (0, 0)
             raise InsufficientCredit(
                 f"insufficient credit: available balance ${format_usd(balance - held)}"
                 f" (balance ${format_usd(balance)}, held ${format_usd(held)}), this request"
                 f" needs a hold of ${format_usd(amount)}. Top up your credit to continue.")
-        if key_id is not None and await tx.execute(HOLD_KEY, params) != 1:
+        if not key_ok:
             row = await tx.fetchone(KEY_SPENDING, params)
             limit, spent = (row[0] or 0, row[1]) if row else (0, 0)
             # raising rolls the account's hold back with the rest of this op
@@ -102,7 +160,6 @@ async def reserve(
                 f"this API key's spending limit of ${format_usd(limit)} would be exceeded"
                 f" (spent ${format_usd(spent)}, this request needs a hold of"
                 f" ${format_usd(amount)})", code="key_spend_limit")
-        await tx.execute(INSERT_HOLD, params)
 
     await db.run_ledger(hold)
     return Hold(request_id, account_id, key_id, amount)
@@ -121,6 +178,8 @@ async def settle_in(conn, request_id: str, cost: int, record: UsageRecord) -> in
 
 
 async def settle_tx(tx: Tx, request_id: str, cost: int, record: UsageRecord) -> int | None:
+    if tx.dialect == "postgresql":
+        return await _settle_pg(tx, request_id, cost, record)
     hold = await tx.fetchone(TAKE_HOLD, {"id": request_id})
     if hold is None:
         return None
@@ -141,6 +200,23 @@ async def settle_tx(tx: Tx, request_id: str, cost: int, record: UsageRecord) -> 
         await tx.execute(INSERT_CHARGE, {**params, "amount": -charge,
                                          "note": f"{record.endpoint} {record.model}"})
     await tx.execute(INSERT_USAGE, params)
+    return charge
+
+
+async def _settle_pg(tx: Tx, request_id: str, cost: int, record: UsageRecord) -> int | None:
+    row = await tx.fetchone(SETTLE_PG, {
+        "id": request_id, "cost": cost, "now": tx.stamp(utcnow()),
+        "note": f"{record.endpoint} {record.model}", "endpoint": record.endpoint,
+        "model": record.model, "prompt_tokens": record.prompt_tokens,
+        "completion_tokens": record.completion_tokens, "images": record.images,
+        "characters": record.characters, "status": record.status,
+        "estimated": record.estimated, "latency_ms": record.latency_ms})
+    if row is None:
+        return None  # already settled or swept
+    charge, accounts_charged, usage_written = row
+    if accounts_charged != 1 or usage_written != 1:  # cannot happen: the FKs hold
+        raise LedgerError(f"settling {request_id} charged {accounts_charged} accounts and"
+                          f" wrote {usage_written} usage records")
     return charge
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import sqlalchemy as sa
 
 from minitoolai.accounts.store import get_account
 from minitoolai.errors import InsufficientCredit
@@ -112,6 +113,45 @@ async def test_key_limit_refusals_in_one_batch_undo_their_account_hold(db, datab
     account = await get_account(db, customer.account_id)
     assert (account.balance, account.held) == (1_000_000 - 5 * 700, 0)
     assert await verify(db) == []
+
+
+async def test_two_servers_never_overspend_a_balance_or_a_key_limit(database_url):
+    """Two server processes' executors (two Database objects, two connections) reserve and
+    settle on one account and key at once: the row locks, not this process's batching,
+    keep the balance and the key's limit, on SQLite and on PostgreSQL."""
+    from minitoolai.db.engine import Database
+
+    customer = await make_customer(database_url, 60_000, spend_limit=40_000)
+    servers = [Database(database_url, pool_size=2), Database(database_url, pool_size=2)]
+
+    async def one(i):
+        db = servers[i % 2]
+        try:
+            await reserve(db, request_id=f"t{i}", account_id=customer.account_id,
+                          key_id=customer.key_id, amount=1_000, kind="chat", ttl_seconds=60)
+        except InsufficientCredit:
+            return 0
+        await asyncio.sleep(0)
+        return await settle(db, f"t{i}", 1_000 if i % 3 else 400, RECORD)
+
+    try:
+        charges = await asyncio.gather(*(one(i) for i in range(120)))
+        served = [c for c in charges if c]
+        # every reserve needs a full 1,000 free under the key's limit, so at most 40 holds
+        # fit at a time; settlements free some, so more than 40 may be served in all, but
+        # never more than the limit is spent
+        assert sum(served) <= 40_000 and len(served) < 120  # the limit did bind
+        account = await get_account(servers[0], customer.account_id)
+        assert account.held == 0 and account.balance == 60_000 - sum(served)
+        async with servers[0].read() as conn:
+            spent, held = (await conn.execute(
+                sa.text("SELECT spent, held FROM api_keys WHERE id = :id"),
+                {"id": customer.key_id})).one()
+        assert (spent, held) == (sum(served), 0)
+        assert await verify(servers[0]) == []
+    finally:
+        for db in servers:
+            await db.dispose()
 
 
 async def test_sweeper_releases_expired_holds(db, database_url):
