@@ -35,7 +35,7 @@ async def main(n: int, url: str) -> None:
     async def pair(tag: str) -> None:
         await reserve(db, request_id=tag, account_id=account.id, key_id=key.id, amount=10_000,
                       kind="chat", ttl_seconds=60)
-        await settle(db, tag, 5_000, record)
+        await settle(db, tag, 5_000, record, account_id=account.id)
 
     tags = [f"s{i}-{time.time_ns()}" for i in range(n)]
     started = time.perf_counter()
@@ -45,7 +45,7 @@ async def main(n: int, url: str) -> None:
     reserving = (time.perf_counter() - started) / n
     started = time.perf_counter()
     for tag in tags:
-        await settle(db, tag, 5_000, record)
+        await settle(db, tag, 5_000, record, account_id=account.id)
     settling = (time.perf_counter() - started) / n
     sequential = reserving + settling
     started = time.perf_counter()

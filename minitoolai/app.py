@@ -76,9 +76,23 @@ async def _answer(endpoint, request: Request) -> Response:
         return error_response(exc)
     except ClientDisconnect:  # see on_client_gone below
         return Response(status_code=400)
+    except StarletteHTTPException as exc:
+        return error_response(http_error(request, exc))
     except Exception:
         log.exception("%s %s failed", request.method, request.url.path)
         return error_response(APIError("internal server error"))
+
+
+def http_error(request: Request, exc: StarletteHTTPException) -> APIError:
+    """Starlette's HTTP exceptions (no route, wrong method) as our envelope's errors."""
+    if exc.status_code == 404:
+        return NotFound(f"no route for {request.method} {request.url.path}",
+                        code="unknown_route")
+    err = APIError(str(exc.detail))
+    err.status_code = exc.status_code
+    err.error_type = "invalid_request_error"
+    err.code = "method_not_allowed" if exc.status_code == 405 else None
+    return err
 
 
 def create_app(settings: Settings, *, migrate: bool = True, workers: bool = True) -> FastAPI:
@@ -147,15 +161,7 @@ def create_app(settings: Settings, *, migrate: bool = True, workers: bool = True
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request: Request, exc: StarletteHTTPException):
-        if exc.status_code == 404:
-            err: APIError = NotFound(f"no route for {request.method} {request.url.path}",
-                                     code="unknown_route")
-        else:
-            err = APIError(str(exc.detail))
-            err.status_code = exc.status_code
-            err.error_type = "invalid_request_error"
-            err.code = "method_not_allowed" if exc.status_code == 405 else None
-        return await on_api_error(request, err)
+        return await on_api_error(request, http_error(request, exc))
 
     app.include_router(core_router)
     app.include_router(chat_router)

@@ -76,8 +76,8 @@ class ChatService:
                       account_id=principal.account_id, key_id=principal.key_id, amount=amount,
                       kind="chat", ttl_seconds=settings.hold_ttl_seconds)
         self.runtime.holds.track(request.request_id)
-        meter = _Meter(endpoint, request, prompt_bound, text_bytes, started, amount,
-                       images * request.model.image_tokens_max)
+        meter = _Meter(endpoint, request, principal.account_id, prompt_bound, text_bytes,
+                       started, amount, images * request.model.image_tokens_max)
         try:
             if request.stream:
                 stream = await self._first_route(routes, lambda p: p.open_stream(request))
@@ -85,7 +85,7 @@ class ChatService:
                 obj, usage = await self._first_route(routes, lambda p: p.complete(request))
         except BaseException as exc:
             # nothing was served: give the whole hold back, whatever stopped us
-            self._settle_later(meter.record(None, "error"), 0, request.request_id)
+            self._settle_later(meter, meter.record(None, "error"), 0)
             if isinstance(exc, APIError):
                 raise
             if isinstance(exc, Exception):
@@ -94,15 +94,14 @@ class ChatService:
             raise
         if request.stream:
             async def abandon() -> None:  # the response was dropped before it began
-                self._settle_later(meter.record(None, "cancelled"), 0, request.request_id)
+                self._settle_later(meter, meter.record(None, "cancelled"), 0)
                 await stream.aclose()
 
             return EventStreamResponse(self._relay(stream, request, meter), on_abandon=abandon)
         cost = meter.charge_for(usage)
         if isinstance(obj.get("usage"), dict):
             obj["usage"]["cost"] = usd_number(cost)
-        await asyncio.shield(self._settle_later(meter.record(usage, "ok"), cost,
-                                                request.request_id))
+        await asyncio.shield(self._settle_later(meter, meter.record(usage, "ok"), cost))
         return Response(orjson.dumps(obj), media_type="application/json")
 
     async def _first_route(self, routes: list[ChatProvider], call):
@@ -131,8 +130,7 @@ class ChatService:
                     # for it, so a client that has read [DONE] sees the charge
                     settled = True
                     cost = meter.charge_for(usage)
-                    settling = self._settle_later(meter.record(usage, "ok"), cost,
-                                                  request.request_id)
+                    settling = self._settle_later(meter, meter.record(usage, "ok"), cost)
                     if request.include_usage:
                         yield self._with_cost(item, cost)
                     await asyncio.shield(settling)
@@ -149,7 +147,7 @@ class ChatService:
             if not settled:
                 estimate = meter.estimate()
                 cost = meter.charge_for(estimate)
-                self._settle_later(meter.record(estimate, status), cost, request.request_id)
+                self._settle_later(meter, meter.record(estimate, status), cost)
             await asyncio.shield(stream.aclose())
 
     @staticmethod
@@ -163,20 +161,22 @@ class ChatService:
         return b"data: " + orjson.dumps(obj) + b"\n\n"
 
     # ---- settlement --------------------------------------------------------------------------
-    def _settle_later(self, record: UsageRecord, cost: int, request_id: str) -> asyncio.Task:
+    def _settle_later(self, meter: _Meter, record: UsageRecord, cost: int) -> asyncio.Task:
         """Settle in a task of its own (see HoldKeeper.finish)."""
-        return self.runtime.holds.finish(
-            request_id, settle(self.runtime.db, request_id, cost, record))
+        request_id = meter.request.request_id
+        return self.runtime.holds.finish(request_id, settle(
+            self.runtime.db, request_id, cost, record, account_id=meter.account_id))
 
 
 class _Meter:
     """What the gateway knows of one request, for its usage record."""
 
-    __slots__ = ("endpoint", "request", "prompt_bound", "text_bytes", "started", "chunks",
-                 "hold", "image_tokens")
+    __slots__ = ("endpoint", "request", "account_id", "prompt_bound", "text_bytes", "started",
+                 "chunks", "hold", "image_tokens")
 
-    def __init__(self, endpoint: str, request: ChatRequest, prompt_bound: int, text_bytes: int,
-                 started: float, hold: int, image_tokens: int) -> None:
+    def __init__(self, endpoint: str, request: ChatRequest, account_id: int, prompt_bound: int,
+                 text_bytes: int, started: float, hold: int, image_tokens: int) -> None:
+        self.account_id = account_id
         self.hold = hold
         self.image_tokens = image_tokens
         self.endpoint = endpoint

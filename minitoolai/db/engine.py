@@ -92,7 +92,7 @@ class Database:
             from minitoolai.db.pg_ledger import PgLedger
 
             self._pg_ledger = PgLedger(make_url(url).set(drivername="postgresql")
-                                       .render_as_string(hide_password=False))
+                                       .render_as_string(hide_password=False), pool_size)
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
@@ -108,20 +108,23 @@ class Database:
         if self._inline is not None:
             async with self._inline.transaction() as tx:
                 yield tx
+        elif self._pg_ledger is not None:
+            async with self._pg_ledger.transaction() as tx:
+                yield tx
         else:
             async with self._writer.begin() as conn:
                 yield SATx(conn)
 
-    async def run_ledger(self, op):
+    async def run_ledger(self, op, order: int | None = None):
         """Run `op(tx)` in a short write transaction, group-committed with the other ledger
         ops of the same loop turn (db/tx.py GroupCommit; SQLite: InlineSQLite, PostgreSQL:
-        db/pg_ledger.py)."""
+        db/pg_ledger.py). `order`: the account the op locks (see GroupCommit.run)."""
         from minitoolai.db.tx import SATx
 
         if self._inline is not None:
-            return await self._inline.run(op)
+            return await self._inline.run(op, order)
         if self._pg_ledger is not None:
-            return await self._pg_ledger.run(op)
+            return await self._pg_ledger.run(op, order)
         async with self._writer.begin() as conn:
             return await op(SATx(conn))
 

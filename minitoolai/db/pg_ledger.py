@@ -16,6 +16,8 @@ committed, so no op is applied twice.
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
@@ -71,28 +73,56 @@ class _PgTx:
 
 
 class PgLedger(GroupCommit):
-    """Group-committed ledger ops on one asyncpg connection at a time."""
+    """Group-committed ledger ops on one asyncpg connection at a time, and short
+    transactions of plain SQL (`transaction()`: the image queue's changes of state)."""
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, pool_size: int) -> None:
         super().__init__()
         self._dsn = dsn
+        self._pool_size = max(2, pool_size)
         self._pool: asyncpg.Pool | None = None
+        self._flusher: asyncpg.Connection | None = None  # kept between flushes
+        self._closed = False
+        self.batches_undone = 0  # batches rolled back and run again op by op
 
     async def _connection_pool(self) -> asyncpg.Pool:
+        if self._closed:
+            raise RuntimeError("the ledger's database connections are closed")
         if self._pool is None:
-            # one flush at a time uses one connection; the second replaces a broken one
+            # group commit takes one connection at a time; the others serve transaction()
             self._pool = await asyncpg.create_pool(
-                self._dsn, min_size=1, max_size=2,
+                self._dsn, min_size=1, max_size=self._pool_size,
                 server_settings={"application_name": "minitoolai-ledger"})
         return self._pool
 
-    async def _execute(self, ops: list[Op]) -> list[Outcome]:
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[_PgTx]:
+        """One transaction of its own (no group commit): commits on success, rolls back
+        on any error."""
         pool = await self._connection_pool()
-        async with pool.acquire() as conn:
-            tx = _PgTx(conn)
-            if len(ops) > 1 and (outcomes := await self._together(conn, tx, ops)) is not None:
+        async with pool.acquire() as conn, conn.transaction():
+            yield _PgTx(conn)
+
+    async def _flush_connection(self) -> asyncpg.Connection:
+        # one connection kept for the flushes: acquiring from the pool each time would cost
+        # a reset round trip per batch
+        pool = await self._connection_pool()
+        if self._flusher is not None and self._flusher.is_closed():
+            await pool.release(self._flusher)  # broken: the pool replaces it
+            self._flusher = None
+        if self._flusher is None:
+            self._flusher = await pool.acquire()
+        return self._flusher
+
+    async def _execute(self, ops: list[Op]) -> list[Outcome]:
+        conn = await self._flush_connection()
+        tx = _PgTx(conn)
+        if len(ops) > 1:
+            outcomes = await self._together(conn, tx, ops)
+            if outcomes is not None:
                 return outcomes
-            return [await self._alone(conn, tx, op) for op in ops]
+            self.batches_undone += 1
+        return [await self._alone(conn, tx, op) for op in ops]
 
     @staticmethod
     async def _together(conn: asyncpg.Connection, tx: _PgTx, ops: list[Op]) -> list | None:
@@ -113,6 +143,11 @@ class PgLedger(GroupCommit):
             return False, exc
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        self._closed = True  # a flush still queued fails instead of opening a new pool
+        async with self._lock:  # let a flush in progress finish
+            if self._pool is not None:
+                if self._flusher is not None:
+                    await self._pool.release(self._flusher)
+                    self._flusher = None
+                await self._pool.close()
+                self._pool = None

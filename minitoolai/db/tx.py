@@ -15,6 +15,7 @@ with `:name` parameters and run by whichever executor suits the database:
 from __future__ import annotations
 
 import asyncio
+import math
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -129,13 +130,18 @@ class GroupCommit:
 
     def __init__(self) -> None:
         self._lock = asyncio.Lock()
-        self._batch: list[tuple[Op, asyncio.Future]] = []
+        self._batch: list[tuple[float, Op, asyncio.Future]] = []
 
-    async def run(self, op: Op) -> Any:
+    async def run(self, op: Op, order: int | None = None) -> Any:
         """Run `op` in a write transaction shared with the other ops of this loop turn;
-        an op that raises gets its exception and commits nothing, the others commit."""
+        an op that raises gets its exception and commits nothing, the others commit.
+
+        `order` is the account the op locks: a batch runs its ops by account, as every
+        other transaction that touches several accounts does, so that two batches (two
+        server processes on one PostgreSQL) never wait on each other's rows in a cycle.
+        Ops without one (hold renewals) run last."""
         future = asyncio.get_running_loop().create_future()
-        self._batch.append((op, future))
+        self._batch.append((math.inf if order is None else order, op, future))
         if len(self._batch) == 1:
             asyncio.get_running_loop().create_task(self._flush())
         return await future
@@ -146,17 +152,22 @@ class GroupCommit:
     async def _flush(self) -> None:
         async with self._lock:
             batch, self._batch = self._batch, []
+            batch.sort(key=lambda entry: entry[0])  # stable: same account, same order
             try:
-                outcomes = await self._execute([op for op, _ in batch])
-            except BaseException as exc:  # the transaction itself failed: nothing was written
-                for _, future in batch:
+                outcomes = await self._execute([op for _, op, _ in batch])
+            except BaseException as exc:
+                # the transaction itself failed or was interrupted (shutdown): the callers
+                # get the error. An op that did commit (PostgreSQL's reruns commit one by
+                # one) is safe to report failed: a settle run again finds no hold, and a
+                # reserve's hold nobody uses is released by the sweeper.
+                for _, _, future in batch:
                     if not future.done():
                         future.set_exception(exc if isinstance(exc, Exception)
                                              else RuntimeError("ledger transaction aborted"))
                 if not isinstance(exc, Exception):
                     raise
                 return
-        for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+        for (_, _, future), (ok, value) in zip(batch, outcomes, strict=True):
             if future.done():  # its caller was cancelled: the op is committed regardless
                 continue
             if ok:

@@ -92,7 +92,8 @@ class ImagesService:
             # no job exists: give the holds back now (the sweeper would, hours later)
             for row in rows:
                 await asyncio.shield(release(self.db, row["request_id"], UsageRecord(
-                    endpoint=endpoint, model=row["model"], status="error")))
+                    endpoint=endpoint, model=row["model"], status="error"),
+                    account_id=row["account_id"]))
             raise
         self._queued_count += len(rows)
         self.wake.set()

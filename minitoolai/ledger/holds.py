@@ -134,7 +134,7 @@ async def reserve(
     now = utcnow()
     expires_at = now + timedelta(seconds=ttl_seconds)
 
-    async def hold(tx: Tx) -> None:
+    async def hold(tx: Tx) -> str | None:
         params = {"id": request_id, "account_id": account_id, "key_id": key_id,
                   "amount": amount, "kind": kind, "now": tx.stamp(now),
                   "expires_at": tx.stamp(expires_at)}
@@ -146,12 +146,15 @@ async def reserve(
             if key_ok:
                 await tx.execute(INSERT_HOLD, params)
         if not account_ok:
+            # nothing was written: answer the refusal instead of raising, so that the
+            # ops grouped with this one commit as they are (an exception would undo the
+            # whole batch on PostgreSQL, see db/pg_ledger.py)
             row = await tx.fetchone(ACCOUNT_CREDIT, params)
             balance, held = (row[0], row[1]) if row else (0, 0)
-            raise InsufficientCredit(
-                f"insufficient credit: available balance ${format_usd(balance - held)}"
-                f" (balance ${format_usd(balance)}, held ${format_usd(held)}), this request"
-                f" needs a hold of ${format_usd(amount)}. Top up your credit to continue.")
+            return (f"insufficient credit: available balance ${format_usd(balance - held)}"
+                    f" (balance ${format_usd(balance)}, held ${format_usd(held)}), this"
+                    f" request needs a hold of ${format_usd(amount)}. Top up your credit to"
+                    " continue.")
         if not key_ok:
             row = await tx.fetchone(KEY_SPENDING, params)
             limit, spent = (row[0] or 0, row[1]) if row else (0, 0)
@@ -160,15 +163,21 @@ async def reserve(
                 f"this API key's spending limit of ${format_usd(limit)} would be exceeded"
                 f" (spent ${format_usd(spent)}, this request needs a hold of"
                 f" ${format_usd(amount)})", code="key_spend_limit")
+        return None
 
-    await db.run_ledger(hold)
+    refusal = await db.run_ledger(hold, order=account_id)
+    if refusal is not None:
+        raise InsufficientCredit(refusal)
     return Hold(request_id, account_id, key_id, amount)
 
 
-async def settle(db: Database, request_id: str, cost: int, record: UsageRecord) -> int | None:
+async def settle(db: Database, request_id: str, cost: int, record: UsageRecord, *,
+                 account_id: int | None) -> int | None:
     """Charge `cost` (capped at the hold) and release the rest. Returns the amount charged,
-    or None when the hold was already settled or swept (nothing is charged twice)."""
-    return await db.run_ledger(lambda tx: settle_tx(tx, request_id, cost, record))
+    or None when the hold was already settled or swept (nothing is charged twice).
+    `account_id` is the hold's account, for the order of locks (GroupCommit.run)."""
+    return await db.run_ledger(lambda tx: settle_tx(tx, request_id, cost, record),
+                               order=account_id)
 
 
 async def settle_in(conn, request_id: str, cost: int, record: UsageRecord) -> int | None:
@@ -220,6 +229,7 @@ async def _settle_pg(tx: Tx, request_id: str, cost: int, record: UsageRecord) ->
     return charge
 
 
-async def release(db: Database, request_id: str, record: UsageRecord) -> int | None:
+async def release(db: Database, request_id: str, record: UsageRecord, *,
+                  account_id: int | None) -> int | None:
     """Give the whole hold back (the work failed); the usage record keeps the failure."""
-    return await settle(db, request_id, 0, record)
+    return await settle(db, request_id, 0, record, account_id=account_id)

@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 
 async def sweep_expired(db: Database, *, kinds: tuple[str, ...] | None = None) -> int:
     """Release every expired hold; returns how many were released."""
-    query = select(holds.c.id, holds.c.kind).where(holds.c.expires_at < utcnow())
+    query = (select(holds.c.id, holds.c.kind, holds.c.account_id)
+             .where(holds.c.expires_at < utcnow()).order_by(holds.c.account_id))
     if kinds:
         query = query.where(holds.c.kind.in_(kinds))
     async with db.read() as conn:
@@ -25,7 +26,7 @@ async def sweep_expired(db: Database, *, kinds: tuple[str, ...] | None = None) -
     released = 0
     for row in expired:
         record = UsageRecord(endpoint=row.kind, model="(expired hold)", status="expired")
-        if await release(db, row.id, record) is not None:
+        if await release(db, row.id, record, account_id=row.account_id) is not None:
             released += 1
         await asyncio.sleep(0)  # thousands of releases must not starve the event loop
     if released:

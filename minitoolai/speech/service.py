@@ -190,7 +190,8 @@ class SpeechService:
         except BaseException as exc:
             if stream is not None:
                 await stream.aclose()
-            await self._settle_later(release(db, request_id, record("error")), request_id)
+            await self._settle_later(release(db, request_id, record("error"),
+                                             account_id=principal.account_id), request_id)
             if isinstance(exc, EngineError):
                 raise EngineFailed(f"the speech engine failed: {exc}") from None
             raise
@@ -200,7 +201,8 @@ class SpeechService:
                 await stream.aclose()  # stops a local engine still speaking
             finally:
                 charged = cost if status in ("ok", "cancelled") else 0
-                await settle(db, request_id, charged, record(status))
+                await settle(db, request_id, charged, record(status),
+                             account_id=principal.account_id)
 
         headers = {"X-Request-Id": request_id, "X-Characters": str(characters),
                    "X-Cost-USD": format_usd(cost)}

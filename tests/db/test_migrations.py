@@ -85,8 +85,8 @@ async def test_open_holds_survive_the_lean_holds_table(empty_database):
             indexes = await conn.run_sync(lambda sync: sa.inspect(sync).get_indexes("holds"))
         assert indexes == []
         record = UsageRecord(endpoint="test", model="m")
-        assert await settle(db, "before", 1_500, record) == 1_500
-        assert await settle(db, "before", 1_500, record) is None
+        assert await settle(db, "before", 1_500, record, account_id=account.id) == 1_500
+        assert await settle(db, "before", 1_500, record, account_id=account.id) is None
         assert await verify(db) == []
         async with db.read() as conn:
             balance, held = (await conn.execute(

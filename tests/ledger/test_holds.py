@@ -23,7 +23,7 @@ async def test_settle_charges_cost_and_releases_rest(db, database_url):
                   amount=600_000, kind="chat", ttl_seconds=60)
     account = await get_account(db, customer.account_id)
     assert (account.balance, account.held) == (1_000_000, 600_000)
-    assert await settle(db, "r1", 4_500, RECORD) == 4_500
+    assert await settle(db, "r1", 4_500, RECORD, account_id=customer.account_id) == 4_500
     account = await get_account(db, customer.account_id)
     assert (account.balance, account.held) == (995_500, 0)
     assert await verify(db) == []
@@ -33,8 +33,8 @@ async def test_settle_twice_charges_once(db, database_url):
     customer = await make_customer(database_url, 1_000_000)
     await reserve(db, request_id="r2", account_id=customer.account_id, key_id=customer.key_id,
                   amount=10_000, kind="chat", ttl_seconds=60)
-    assert await settle(db, "r2", 7_000, RECORD) == 7_000
-    assert await settle(db, "r2", 7_000, RECORD) is None
+    assert await settle(db, "r2", 7_000, RECORD, account_id=customer.account_id) == 7_000
+    assert await settle(db, "r2", 7_000, RECORD, account_id=customer.account_id) is None
     assert (await get_account(db, customer.account_id)).balance == 993_000
     assert await verify(db) == []
 
@@ -43,7 +43,7 @@ async def test_charge_never_exceeds_hold(db, database_url):
     customer = await make_customer(database_url, 1_000_000)
     await reserve(db, request_id="r3", account_id=customer.account_id, key_id=None,
                   amount=10_000, kind="chat", ttl_seconds=60)
-    assert await settle(db, "r3", 50_000, RECORD) == 10_000
+    assert await settle(db, "r3", 50_000, RECORD, account_id=customer.account_id) == 10_000
     assert (await get_account(db, customer.account_id)).balance == 990_000
 
 
@@ -67,7 +67,7 @@ async def test_key_spend_limit_is_enforced(db, database_url):
     assert info.value.code == "key_spend_limit"
     # the refused reserve rolled back the account's hold too
     assert (await get_account(db, customer.account_id)).held == 5_000
-    await release(db, "r5", RECORD)
+    await release(db, "r5", RECORD, account_id=customer.account_id)
     assert await verify(db) == []
 
 
@@ -109,7 +109,7 @@ async def test_key_limit_refusals_in_one_batch_undo_their_account_hold(db, datab
     assert (await get_account(db, customer.account_id)).held == 5_000
     for i, served in enumerate(results):
         if served:
-            assert await settle(db, f"k{i}", 700, RECORD) == 700
+            assert await settle(db, f"k{i}", 700, RECORD, account_id=customer.account_id) == 700
     account = await get_account(db, customer.account_id)
     assert (account.balance, account.held) == (1_000_000 - 5 * 700, 0)
     assert await verify(db) == []
@@ -132,7 +132,8 @@ async def test_two_servers_never_overspend_a_balance_or_a_key_limit(database_url
         except InsufficientCredit:
             return 0
         await asyncio.sleep(0)
-        return await settle(db, f"t{i}", 1_000 if i % 3 else 400, RECORD)
+        return await settle(db, f"t{i}", 1_000 if i % 3 else 400, RECORD,
+                            account_id=customer.account_id)
 
     try:
         charges = await asyncio.gather(*(one(i) for i in range(120)))

@@ -18,7 +18,8 @@ async def test_tracked_holds_survive_the_sweeper(db, database_url):
     keeper.track("live")
     assert await keeper.renew() == 1
     assert await sweep_expired(db) == 1  # only the untracked one (a dead process's)
-    assert await settle(db, "live", 700, UsageRecord(endpoint="x", model="m")) == 700
+    assert await settle(db, "live", 700, UsageRecord(endpoint="x", model="m"),
+                        account_id=customer.account_id) == 700
     keeper.forget("live")
     assert keeper.live == 0
     assert await verify(db) == []
