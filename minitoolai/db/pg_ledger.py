@@ -7,10 +7,12 @@ the ops of one event-loop turn share one transaction (and one WAL flush) on a co
 our own, each statement a prepared asyncpg statement.
 
 PostgreSQL aborts a whole transaction on any error, and a savepoint per op would cost two
-more round trips each. So a batch runs without them: if any op raises (an insufficient
-credit is an exception too), the batch rolls back and each of its ops runs again alone, in
-a transaction of its own, and gets its own result. Nothing of a failed batch is ever
-committed, so no op is applied twice.
+more round trips each. So a batch runs without them: if any op raises (a key's spending
+limit refusing after its account's hold applied; a reserve refused for lack of credit
+writes nothing and returns instead), the batch rolls back and each of its ops runs again
+alone, in a transaction of its own, and gets its own result. Nothing of a failed batch is
+ever committed, so no op is applied twice. A batch takes its accounts' row locks in id
+order (GroupCommit), like every other transaction on several accounts.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import asyncpg
 from minitoolai.db.tx import GroupCommit, Op, Outcome
 
 _NAME = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")  # `:name`, not a `::type` cast
+# bounded by the statements in the code (the hold keeper's IN lists: at most 500 shapes)
 _statements: dict[str, tuple[str, tuple[str, ...]]] = {}
 
 

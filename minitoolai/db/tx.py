@@ -1,15 +1,18 @@
-"""A minimal transaction interface for the ledger's hot statements, with two executors.
+"""A minimal transaction interface for the ledger's hot statements, and its executors.
 
 The ledger's reserve and settle run on every request, so they are written once as plain SQL
-with `:name` parameters and run by whichever executor suits the database:
+with `:name` parameters and run by whichever executor suits the database. `GroupCommit`
+runs the ops of one event-loop turn in one transaction; its two kinds:
 
 - `InlineSQLite`: one sqlite3 connection used directly on the event loop. A SQLite write
   transaction of a few statements takes tens of microseconds, far less than handing it to a
   thread and back (aiosqlite), which under load costs milliseconds of GIL hand-offs. It never
   blocks the loop on a lock: BEGIN IMMEDIATE is tried without a busy timeout and retried
   with asyncio.sleep while another connection (a CLI, a worker) holds the write lock.
-- `SATx`: an SQLAlchemy AsyncConnection (PostgreSQL, or a transaction the caller already
-  holds, such as an image job's change of state).
+- `PgLedger` (db/pg_ledger.py): a raw asyncpg connection on PostgreSQL.
+
+and `SATx`: an SQLAlchemy AsyncConnection, for a transaction the caller already holds (an
+image job's change of state that must commit with its charge).
 """
 
 from __future__ import annotations
@@ -252,7 +255,8 @@ class InlineSQLite(GroupCommit):
                         conn.execute("RELEASE op")
                 except Exception as exc:  # this op's own failure: undo it alone
                     if alone:
-                        conn.execute("ROLLBACK")
+                        if conn.in_transaction:  # SQLite may have rolled back already
+                            conn.execute("ROLLBACK")
                     else:
                         conn.execute("ROLLBACK TO op")
                         conn.execute("RELEASE op")

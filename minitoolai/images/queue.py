@@ -60,7 +60,8 @@ _CLAIM_COLUMNS = [image_jobs.c[name] for name in ClaimedJob.__slots__]
 
 # The hot path (submit, claim, renew, complete, fail) is plain SQL run by the ledger's
 # executor (db.ledger(): an inline sqlite3 connection on SQLite, no thread hand-off per
-# statement), so a job's change of state and its settlement share one transaction.
+# statement; a raw asyncpg connection on PostgreSQL), so a job's change of state and its
+# settlement share one transaction.
 JOB_COLUMNS = ", ".join(ClaimedJob.__slots__)
 INSERT_COLUMNS = ("id", "request_id", "account_id", "key_id", "endpoint", "model", "prompt",
                   "negative_prompt", "scheduler", "steps", "cfg_scale", "width", "height",
