@@ -18,6 +18,7 @@ from minitoolai.accounts.store import create_account, set_account_flags
 from minitoolai.app import create_app
 from minitoolai.dashboard.passwords import set_password
 from minitoolai.db.engine import Database
+from minitoolai.ledger.credits import add_credit
 from tests.dashboard.fake_stripe import FakeStripe
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.servers import ThreadedServer, free_port
@@ -79,8 +80,9 @@ def arun(coro):
 
 
 async def make_user(database_url: str, *, admin: bool = False, email: str | None = None,
-                    password: str = PASSWORD) -> tuple[int, str]:
-    """An account with a dashboard password (and the admin role); returns (id, email)."""
+                    password: str = PASSWORD, credit_nano: int = 0) -> tuple[int, str]:
+    """An account with a dashboard password (the admin role, some credit); returns (id,
+    email)."""
     db = Database(database_url, pool_size=1)
     try:
         email = email or f"{'admin' if admin else 'user'}-{uuid.uuid4().hex[:8]}@example.com"
@@ -88,6 +90,8 @@ async def make_user(database_url: str, *, admin: bool = False, email: str | None
         await set_password(db, account.id, password)
         if admin:
             await set_account_flags(db, account.id, is_admin=True)
+        if credit_nano:
+            await add_credit(db, account.id, credit_nano, note="test")
     finally:
         await db.dispose()
     return account.id, email

@@ -9,21 +9,10 @@ from sqlalchemy import select
 
 from minitoolai.db.engine import Database
 from minitoolai.db.tables import accounts, usage
-from minitoolai.ledger.credits import add_credit
 from tests.conftest import assert_ledger_ok
 from tests.dashboard.conftest import arun, log_in_page, make_user
 
 IMAGE_PRICE = 1_500_000  # the seed's $0.0015
-
-
-async def _funded_user(database_url: str) -> tuple[int, str]:
-    account_id, email = await make_user(database_url)
-    db = Database(database_url, pool_size=1)
-    try:
-        await add_credit(db, account_id, 1_000_000_000, note="test")
-    finally:
-        await db.dispose()
-    return account_id, email
 
 
 async def _usage(database_url: str, account_id: int):
@@ -40,7 +29,7 @@ async def _usage(database_url: str, account_id: int):
 
 
 def test_image_job_shows_its_picture(live, new_page, database_url, tmp_path):
-    account_id, email = arun(_funded_user(database_url))
+    account_id, email = arun(make_user(database_url, credit_nano=1_000_000_000))
     page = new_page()
     log_in_page(page, live.url, email)
     page.goto(live.url + "/playground")
@@ -70,7 +59,7 @@ def test_image_job_shows_its_picture(live, new_page, database_url, tmp_path):
 
 
 def test_speech_plays_in_the_page(live, new_page, database_url):
-    account_id, email = arun(_funded_user(database_url))
+    account_id, email = arun(make_user(database_url, credit_nano=1_000_000_000))
     page = new_page()
     log_in_page(page, live.url, email)
     page.goto(live.url + "/playground")

@@ -9,7 +9,6 @@ import requests
 
 from minitoolai.accounts.store import list_keys
 from minitoolai.db.engine import Database
-from minitoolai.ledger.credits import add_credit
 from tests.conftest import assert_ledger_ok
 from tests.dashboard.conftest import login, make_user, page_token
 
@@ -26,12 +25,7 @@ async def _keys(database_url: str, account_id: int):
 
 
 async def test_spending_limit_set_in_the_dashboard_is_enforced(live, database_url):
-    account_id, email = await make_user(database_url)
-    db = Database(database_url, pool_size=1)
-    try:
-        await add_credit(db, account_id, 1_000_000_000, note="test")
-    finally:
-        await db.dispose()
+    account_id, email = await make_user(database_url, credit_nano=1_000_000_000)
     http = login(live.url, email)
     token = page_token(http, live.url + "/keys")
     created = http.post(live.url + "/keys", data={"csrf_token": token, "name": "ci",

@@ -12,7 +12,6 @@ from minitoolai.app import create_app
 from minitoolai.dashboard.playground_key import playground_key_id
 from minitoolai.db.engine import Database
 from minitoolai.db.tables import usage
-from minitoolai.ledger.credits import add_credit
 from tests.conftest import assert_ledger_ok
 from tests.dashboard.conftest import login, make_user, page_token
 from tests.servers import ThreadedServer
@@ -42,12 +41,7 @@ async def _keys_and_usage(database_url: str, account_id: int):
 
 
 async def test_chat_streams_and_charges_the_playground_key(live, database_url):
-    account_id, email = await make_user(database_url)
-    db = Database(database_url, pool_size=1)
-    try:
-        await add_credit(db, account_id, 100_000_000, note="test")
-    finally:
-        await db.dispose()
+    account_id, email = await make_user(database_url, credit_nano=100_000_000)
     http = login(live.url, email)
     token = page_token(http, live.url + "/playground")
     response = _post(http, live.url + "/playground/chat", CHAT, token)
