@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from minitoolai.catalog import Model
 from minitoolai.errors import InvalidRequest, ServiceUnavailable
-from minitoolai.speech.audio import FORMATS
+from minitoolai.speech.formats import FORMATS
 
 MIN_SPEED = 0.25
 MAX_SPEED = 4.0
