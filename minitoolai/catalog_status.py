@@ -1,9 +1,10 @@
-"""What `minitoolai models` prints: the catalog with prices and availability, computed
-from the configuration alone (no server needs to run)."""
+"""The catalog's availability: what `minitoolai models` prints (computed from the
+configuration and the installed packages alone, no server needs to run), and what a running
+server can serve and why not (`/api/models/`, the dashboard, the 503 of an unavailable model)."""
 
 from __future__ import annotations
 
-from minitoolai.catalog import build_catalog
+from minitoolai.catalog import Model, build_catalog
 from minitoolai.chat import lifecycle as chat_lifecycle
 from minitoolai.config import Settings
 from minitoolai.images import lifecycle as images_lifecycle
@@ -15,6 +16,31 @@ _AVAILABILITY = {
     "image": images_lifecycle.availability,
     "speech": speech_lifecycle.availability,
 }
+
+
+def configured_availability(settings: Settings, model) -> tuple[bool, str]:
+    """Whether the configuration and the installed packages let this model be served, and a
+    note for the operator (with the install command when an extra is missing)."""
+    return _AVAILABILITY[model.kind](settings, model)
+
+
+def is_available(runtime, model: Model) -> bool:
+    """Whether a request for this model can be served right now by this server."""
+    service = {"chat": runtime.chat, "image": runtime.images, "speech": runtime.speech}[model.kind]
+    if service is None:
+        return False
+    return service.is_available(model)
+
+
+def unavailable_reason(runtime, model: Model) -> str | None:
+    """Why this server cannot serve the model now, in words for whoever asked (None when it
+    can): a missing extra names the pip command that installs it."""
+    if is_available(runtime, model):
+        return None
+    configured, note = configured_availability(runtime.settings, model)
+    if configured:  # installed and configured, yet not running: its start failed
+        return f"{note}, but it did not start on this server (see the server's log)"
+    return note
 
 
 def price_text(model) -> str:
@@ -33,6 +59,6 @@ def catalog_rows(settings: Settings) -> list[tuple[str, str, str, str, str]]:
     speech_lifecycle.extend_catalog(settings, catalog)
     rows = []
     for model in catalog:
-        available, note = _AVAILABILITY[model.kind](settings, model)
+        available, note = configured_availability(settings, model)
         rows.append((model.id, model.kind, price_text(model), "yes" if available else "no", note))
     return rows

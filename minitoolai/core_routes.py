@@ -7,6 +7,7 @@ from starlette.requests import Request
 
 from minitoolai.accounts.store import get_account
 from minitoolai.catalog import Model
+from minitoolai.catalog_status import unavailable_reason
 from minitoolai.http import authenticate, json_response, runtime_of
 from minitoolai.money import format_usd, to_usd
 
@@ -37,10 +38,13 @@ async def balance(request: Request):
     })
 
 
-def describe_model(model: Model, available: bool) -> dict:
-    """One catalog entry as `/api/models/` shows it, prices in USD (strings, exact)."""
+def describe_model(model: Model, unavailable: str | None) -> dict:
+    """One catalog entry as `/api/models/` shows it, prices in USD (strings, exact);
+    `unavailable` is why this server cannot serve it now (None when it can)."""
     entry = {"id": model.id, "object": "model", "kind": model.kind, "owned_by": model.owned_by,
-             "available": available}
+             "available": unavailable is None}
+    if unavailable is not None:
+        entry["unavailable_reason"] = unavailable
     if model.kind == "chat":
         entry["pricing"] = {
             "input_per_1m_tokens": str(to_usd(model.input_nano * 1_000_000)),
@@ -56,17 +60,9 @@ def describe_model(model: Model, available: bool) -> dict:
     return entry
 
 
-def is_available(runtime, model: Model) -> bool:
-    """Whether a request for this model can be served right now by this server."""
-    service = {"chat": runtime.chat, "image": runtime.images, "speech": runtime.speech}[model.kind]
-    if service is None:
-        return False
-    return service.is_available(model)
-
-
 async def models(request: Request):
     runtime = runtime_of(request)
-    data = [describe_model(m, is_available(runtime, m)) for m in runtime.catalog]
+    data = [describe_model(m, unavailable_reason(runtime, m)) for m in runtime.catalog]
     return json_response({"object": "list", "data": data})
 
 

@@ -13,10 +13,16 @@ from minitoolai.money import per_unit_nano
 log = logging.getLogger(__name__)
 
 
-def default_model_id(settings) -> str:
-    """The model the quick start's curl command uses: the built-in local one when there."""
-    local = local_model_settings(settings)
-    return local[0].id if local else "gpt-4o-mini"
+def default_model_id(settings) -> str | None:
+    """The model the quick start's curl command uses: the built-in local one when it can run,
+    else the seed's gpt-4o-mini when its upstream is configured; None when neither is."""
+    for cfg in local_model_settings(settings):
+        if problem(cfg) is None:
+            return cfg.id
+    if settings.chat.providers.get("openai") is not None and \
+            OpenAICompatibleProvider("openai", settings.chat.providers["openai"]).configured:
+        return "gpt-4o-mini"
+    return None
 
 
 def extend_catalog(settings, catalog) -> None:

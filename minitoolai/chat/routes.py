@@ -8,7 +8,8 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.routing import Route
 
-from minitoolai.core_routes import both, is_available
+from minitoolai.catalog_status import is_available
+from minitoolai.core_routes import both
 from minitoolai.errors import NotFound
 from minitoolai.http import authenticate, json_response, read_json, runtime_of
 

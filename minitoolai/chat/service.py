@@ -59,9 +59,12 @@ class ChatService:
             default_max_tokens=settings.chat.default_max_completion_tokens)
         routes = self.routes_for(request.model)
         if not routes:
+            # imported here: the catalog's status module imports this one (cold path)
+            from minitoolai.catalog_status import unavailable_reason
+
             raise ServiceUnavailable(
-                f"no provider is configured for the model {request.model.id!r}; the operator"
-                f" must configure the {request.model.provider!r} provider",
+                f"the model {request.model.id!r} is not available on this server:"
+                f" {unavailable_reason(self.runtime, request.model)}",
                 param="model", code="no_provider")
         prompt_bound = prompt_token_bound(request, text_bytes, images,
                                           settings.chat.per_message_token_overhead)

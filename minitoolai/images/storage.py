@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 
 from minitoolai.clock import utcnow
+from minitoolai.errors import ConfigError
 
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]{32}\.png$")
 FILES_PATH = "/api/texttoimage/files/"
@@ -67,8 +68,12 @@ class LocalStorage:
 
 class S3Storage:
     def __init__(self, settings) -> None:
-        import boto3  # optional dependency: the `images` extra
-        from botocore.config import Config
+        try:
+            import boto3  # optional dependency: the `images` extra
+            from botocore.config import Config
+        except ImportError:
+            raise ConfigError("images.storage = 's3' needs boto3:"
+                              " pip install 'minitoolai[images]'") from None
 
         s3 = settings.s3
         self.bucket = s3.bucket

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from minitoolai.catalog import Model
+from minitoolai.catalog_status import unavailable_reason
 from minitoolai.errors import InvalidRequest, ServiceUnavailable
 from minitoolai.speech.formats import FORMATS
 
@@ -101,8 +102,9 @@ def parse_speech(body, service, *, openai_style: bool) -> SpeechRequest:
                              code="unsupported_value")
 
     if not service.is_available(model):
-        raise ServiceUnavailable(f"speech model {model.id!r} is not available on this server",
-                                 code="model_unavailable")
+        raise ServiceUnavailable(f"the speech model {model.id!r} is not available on this"
+                                 f" server: {unavailable_reason(service.runtime, model)}",
+                                 param="model", code="model_unavailable")
     voice = _string(body, "voice", openai_style, service.default_voice(model))
     engine_voice = service.check_voice(model, voice)
     return SpeechRequest(model=model, input=text, voice=voice, engine_voice=engine_voice,

