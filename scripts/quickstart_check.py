@@ -75,8 +75,13 @@ def install(work: Path, install_cmd: str) -> tuple[Path, float]:
     say(f"in a fresh venv: {install_cmd}")
     started = time.monotonic()
     # run from the checkout (the command installs '.'), with the venv's python3 first on PATH
-    done = subprocess.run(["bash", "-c", install_cmd + " -q"], cwd=ROOT, env=clean_env(venv))
+    done = subprocess.run(["bash", "-c", install_cmd + " -q"], cwd=ROOT, env=clean_env(venv),
+                          stderr=subprocess.PIPE, text=True)
     took = time.monotonic() - started
+    # pip's configuration on some machines names local index folders that do not exist, and
+    # pip warns about each for every package: keep the rest of what it says
+    print("".join(line for line in done.stderr.splitlines(keepends=True)
+                  if not line.startswith("WARNING: Location 'file:")), end="", flush=True)
     if done.returncode != 0:
         fail(f"install failed ({done.returncode}): {install_cmd}")
     say(f"installed in {took:.0f} s")
