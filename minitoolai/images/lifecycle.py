@@ -75,15 +75,24 @@ async def run_standalone_worker(settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
-    tasks = [asyncio.create_task(w.run(), name=w.name)
-             for w in _workers(service, settings.images.standalone_workers, "worker")]
+    workers = _workers(service, settings.images.standalone_workers, "worker")
+    tasks = [asyncio.create_task(w.run(), name=w.name) for w in workers]
     # the operator's confirmation (and the point from which SIGTERM stops it cleanly)
     print(f"minitoolai worker: {len(tasks)} loop(s) serving"
           f" {', '.join(sorted(service.backends))}; stop with Ctrl-C or SIGTERM", flush=True)
     try:
         await stopping.wait()
     finally:
-        for task in tasks:
+        # drain: no new job, the running batches may finish; past the drain time they are
+        # cancelled and hand their jobs back to the queue (see Worker._run_batch)
+        for w in workers:
+            w.stop()
+        drain = settings.images.stop_drain_seconds
+        _, pending = await asyncio.wait(tasks, timeout=drain)
+        if pending:
+            print(f"minitoolai worker: {len(pending)} batch(es) still running after {drain:g}"
+                  " s; handing their jobs back to the queue", flush=True)
+        for task in pending:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await stop(runtime)

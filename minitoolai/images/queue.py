@@ -80,6 +80,9 @@ MARK_SUCCESS = ("UPDATE image_jobs SET state = 'success', image_key = :image_key
                 " lease_expires_at = NULL, error = NULL" + _MINE)
 MARK_REQUEUED = ("UPDATE image_jobs SET state = 'queued', lease_token = NULL,"
                  " lease_expires_at = NULL, error = :error" + _MINE)
+# a job handed back by a stopping worker was not really attempted: its attempt is undone
+HAND_BACK = ("UPDATE image_jobs SET state = 'queued', attempts = attempts - 1,"
+             " lease_token = NULL, lease_expires_at = NULL, error = :error" + _MINE)
 MARK_FAILED = ("UPDATE image_jobs SET state = 'error', error = :error, finished_at = :now,"
                " lease_token = NULL, lease_expires_at = NULL" + _MINE)
 
@@ -254,6 +257,18 @@ async def fail(db: Database, token: str, jobs: list[ClaimedJob], reason: str, *,
                 await tx.execute(MARK_REQUEUED, params)
             elif await tx.execute(MARK_FAILED, params) == 1:
                 await settle_tx(tx, job.request_id, 0, _usage(job, images=0, status="error"))
+
+
+async def hand_back(db: Database, token: str, jobs: list[ClaimedJob]) -> int:
+    """A stopping worker gives its unfinished jobs back to the queue now (another worker
+    takes them at once instead of after the lease lapses). Returns how many it still held."""
+    async with db.ledger() as tx:
+        handed = 0
+        for job in jobs:
+            handed += await tx.execute(HAND_BACK, {
+                "id": job.id, "token": token,
+                "error": "the worker running this job was stopped; queued again"})
+    return handed
 
 
 async def recover(db: Database, *, max_attempts: int, queue_timeout_seconds: int) -> int:

@@ -80,6 +80,9 @@ class ImagesSettings(BaseModel):
     poll_interval_seconds: float = Field(0.5, gt=0)  # idle workers look for jobs this often
     lease_seconds: float = Field(120.0, ge=1)  # renewed while the job runs
     max_attempts: int = Field(3, ge=1)  # runs of one job before it fails for good
+    # on SIGTERM a worker takes no new job and lets the running batch finish this long; past
+    # it the batch's jobs go back to the queue at once (not after their lease lapses)
+    stop_drain_seconds: float = Field(30.0, ge=0)
     max_queued: int = Field(10_000, ge=1)  # submits beyond this answer 503
     queue_timeout_seconds: int = Field(3 * 3600, ge=10)  # a job queued longer fails, refunded
     hold_ttl_seconds: int = Field(6 * 3600, ge=60)  # must outlive queue + every attempt

@@ -40,10 +40,18 @@ class Worker:
             groups.setdefault(id(backend), (backend, []))[1].append(model)
         self.groups = list(groups.values())
         self._next_recover = 0.0
+        self._stopping = False
+
+    def stop(self) -> None:
+        """Take no new job; `run` returns once the batch in hand (if any) is done."""
+        self._stopping = True
+        if self.wake is not None:
+            self.wake.set()
 
     async def run(self, *, burst: bool = False) -> None:
-        """Work until cancelled; burst: stop when the queue has nothing for us."""
-        while True:
+        """Work until stopped or cancelled; burst: stop when the queue has nothing for us.
+        Cancelled mid-batch, the batch's jobs go back to the queue at once."""
+        while not self._stopping:
             try:
                 await self._maybe_recover()
                 worked = await self.run_once()
@@ -54,7 +62,7 @@ class Worker:
                 worked = 0
             if worked:
                 continue
-            if burst:
+            if burst or self._stopping:
                 return
             await self._idle()
 
@@ -84,6 +92,8 @@ class Worker:
         """Claim and run at most one batch per backend; returns how many jobs ran."""
         total = 0
         for backend, models in self.groups:
+            if self._stopping:
+                break
             token, jobs = await queue.claim(
                 self.db, models=models, max_batch=backend.max_batch,
                 lease_seconds=self.settings.lease_seconds,
@@ -104,6 +114,14 @@ class Worker:
             except Exception:  # the lease may still be renewed next time
                 log.exception("%s: renewing lease %s failed", self.name, token)
 
+    async def _hand_back(self, token: str, jobs: list) -> None:
+        try:
+            handed = await queue.hand_back(self.db, token, jobs)
+        except Exception:  # the database is away: the lease lapses and recover() requeues
+            log.exception("%s: handing back %d job(s) failed", self.name, len(jobs))
+            return
+        log.warning("%s: stopping; handed %d job(s) back to the queue", self.name, handed)
+
     async def _run_batch(self, backend, token: str, jobs: list) -> None:
         heartbeat = asyncio.create_task(self._heartbeat(token))
         try:
@@ -118,7 +136,11 @@ class Worker:
                     await self.storage.put(key, png)
                     stored.append((job, key))
             except asyncio.CancelledError:
-                raise  # shutting down: the lease lapses and the jobs run again elsewhere
+                # stopped past the drain time: hand the jobs back now, so that another
+                # worker runs them at once rather than after the lease lapses (a backend
+                # thread still running finishes into nothing: the lease is no longer ours)
+                await asyncio.shield(self._hand_back(token, jobs))
+                raise
             except Exception as exc:
                 retry = isinstance(exc, RETRYABLE)
                 detail = str(exc) or type(exc).__name__

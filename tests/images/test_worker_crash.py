@@ -1,5 +1,6 @@
 """A worker killed mid-job (a real `minitoolai worker` process, SIGKILL) leaves the job to
-run again, and it is charged once."""
+run again, and it is charged once; a worker stopped with SIGTERM finishes its job within the
+drain time, or hands it back to the queue at once."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from tests.images.conftest import PRICE, poll, submit
 from tests.images.fake_a1111 import FakeA1111
 
 
-def start_worker(settings, fake_url: str, log_path) -> subprocess.Popen:
+def start_worker(settings, fake_url: str, log_path, **images) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MINITOOLAI_")}
     env.update({
         "MINITOOLAI_DATABASE_URL": settings.database_url,
@@ -35,6 +36,7 @@ def start_worker(settings, fake_url: str, log_path) -> subprocess.Popen:
         "MINITOOLAI_IMAGES__POLL_INTERVAL_SECONDS": "0.1",
         "OPENAI_API_KEY": "",
     })
+    env.update({f"MINITOOLAI_IMAGES__{k.upper()}": str(v) for k, v in images.items()})
     return subprocess.Popen([sys.executable, "-m", "minitoolai.cli.main", "worker"], env=env,
                             stdout=log_path.open("w"), stderr=subprocess.STDOUT)
 
@@ -109,3 +111,89 @@ async def test_worker_process_stops_cleanly(database_url, image_settings, tmp_pa
              (tmp_path / "w.log").read_text(), what="the worker to start")
     process.send_signal(signal_number)
     assert process.wait(timeout=30) == 0, (tmp_path / "w.log").read_text()
+
+
+async def _job_and_charges(database_url, job_id):
+    db = Database(database_url, pool_size=1)
+    try:
+        async with db.read() as conn:
+            job = (await conn.execute(select(image_jobs).where(image_jobs.c.id == job_id))).one()
+            charges = (await conn.execute(select(func.count(), func.sum(
+                ledger_entries.c.amount)).where(ledger_entries.c.kind == "charge"))).one()
+    finally:
+        await db.dispose()
+    return job, tuple(charges)
+
+
+async def test_sigterm_lets_the_running_job_finish(database_url, image_settings, serve,
+                                                   tmp_path):
+    fake = FakeA1111().start()
+    process = None
+    try:
+        customer = await make_customer(database_url, parse_usd("1"))
+        settings = image_settings(images={
+            "models": {"realvision": {"backend": "a1111"}}, "a1111": {"base_url": fake.url}})
+        server = serve(settings, workers=False)
+        fake.hang_next = 1
+        ticket = submit(server.url, customer.key).json()
+        log = tmp_path / "worker.log"
+        process = start_worker(settings, fake.url, log, stop_drain_seconds=30)
+        wait_for(lambda: len(fake.requests) == 1, what="the worker's request")
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert process.poll() is None  # still draining: the job is running
+        fake.released.set()
+        assert process.wait(timeout=30) == 0, log.read_text()
+        body = poll(server.url, ticket["jobid"], ticket["signature"], timeout=10)
+        assert body["status"] == "success"
+        job, charges = await _job_and_charges(database_url, ticket["jobid"])
+        assert (job.attempts, charges) == (1, (1, -PRICE))
+        await assert_ledger_ok(database_url)
+    finally:
+        if process is not None and process.poll() is None:
+            process.kill()
+        fake.stop()
+
+
+async def test_sigterm_past_the_drain_time_hands_the_job_back_at_once(
+        database_url, image_settings, serve, tmp_path):
+    fake = FakeA1111().start()
+    processes = []
+    try:
+        customer = await make_customer(database_url, parse_usd("1"))
+        # a long lease: only the hand-back, not a lapsed lease, can requeue the job in time
+        settings = image_settings(images={
+            "models": {"realvision": {"backend": "a1111"}}, "a1111": {"base_url": fake.url},
+            "lease_seconds": 120})
+        server = serve(settings, workers=False)
+        fake.hang_next = 1  # the first run never answers
+        ticket = submit(server.url, customer.key).json()
+        first = tmp_path / "worker1.log"
+        processes.append(start_worker(settings, fake.url, first, lease_seconds=120,
+                                      stop_drain_seconds=1))
+        wait_for(lambda: len(fake.requests) == 1, what="the first worker's request")
+        stopped_at = time.monotonic()
+        processes[0].send_signal(signal.SIGTERM)
+        assert processes[0].wait(timeout=30) == 0, first.read_text()
+        assert time.monotonic() - stopped_at < 15
+        assert "handing their jobs back to the queue" in first.read_text()
+        job, charges = await _job_and_charges(database_url, ticket["jobid"])
+        assert (job.state, job.attempts, job.lease_token, charges) == \
+            ("queued", 0, None, (0, None))
+
+        processes.append(start_worker(settings, fake.url, tmp_path / "worker2.log",
+                                      lease_seconds=120))
+        body = poll(server.url, ticket["jobid"], ticket["signature"], timeout=60)
+        assert body["status"] == "success"
+        job, charges = await _job_and_charges(database_url, ticket["jobid"])
+        assert (job.attempts, charges) == (1, (1, -PRICE))
+        await assert_ledger_ok(database_url)
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+        fake.stop()
