@@ -16,7 +16,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from minitoolai import __version__
+from minitoolai import __version__, api_docs
 from minitoolai.chat import lifecycle as chat_lifecycle
 from minitoolai.chat.routes import HOT_ROUTES as chat_hot_routes
 from minitoolai.chat.routes import router as chat_router
@@ -137,7 +137,8 @@ def create_app(settings: Settings, *, migrate: bool = True, workers: bool = True
 
     app = GatewayApp(title="MiniToolAI", version=__version__, lifespan=lifespan,
                      hot_routes=chat_hot_routes, redirect_slashes=False,
-                     docs_url="/api/docs", redoc_url=None, openapi_url="/api/openapi.json")
+                     docs_url=None, redoc_url=None, openapi_url=api_docs.OPENAPI_PATH)
+    api_docs.install(app)
 
     @app.exception_handler(APIError)
     async def on_api_error(request: Request, exc: APIError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from starlette.requests import Request
-from starlette.responses import FileResponse
+from starlette.responses import FileResponse, Response
 
 from minitoolai.clock import as_utc, utcnow
 from minitoolai.core_routes import both
@@ -61,7 +61,10 @@ for _path in both("/api/texttoimage/"):
     router.add_api_route(_path, submit, methods=["POST"], include_in_schema=_path.endswith("/"))
 for _path in both("/api/texttoimage/jobs/"):
     router.add_api_route(_path, jobs, methods=["POST"], include_in_schema=_path.endswith("/"))
-router.add_api_route(FILES_PATH + "{key}", image_file, methods=["GET"], include_in_schema=False)
+router.add_api_route(FILES_PATH + "{key}", image_file, methods=["GET"],
+                     summary="An image made by a job (the job's image_url; no key needed)",
+                     response_class=Response,
+                     responses={200: {"content": {"image/png": {}}, "description": "The PNG"}})
 for _path in both("/v1/images/generations"):
     router.add_api_route(_path, generations, methods=["POST"],
                          include_in_schema=not _path.endswith("/"))
