@@ -11,7 +11,10 @@ A model whose tokenizer is unknown gets None, and the caller falls back to a bou
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
 import logging
+import os
 import threading
 from typing import Any
 
@@ -44,14 +47,30 @@ def encoding_for(model_name: str) -> str | None:
     return None
 
 
+def _rust_tokenizers():
+    """bpe-openai's compiled extension, loaded on its own: importing the `bpe_openai`
+    package would also build Python dicts of three vocabularies at import (about 65 MB and
+    2 s) that nothing here uses; the extension alone costs about 65 MB per vocabulary
+    loaded, and a third of a second."""
+    spec = importlib.util.find_spec("bpe_openai")  # finds, does not import
+    for folder in (spec.submodule_search_locations or ()) if spec else ():
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            path = os.path.join(folder, "_bindings" + suffix)
+            if os.path.isfile(path):
+                ext = importlib.util.spec_from_file_location("bpe_openai._bindings", path)
+                module = importlib.util.module_from_spec(ext)
+                ext.loader.exec_module(module)
+                return module
+    raise ImportError("bpe-openai (and its compiled tokenizer) is not installed")
+
+
 def tokenizer(encoding: str):
     """The loaded tokenizer (a `count(text) -> int` object), or None when bpe-openai is
     not installed or cannot load it."""
     with _lock:
         if encoding not in _loaded:
             try:
-                from bpe_openai import _bindings  # the Rust tokenizer, vocabulary built in
-                _loaded[encoding] = _bindings.tokenizer_for_encoding(encoding)
+                _loaded[encoding] = _rust_tokenizers().tokenizer_for_encoding(encoding)
             except Exception as exc:  # noqa: BLE001 - any failure: estimates fall back to bounds
                 log.warning("cannot load the %s tokenizer from bpe-openai (%s); estimates use"
                             " the byte bound instead", encoding, exc)
