@@ -80,7 +80,7 @@ async def test_a_hang_up_stops_the_producer_at_once_by_default():
         finally:
             produced.append("closed")
 
-    receive, send, sent = _client_leaving_after(2)
+    receive, send, _ = _client_leaving_after(2)
     await EventStreamResponse(chunks(), on_disconnect=lambda: told.append(True))(
         {"type": "http"}, receive, send)
     assert told == [True]
@@ -115,7 +115,7 @@ async def test_linger_ends_with_a_cancel_when_its_time_runs_out():
             outcome.append("cancelled")
             raise
 
-    receive, send, sent = _client_leaving_after(1)
+    receive, send, _ = _client_leaving_after(1)
     loop = asyncio.get_running_loop()
     started = loop.time()
     await EventStreamResponse(chunks(), linger=0.2)({"type": "http"}, receive, send)

@@ -239,9 +239,8 @@ async def _drain(relay: AsyncIterator[bytes], seconds: float) -> None:
 class _Meter:
     """What the gateway knows of one request, for its usage record."""
 
-    __slots__ = ("endpoint", "request", "account_id", "prompt_bound", "prompt_exact",
-                 "started", "hold", "image_tokens", "sent", "kept", "more_events",
-                 "client_gone")
+    __slots__ = ("account_id", "client_gone", "endpoint", "hold", "image_tokens", "kept",
+                 "more_events", "prompt_bound", "prompt_exact", "request", "sent", "started")
 
     def __init__(self, endpoint: str, request: ChatRequest, account_id: int, prompt_bound: int,
                  prompt_exact: int | None, started: float, hold: int,

@@ -131,13 +131,13 @@ def test_an_httpx_client_that_leaves_before_the_usage_pays_it(server, database_u
     """The same through httpx's streaming API: read the answer, close before the usage."""
     customer = run(make_customer(database_url, CREDIT))
     body = {"model": "gpt-5", "messages": MESSAGES, "max_completion_tokens": MAX_TOKENS}
-    with httpx.Client(base_url=server.url, timeout=10) as client:
-        with client.stream("POST", SEED, headers=customer.headers, json=body) as response:
-            assert response.status_code == 200
-            for line in response.iter_lines():
-                assert '"usage":{' not in line
-                if '"finish_reason":"stop"' in line:
-                    break
+    with httpx.Client(base_url=server.url, timeout=10) as client, \
+            client.stream("POST", SEED, headers=customer.headers, json=body) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            assert '"usage":{' not in line
+            if '"finish_reason":"stop"' in line:
+                break
     account, rows, charges = settled(database_url, customer.account_id, 1)
     assert [(r.status, r.estimated, r.cost) for r in rows] == [("cancelled", False, EXACT)]
     assert account.balance == CREDIT - EXACT and charges == (1, -EXACT)
@@ -191,7 +191,7 @@ def test_a_drain_that_runs_out_of_time_charges_the_hold(chat_settings, database_
     settings = chat_settings(chat={"drain_after_disconnect_seconds": 0.3})
     customer = run(make_customer(database_url, CREDIT))
     messages = [{"role": "user", "content": f"[reasoning:{REASONING}] [late_usage:3000] hi"}]
-    prompt_bound, hold = _hold(messages, MAX_TOKENS, GPT5_IN, GPT5_OUT)
+    _, hold = _hold(messages, MAX_TOKENS, GPT5_IN, GPT5_OUT)
     completed = upstream.completed
     body = {"model": "gpt-5", "messages": messages, "max_completion_tokens": MAX_TOKENS}
     with ThreadedServer(create_app(settings)) as live:
