@@ -11,6 +11,7 @@ an estimate counted with the model's own tokenizer.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 
@@ -20,8 +21,10 @@ import pytest
 from sqlalchemy import func, select
 
 from minitoolai.app import create_app
+from minitoolai.chat import lifecycle as chat_lifecycle
 from minitoolai.db.engine import Database
 from minitoolai.db.tables import accounts, ledger_entries, usage
+from minitoolai.runtime import Runtime
 from tests.conftest import assert_ledger_ok, make_customer, run
 from tests.fakes.openai_upstream import count_prompt_tokens
 from tests.servers import ThreadedServer
@@ -233,3 +236,43 @@ def test_an_upstream_that_breaks_off_is_estimated_with_the_models_tokenizer(serv
     assert rows[0].cost == expected and account.balance == CREDIT - expected
     assert charges == (1, -expected)
     run(assert_ledger_ok(database_url))
+
+
+@pytest.mark.parametrize("cancel", [False, True])
+async def test_a_response_dropped_before_it_began_still_pays_its_way(chat_settings,
+                                                                    database_url, cancel):
+    """The ASGI server fails the very first send (the client was already gone): nobody
+    iterates the relay, so the gateway reads the upstream itself (or, configured to cancel,
+    cuts it and charges the hold)."""
+    settings = chat_settings(chat={"cancel_upstream_on_disconnect": cancel})
+    runtime = Runtime.build(settings)
+    await chat_lifecycle.start(runtime)
+    try:
+        customer = await make_customer(database_url, CREDIT)
+        principal = await runtime.auth.authenticate(f"Bearer {customer.key}")
+        body = {"model": "gpt-5", "messages": MESSAGES, "max_completion_tokens": MAX_TOKENS}
+        response = await runtime.chat.respond(principal, body, endpoint=SEED,
+                                              openai_style=False)
+
+        async def receive():
+            await asyncio.sleep(3600)
+
+        async def send(message):
+            raise OSError("the client went away")
+
+        with pytest.raises(OSError):
+            await response({"type": "http"}, receive, send)
+        async with asyncio.timeout(15):  # the read and the settlement run in tasks
+            while runtime.holds.live:
+                await runtime.holds.drain()
+                await asyncio.sleep(0.01)
+        account, rows, charges = await _state(database_url, customer.account_id)
+    finally:
+        await chat_lifecycle.stop(runtime)
+        await runtime.db.dispose()
+    _, hold = _hold(MESSAGES, MAX_TOKENS, GPT5_IN, GPT5_OUT)
+    expected = hold if cancel else EXACT
+    assert [(r.status, r.estimated, r.cost) for r in rows] == [("cancelled", cancel, expected)]
+    assert account.balance == CREDIT - expected and account.held == 0
+    assert charges == (1, -expected)
+    await assert_ledger_ok(database_url)
