@@ -276,3 +276,25 @@ async def test_a_response_dropped_before_it_began_still_pays_its_way(chat_settin
     assert account.balance == CREDIT - expected and account.held == 0
     assert charges == (1, -expected)
     await assert_ledger_ok(database_url)
+
+
+def test_without_the_models_tokenizer_the_estimate_is_bounded(chat_settings, database_url):
+    """A self-hosted model (tokenizer unknown) that breaks off: the prompt at its bound, one
+    token per event that carried text."""
+    settings = chat_settings(chat={"models": [{
+        "id": "llama-local", "provider": "openai", "upstream_model": "llama-3.1-8b",
+        "input_price": "1", "output_price": "2"}]})
+    customer = run(make_customer(database_url, CREDIT))
+    messages = [{"role": "user", "content": "[cut] [chunks:10] 0123456789"}]
+    prompt_bound, _ = _hold(messages, 0, 0, 0)
+    expected = prompt_bound * 1_000 + 5 * 2_000
+    with ThreadedServer(create_app(settings)) as live:
+        response = httpx.post(live.url + SEED, headers=customer.headers, timeout=10,
+                              json={"model": "llama-local", "messages": messages})
+        assert response.status_code == 200 and '"upstream_failed"' in response.text
+        account, rows, charges = settled(database_url, customer.account_id, 1)
+    assert [(r.status, r.estimated) for r in rows] == [("error", True)]
+    assert (rows[0].prompt_tokens, rows[0].completion_tokens) == (prompt_bound, 5)
+    assert rows[0].cost == expected and account.balance == CREDIT - expected
+    assert charges == (1, -expected)
+    run(assert_ledger_ok(database_url))
