@@ -34,7 +34,7 @@ def hold_amount(request: ChatRequest, prompt_bound: int) -> int:
 def estimate_usage(request: ChatRequest, prompt_bound: int, prompt_exact: int | None,
                    image_tokens: int, sent: list[bytes], more_events: int) -> Usage:
     """Usage for a stream that ended before the provider reported it (the upstream broke
-    off or never sent its usage event): the prompt and every token the client was sent,
+    off or never sent its usage event): the prompt and every token the upstream streamed,
     counted with the model's own tokenizer (chat/tokens.py), never more than the hold.
 
     `sent` is what was relayed, as bytes; `more_events` counts the events relayed after
