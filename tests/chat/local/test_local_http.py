@@ -259,7 +259,10 @@ def test_a_client_that_leaves_the_queue_pays_its_prompt_only(server, database_ur
     next(line for line in first.iter_lines() if b'"content"' in line)  # it generates
     second = requests.post(server.url + "/api/chat-completions/", headers=customer.headers,
                            json=long, stream=True)
-    wait_until(lambda: provider.waiting == 1, "the second request to wait")
+    assert second.status_code == 200, second.text
+    wait_until(lambda: provider.waiting == 1 or provider._queue.running is None,
+               "the second request to wait")
+    assert provider.waiting == 1, "the first generation ended by itself"
     second.close()
     wait_until(lambda: provider.waiting == 0, "the second request to leave the queue")
     first.close()
