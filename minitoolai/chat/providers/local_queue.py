@@ -76,8 +76,8 @@ class Job:
 
     def cancel(self) -> None:
         """Stop now: leave the queue if still waiting, else stop after the current token.
-        Either way the reader gets an end: a withdrawn job's says it computed nothing but
-        its prompt (the prompt is charged in every case, as when the worker stops it)."""
+        Either way the reader gets an end outcome; for a withdrawn job it is put here and
+        counts the prompt alone (charged in every case, as when the worker stops a job)."""
         self.cancelled.set()
         if self.queue is not None and self.queue.withdraw(self):
             self.channel.put("end", Outcome(prompt_tokens=len(self.prepared.tokens),
