@@ -2,9 +2,13 @@
 
 Starlette's StreamingResponse opens an anyio task group and a listener task for every
 response; on the chat hot path that is a measurable share of the CPU. This one sends the
-iterator's chunks as they come and runs one small watcher task: when the client hangs up,
-it cancels the sending task, so the iterator's `finally` runs at once (the upstream is
-closed and the request settled), instead of streaming into a closed socket.
+iterator's chunks as they come and runs one small watcher task for the client's hang-up.
+
+What a hang-up does is the producer's choice. By default the sending task is cancelled,
+so the iterator's `finally` runs at once. With `linger`, the response keeps pulling the
+iterator to its end, sending nothing, for up to `linger` seconds (then it cancels): the
+chat relay uses this to read the upstream's stream to its usage event, so that a client
+who leaves early is charged what the upstream counted.
 """
 
 from __future__ import annotations
@@ -22,11 +26,15 @@ class EventStreamResponse(Response):
     media_type = "text/event-stream"
 
     def __init__(self, chunks: AsyncIterator[bytes], status_code: int = 200,
-                 on_abandon: Callable[[], Awaitable[None]] | None = None) -> None:
+                 on_abandon: Callable[[], Awaitable[None]] | None = None,
+                 on_disconnect: Callable[[], None] | None = None,
+                 linger: float | None = None) -> None:
         self.chunks = chunks
         # closing a generator that never started skips its `finally`: whoever made it says
         # here how to clean up if the response is dropped before the first chunk is asked for
         self.on_abandon = on_abandon
+        self.on_disconnect = on_disconnect  # told of the hang-up first, before anything else
+        self.linger = linger
         self._started = False
         self.status_code = status_code
         self.background = None
@@ -35,13 +43,20 @@ class EventStreamResponse(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         sender = asyncio.current_task()
         gone = asyncio.Event()
+        deadline: list[asyncio.TimerHandle] = []
 
         async def watch() -> None:
             while True:
                 message = await receive()
                 if message["type"] == "http.disconnect":
                     gone.set()
-                    sender.cancel()
+                    if self.on_disconnect is not None:
+                        self.on_disconnect()
+                    if self.linger is None:
+                        sender.cancel()
+                    else:
+                        deadline.append(asyncio.get_running_loop().call_later(
+                            self.linger, sender.cancel))
                     return
 
         watcher = asyncio.get_running_loop().create_task(watch())
@@ -50,13 +65,18 @@ class EventStreamResponse(Response):
                         "headers": self.raw_headers})
             self._started = True
             async for chunk in self.chunks:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+                if not gone.is_set():  # nobody to send to: just let the producer finish
+                    await send({"type": "http.response.body", "body": chunk,
+                                "more_body": True})
+            if not gone.is_set():
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
             if not gone.is_set():
                 raise  # cancelled from outside (shutdown): not ours to swallow
             sender.uncancel()
         finally:
+            for handle in deadline:
+                handle.cancel()
             watcher.cancel()
             await self.chunks.aclose()
             if not self._started and self.on_abandon is not None:

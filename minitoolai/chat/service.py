@@ -3,6 +3,15 @@
 Hot path per request: one cached key lookup, one write transaction to reserve, the
 upstream call relayed as bytes, one write transaction to settle. Settlement runs in a
 task of its own so that a client who hangs up mid-stream cannot cancel it.
+
+A client that hangs up mid-stream does not change the price. By default the relay goes
+on reading the upstream (sending nothing) to its usage event, for up to
+`chat.drain_after_disconnect_seconds`, and settles with the upstream's own counts, hidden
+reasoning tokens included. With `chat.cancel_upstream_on_disconnect`, or when that time
+runs out, the gateway cuts the upstream off, which may still bill the whole request: the
+charge is then the hold. An in-process model stops instead and reports exactly what it
+computed. Only a stream that ends without usage for another reason (the upstream broke
+off, the server is shutting down) is charged an estimate (chat/pricing.py).
 """
 
 from __future__ import annotations
@@ -18,7 +27,13 @@ from starlette.responses import Response
 
 from minitoolai.accounts.auth import Principal
 from minitoolai.catalog import Model
-from minitoolai.chat.pricing import estimate_usage, hold_amount, prompt_token_bound
+from minitoolai.chat.pricing import (
+    KEEP_SENT_BYTES,
+    estimate_usage,
+    hold_amount,
+    hold_usage,
+    prompt_token_bound,
+)
 from minitoolai.chat.providers.base import ChatProvider, ChatRequest, ChatStream, Usage
 from minitoolai.chat.validation import validate_chat
 from minitoolai.errors import (
@@ -69,17 +84,19 @@ class ChatService:
         prompt_bound = prompt_token_bound(request, text_bytes, images,
                                           settings.chat.per_message_token_overhead)
         count_exactly = getattr(routes[0], "count_prompt_tokens", None)
+        prompt_exact = None
         if count_exactly is not None:
             # an in-process model knows its prompt exactly (its template may add a default
             # system prompt that the byte bound does not see)
-            prompt_bound = max(prompt_bound, await count_exactly(request))
+            prompt_exact = await count_exactly(request)
+            prompt_bound = max(prompt_bound, prompt_exact)
         amount = hold_amount(request, prompt_bound)
         started = time.monotonic()
         await reserve(self.runtime.db, request_id=request.request_id,
                       account_id=principal.account_id, key_id=principal.key_id, amount=amount,
                       kind="chat", ttl_seconds=settings.hold_ttl_seconds)
         self.runtime.holds.track(request.request_id)
-        meter = _Meter(endpoint, request, principal.account_id, prompt_bound, text_bytes,
+        meter = _Meter(endpoint, request, principal.account_id, prompt_bound, prompt_exact,
                        started, amount, images * request.model.image_tokens_max)
         try:
             if request.stream:
@@ -96,11 +113,7 @@ class ChatService:
                 raise UpstreamError(f"the request failed: {exc}") from None
             raise
         if request.stream:
-            async def abandon() -> None:  # the response was dropped before it began
-                self._settle_later(meter, meter.record(None, "cancelled"), 0)
-                await stream.aclose()
-
-            return EventStreamResponse(self._relay(stream, request, meter), on_abandon=abandon)
+            return self._stream_response(stream, request, meter)
         cost = meter.charge_for(usage)
         if isinstance(obj.get("usage"), dict):
             obj["usage"]["cost"] = usd_number(cost)
@@ -120,6 +133,31 @@ class ChatService:
         assert last is not None
         raise last
 
+    def _stream_response(self, stream: ChatStream, request: ChatRequest,
+                         meter: _Meter) -> EventStreamResponse:
+        chat = self._settings.chat
+        # how long the response goes on reading after a hang-up; None: stop at once
+        linger = (None if chat.cancel_upstream_on_disconnect and not stream.counts_exactly
+                  else chat.drain_after_disconnect_seconds)
+
+        def on_disconnect() -> None:
+            meter.client_gone = True
+            stream.client_left()
+
+        async def abandon() -> None:  # the response was dropped before it began
+            on_disconnect()
+            if linger is None:
+                await stream.aclose()
+                self._settle_later(meter, meter.record(meter.hold_usage(), "cancelled"),
+                                   meter.hold)
+                return
+            # nobody will iterate the relay: read the stream to its end here instead
+            self.runtime.holds.finish(request.request_id,
+                                      _drain(self._relay(stream, request, meter), linger))
+
+        return EventStreamResponse(self._relay(stream, request, meter), on_abandon=abandon,
+                                   on_disconnect=on_disconnect, linger=linger)
+
     async def _relay(self, stream: ChatStream, request: ChatRequest,
                      meter: _Meter) -> AsyncIterator[bytes]:
         status = "cancelled"  # unless the stream ends or fails
@@ -133,12 +171,19 @@ class ChatService:
                     # for it, so a client that has read [DONE] sees the charge
                     settled = True
                     cost = meter.charge_for(usage)
-                    settling = self._settle_later(meter, meter.record(usage, "ok"), cost)
+                    settling = self._settle_later(
+                        meter, meter.record(usage, "cancelled" if meter.client_gone else "ok"),
+                        cost)
                     if request.include_usage:
                         yield self._with_cost(item, cost)
                     await asyncio.shield(settling)
                     continue
-                meter.chunks += item.count(b"data: {")
+                # kept (not copied) for an estimate, should the usage never come
+                if meter.kept < KEEP_SENT_BYTES:
+                    meter.sent.append(item)
+                    meter.kept += len(item)
+                else:
+                    meter.more_events += item.count(b"data: {")
                 yield item
             status = "ok"
         except APIError as exc:
@@ -148,9 +193,14 @@ class ChatService:
             yield b"data: " + exc.body() + b"\n\n"
         finally:
             if not settled:
-                estimate = meter.estimate()
-                cost = meter.charge_for(estimate)
-                self._settle_later(meter, meter.record(estimate, status), cost)
+                if status == "cancelled" and meter.client_gone:
+                    # the gateway cut the upstream off after the client left (as configured,
+                    # or the drain ran out of time): the upstream may bill it all
+                    self._settle_later(meter, meter.record(meter.hold_usage(), status),
+                                       meter.hold)
+                else:
+                    self.runtime.holds.finish(request.request_id,
+                                              self._settle_estimate(meter, status))
             await asyncio.shield(stream.aclose())
 
     @staticmethod
@@ -170,24 +220,46 @@ class ChatService:
         return self.runtime.holds.finish(request_id, settle(
             self.runtime.db, request_id, cost, record, account_id=meter.account_id))
 
+    async def _settle_estimate(self, meter: _Meter, status: str) -> None:
+        """Settle a stream that ended without usage at an estimate (run via holds.finish:
+        tokenizing, and loading the tokenizer the first time, happen in a thread)."""
+        usage = await asyncio.to_thread(meter.estimate)
+        request_id = meter.request.request_id
+        await settle(self.runtime.db, request_id, meter.charge_for(usage),
+                     meter.record(usage, status), account_id=meter.account_id)
+
+
+async def _drain(relay: AsyncIterator[bytes], seconds: float) -> None:
+    """Read a relay nobody sends anywhere to its end (it settles itself), for so long."""
+    try:
+        async with asyncio.timeout(seconds):
+            async for _ in relay:
+                pass
+    except TimeoutError:
+        pass  # the relay was cancelled inside: it charged the hold
+
 
 class _Meter:
     """What the gateway knows of one request, for its usage record."""
 
-    __slots__ = ("endpoint", "request", "account_id", "prompt_bound", "text_bytes", "started",
-                 "chunks", "hold", "image_tokens")
+    __slots__ = ("account_id", "client_gone", "endpoint", "hold", "image_tokens", "kept",
+                 "more_events", "prompt_bound", "prompt_exact", "request", "sent", "started")
 
     def __init__(self, endpoint: str, request: ChatRequest, account_id: int, prompt_bound: int,
-                 text_bytes: int, started: float, hold: int, image_tokens: int) -> None:
+                 prompt_exact: int | None, started: float, hold: int,
+                 image_tokens: int) -> None:
         self.account_id = account_id
         self.hold = hold
         self.image_tokens = image_tokens
         self.endpoint = endpoint
         self.request = request
         self.prompt_bound = prompt_bound
-        self.text_bytes = text_bytes
+        self.prompt_exact = prompt_exact
         self.started = started
-        self.chunks = 0
+        self.sent: list[bytes] = []  # what was relayed, up to KEEP_SENT_BYTES
+        self.kept = 0
+        self.more_events = 0  # events relayed past that
+        self.client_gone = False
 
     def charge_for(self, usage: Usage) -> int:
         """The price of this usage, never more than the hold: what is charged is what the
@@ -201,16 +273,17 @@ class _Meter:
         return cost
 
     def estimate(self) -> Usage:
-        return estimate_usage(self.prompt_bound, self.text_bytes, self.chunks,
-                              self.request.max_completion_tokens, self.image_tokens)
+        """Blocking (the tokenizer): call it in a thread."""
+        return estimate_usage(self.request, self.prompt_bound, self.prompt_exact,
+                              self.image_tokens, self.sent, self.more_events)
+
+    def hold_usage(self) -> Usage:
+        return hold_usage(self.request, self.prompt_bound)
 
     def record(self, usage: Usage | None, status: str) -> UsageRecord:
-        if usage is None and status != "error":
-            usage = self.estimate()
         latency = int((time.monotonic() - self.started) * 1000)
         return UsageRecord(
             endpoint=self.endpoint, model=self.request.model.id,
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0,
             status=status, estimated=bool(usage and usage.estimated), latency_ms=latency)
-

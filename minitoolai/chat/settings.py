@@ -66,3 +66,10 @@ class ChatSettings(BaseModel):
     preload_local_models: bool = False
     default_max_completion_tokens: int = Field(1000, ge=1)
     per_message_token_overhead: int = Field(8, ge=0)  # for the hold's upper bound
+    # A client that hangs up mid-stream does not change the price: the gateway reads the
+    # upstream's stream to its end (for up to this long after the hang-up) and charges the
+    # upstream's own usage, hidden reasoning tokens included.
+    drain_after_disconnect_seconds: float = Field(300.0, gt=0)
+    # Drop the upstream request as soon as the client hangs up instead: the upstream may
+    # still bill the whole request, so the charge is then the hold (its upper bound).
+    cancel_upstream_on_disconnect: bool = False

@@ -9,9 +9,14 @@ directives written in the last user message, so concurrent tests can mix behavio
   [slow]        50 ms between chunks
   [chunks:N]    N content chunks (default 5)
   [spaced]      the usage event written with spaces, as json.dumps does (llama.cpp's server)
+  [reasoning:N] N hidden reasoning tokens: billed in completion_tokens, never streamed
+  [late_first:MS]  wait MS milliseconds before the first content chunk
+  [late_usage:MS]  wait MS milliseconds between the finish chunk and the usage event
 
 Usage is deterministic: prompt_tokens = words in all messages + 3 per message,
-completion_tokens = content chunks. Every request body is kept in `requests`.
+completion_tokens = content chunks + reasoning tokens. Every request body is kept in
+`requests`; `completed` counts the streams written to their [DONE], `disconnects` those
+the client (the gateway) dropped before.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ from aiohttp import web
 from tests.servers import free_port
 
 WORDS = ["Alaska", " is", " the", " largest", " U.S.", " state", " by", " area", ".", " Ok"]
-_DIRECTIVE = re.compile(r"\[(fail|hang|cut|slow|chunks|spaced)(?::(\d+))?\]")
+_DIRECTIVE = re.compile(
+    r"\[(fail|hang|cut|slow|chunks|spaced|reasoning|late_first|late_usage)(?::(\d+))?\]")
 
 
 def _text_of(message: dict) -> str:
@@ -53,6 +59,7 @@ class FakeOpenAI:
         self.default_chunks = default_chunks
         self.requests: list[dict] = []
         self.disconnects = 0
+        self.completed = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
@@ -112,10 +119,11 @@ class FakeOpenAI:
         chat_id = "chatcmpl-fake" + str(len(self.requests))
         created = int(time.time())
         model = body.get("model", "gpt-4o-mini") + "-2024-07-18"
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": chunks,
-                 "total_tokens": prompt_tokens + chunks,
+        reasoning = int(directives.get("reasoning") or 0)
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": chunks + reasoning,
+                 "total_tokens": prompt_tokens + chunks + reasoning,
                  "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
-                 "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
+                 "completion_tokens_details": {"reasoning_tokens": reasoning, "audio_tokens": 0,
                                                "accepted_prediction_tokens": 0,
                                                "rejected_prediction_tokens": 0}}
         text = [WORDS[i % len(WORDS)] for i in range(chunks)]
@@ -135,7 +143,11 @@ class FakeOpenAI:
                 + b'","service_tier":"default","system_fingerprint":"fp_fake","choices":')
         delay = 0.05 if "slow" in directives else 0
         cut_at = chunks // 2 if "cut" in directives else None
+        late_first = int(directives.get("late_first") or 0) / 1000
+        late_usage = int(directives.get("late_usage") or 0) / 1000
         try:
+            if late_first:
+                await asyncio.sleep(late_first)
             for i, word in enumerate(text):
                 if cut_at is not None and i == cut_at:
                     request.transport.close()
@@ -149,6 +161,8 @@ class FakeOpenAI:
                     await asyncio.sleep(delay)
             await response.write(b"data: " + head + b'[{"index":0,"delta":{},"logprobs":null,'
                                  b'"finish_reason":"stop"}],"usage":null}\n\n')
+            if late_usage:
+                await asyncio.sleep(late_usage)
             if "spaced" in directives:
                 event = {**orjson.loads(head + b"[]}"), "usage": usage}
                 await response.write(b"data: " + json.dumps(event).encode() + b"\n\n")
@@ -156,6 +170,7 @@ class FakeOpenAI:
                 await response.write(b"data: " + head + b"[]," + b'"usage":'
                                      + orjson.dumps(usage) + b"}\n\n")
             await response.write(b"data: [DONE]\n\n")
+            self.completed += 1
         except (ConnectionResetError, asyncio.CancelledError):
             self.disconnects += 1
             raise

@@ -10,6 +10,10 @@ A provider sets `usage` just before it yields the usage event, and yields that e
 item of its own: the gateway recognises it that way, adds the cost to it (or drops it when
 the client did not ask for usage), and never parses any other chunk.
 
+A client that hangs up does not change the price: the gateway keeps reading the stream to
+its usage event (see chat/service.py), so a provider must not stop on its own when nobody
+reads, except an in-process model told by `client_left`, which reports what it computed.
+
 Providers raise `UpstreamError` / `UpstreamTimeout` / `ServiceUnavailable` (errors.py)
 *before the first byte* when they cannot serve; the gateway may then retry another route.
 """
@@ -49,8 +53,15 @@ class ChatRequest:
 
 class ChatStream(Protocol):
     usage: Usage | None
+    # True for an in-process model: told that the client left (`client_left`), it stops
+    # generating and still ends its stream with the exact usage of what it computed. False
+    # for an upstream, which is read to its end (or cut off, as configured) instead.
+    counts_exactly: bool
 
     def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    def client_left(self) -> None:
+        """The client hung up; the gateway goes on reading this stream to its end."""
 
     async def aclose(self) -> None:
         """Stop generating now (client went away); idempotent."""

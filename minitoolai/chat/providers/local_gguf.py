@@ -79,10 +79,15 @@ class ChunkRenderer:
 class LocalStream:
     """A queued or running generation, iterated as SSE bytes."""
 
+    # tokens are counted here, exactly: a client that leaves stops the model (it is shared,
+    # one generation at a time) and pays for exactly what it computed
+    counts_exactly = True
+
     def __init__(self, job: Job, renderer: ChunkRenderer, name: str) -> None:
         self._job = job
         self._renderer = renderer
         self._name = name
+        self._client_left = False
         self.usage: Usage | None = None
         # a stream dropped without being read or closed (the response never started: the
         # client left first) must not keep the model generating for nobody
@@ -104,7 +109,7 @@ class LocalStream:
                             yield b"".join(batch)
                         raise _as_api_error(self._name, value)
                     outcome: Outcome = value
-                    if outcome.cancelled:
+                    if outcome.cancelled and not self._client_left:
                         if batch:
                             yield b"".join(batch)
                         raise ServiceUnavailable(f"the local model {self._name!r} stopped"
@@ -122,6 +127,12 @@ class LocalStream:
             # the reader stopped (client gone, gateway closed us) or we are done: either way
             # the model must not go on generating for nobody
             self._job.cancel()
+
+    def client_left(self) -> None:
+        """Stop the model between two tokens (or take the job out of the queue); the stream
+        then ends as usual, with the usage of what was computed (prompt included)."""
+        self._client_left = True
+        self._job.cancel()
 
     async def aclose(self) -> None:
         self._job.cancel()

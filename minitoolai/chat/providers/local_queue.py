@@ -75,10 +75,13 @@ class Job:
             self.cancelled.set()
 
     def cancel(self) -> None:
-        """Stop now: leave the queue if still waiting, else stop after the current token."""
+        """Stop now: leave the queue if still waiting, else stop after the current token.
+        Either way the reader gets an end outcome; for a withdrawn job it is put here and
+        counts the prompt alone (charged in every case, as when the worker stops a job)."""
         self.cancelled.set()
-        if self.queue is not None:
-            self.queue.withdraw(self)
+        if self.queue is not None and self.queue.withdraw(self):
+            self.channel.put("end", Outcome(prompt_tokens=len(self.prepared.tokens),
+                                            cancelled=True))
 
 
 class LocalQueue:
@@ -119,12 +122,14 @@ class LocalQueue:
             self._waiting.append(job)
             self._cond.notify()
 
-    def withdraw(self, job: Job) -> None:
+    def withdraw(self, job: Job) -> bool:
+        """Take a waiting job out of the queue; False if it was not waiting."""
         with self._cond:
             try:
                 self._waiting.remove(job)
             except ValueError:  # already taken by the worker (or finished): its flag stops it
-                return
+                return False
+            return True
 
     def _next(self) -> Job | None:
         with self._cond:

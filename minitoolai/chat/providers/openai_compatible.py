@@ -92,10 +92,15 @@ def split_usage_event(complete: bytes) -> tuple[bytes, bytes, bytes, Usage | Non
 class UpstreamStream:
     """An open upstream SSE response, iterated as whole events."""
 
+    counts_exactly = False  # the upstream bills what it generates, read or not
+
     def __init__(self, provider: str, response: aiohttp.ClientResponse) -> None:
         self._provider = provider
         self._response = response
         self.usage: Usage | None = None
+
+    def client_left(self) -> None:
+        """Nothing to do: the gateway reads on to the usage event (or closes us)."""
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._events()

@@ -11,8 +11,12 @@ from decimal import Decimal
 import openai
 import pytest
 import requests
+from sqlalchemy import select
 
 from minitoolai.app import create_app
+from minitoolai.db.engine import Database
+from minitoolai.db.tables import usage
+from tests.chat.local.conftest import chat_request
 from tests.conftest import assert_ledger_ok, make_customer, run
 from tests.servers import ThreadedServer
 
@@ -59,6 +63,16 @@ def test_models_load_on_first_use(gguf_path, make_settings, database_url):
         assert response.status_code == 200 and "[DONE]" in response.text
         assert provider._queue is not None
     run(assert_ledger_ok(database_url))
+
+
+async def usage_rows(database_url, account_id):
+    db = Database(database_url, pool_size=1)
+    try:
+        async with db.read() as conn:
+            return (await conn.execute(select(usage).where(usage.c.account_id == account_id)
+                                       .order_by(usage.c.id))).all()
+    finally:
+        await db.dispose()
 
 
 def provider_of(server, model_id):
@@ -213,15 +227,53 @@ def test_client_disconnect_stops_the_model(server, database_url):
     response.close()  # the client hangs up mid-generation
     wait_until(lambda: job.cancelled.is_set(), "the generation to be cancelled")
     wait_until(lambda: provider._queue.running is None, "the model to be free")
-    # the model is free for the next client, and the cut-short stream was charged an
-    # estimate within its hold
+    # the model is free for the next client
     lines = seed_stream(server.url + "/api/chat-completions/", customer.key,
                         {"model": "smollm2-priced", "messages": MESSAGES,
                          "max_completion_tokens": 10})
     parse_seed_stream(lines)
     wait_until(lambda: balance_nano(server, customer)[1] == 0, "the hold to be settled")
+    # and the cut-short stream was charged exactly what the model computed: its prompt and
+    # the tokens generated until it stopped (the 3 the client read, and at most a few more)
+    rows = run(usage_rows(database_url, customer.account_id))
+    assert sorted(r.status for r in rows) == ["cancelled", "ok"]
+    cut, served = sorted(rows, key=lambda r: r.status)
+    assert not cut.estimated and not served.estimated
+    assert 3 <= cut.completion_tokens <= len(content) + 3
+    assert cut.prompt_tokens == run(provider.count_prompt_tokens(chat_request(LONG_PROMPT)))
+    assert cut.cost == cut.prompt_tokens * 2500 + cut.completion_tokens * 10000
     balance, _ = balance_nano(server, customer)
-    assert balance < CREDIT
+    assert balance == CREDIT - cut.cost - served.cost
+    run(assert_ledger_ok(database_url))
+
+
+def test_a_client_that_leaves_the_queue_pays_its_prompt_only(server, database_url):
+    """A queued request whose client hangs up leaves the queue at once; nothing was
+    generated for it, and its prompt is charged exactly (as for every request)."""
+    customer = run(make_customer(database_url, CREDIT))
+    provider = provider_of(server, "smollm2-priced")
+    long = {"model": "smollm2-priced", "max_completion_tokens": 1000, "temperature": 0,
+            "messages": [{"role": "user", "content": LONG_PROMPT}]}
+    first = requests.post(server.url + "/api/chat-completions/", headers=customer.headers,
+                          json=long, stream=True)
+    next(line for line in first.iter_lines() if b'"content"' in line)  # it generates
+    second = requests.post(server.url + "/api/chat-completions/", headers=customer.headers,
+                           json=long, stream=True)
+    assert second.status_code == 200, second.text
+    wait_until(lambda: provider.waiting == 1 or provider._queue.running is None,
+               "the second request to wait")
+    assert provider.waiting == 1, "the first generation ended by itself"
+    second.close()
+    wait_until(lambda: provider.waiting == 0, "the second request to leave the queue")
+    first.close()
+    wait_until(lambda: balance_nano(server, customer)[1] == 0, "the holds to be settled")
+    rows = run(usage_rows(database_url, customer.account_id))
+    prompt = run(provider.count_prompt_tokens(chat_request(LONG_PROMPT)))
+    queued = [r for r in rows if r.completion_tokens == 0]
+    assert len(rows) == 2 and len(queued) == 1
+    assert (queued[0].status, queued[0].estimated) == ("cancelled", False)
+    assert (queued[0].prompt_tokens, queued[0].cost) == (prompt, prompt * 2500)
+    assert balance_nano(server, customer)[0] == CREDIT - sum(r.cost for r in rows)
     run(assert_ledger_ok(database_url))
 
 
