@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from minitoolai.cli import accounts, codes, credits, db, keys, ledger, serve
-from minitoolai.cli.common import console, make_table, settings_or_exit
+from minitoolai.cli.common import json_option, make_table, print_json, print_table, settings_or_exit
 
 app = typer.Typer(help="MiniToolAI: a self-hostable AI API platform with prepaid credit.",
                   no_args_is_help=True, add_completion=False)
@@ -22,15 +22,18 @@ app.add_typer(codes.app, name="codes")
 
 
 @app.command("models")
-def models():
+def models(as_json: bool = json_option()):
     """The catalog: every model with its price and whether this server can serve it."""
-    from minitoolai.catalog_status import catalog_rows
+    from minitoolai.catalog_status import catalog_records, catalog_rows
 
     settings = settings_or_exit()
+    if as_json:
+        print_json(catalog_records(settings))
+        return
     table = make_table("model", "kind", "price", "available", "note")
     for row in catalog_rows(settings):
         table.add_row(*row)
-    console.print(table)
+    print_table(table)
 
 
 if __name__ == "__main__":

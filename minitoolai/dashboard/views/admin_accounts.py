@@ -48,7 +48,7 @@ async def adjust(ctx: Ctx) -> Response:
         return ctx.redirect(url, f"Not an amount: {exc}.")
     try:
         balance = await add_credit(ctx.db, account_id, amount, kind="adjustment",
-                                   note=f"{reason} (by {ctx.account.email})")
+                                   note=reason, by=ctx.account.email)
     except InvalidRequest as exc:
         return ctx.redirect(url, f"Not adjusted: {exc.message}.")
     sign = "+" if amount > 0 else "-"
