@@ -53,8 +53,13 @@ async def add_credit_in(conn, account_id: int, amount: int, *, kind: str = "topu
                                  f" (${format_usd(MAX_BALANCE_NANO)})", param="amount")
         raise InvalidRequest("the adjustment would take the available balance below zero",
                              param="amount")
+    # who and paid only when set: the columns' defaults say the rest, and an entry without
+    # them can still be written to a database one migration behind (a rolling upgrade)
+    extra = {"created_by": by[:320]} if by else {}
+    if paid:
+        extra["paid"] = True
     await conn.execute(insert(ledger_entries).values(
         account_id=account_id, amount=amount, kind=kind, note=note, request_id=reference,
-        created_at=utcnow(), created_by=by[:320] if by else None, paid=paid,
+        created_at=utcnow(), **extra,
     ))
     return row.balance
