@@ -8,7 +8,10 @@ from minitoolai.cli import accounts, codes, credits, db, keys, ledger, serve
 from minitoolai.cli.common import json_option, make_table, print_json, print_table, settings_or_exit
 
 app = typer.Typer(help="MiniToolAI: a self-hostable AI API platform with prepaid credit.",
-                  no_args_is_help=True, add_completion=False)
+                  no_args_is_help=True, add_completion=False,
+                  # a real bug still prints its traceback, but never the values of locals
+                  # (settings, database URLs with passwords, key secrets)
+                  pretty_exceptions_show_locals=False)
 app.command("serve")(serve.serve)
 app.command("worker")(serve.worker)
 app.add_typer(db.app, name="db")
