@@ -6,8 +6,8 @@ import typer
 
 from minitoolai.cli.common import (
     EXIT_USAGE,
-    fail,
     err_console,
+    fail,
     json_option,
     make_table,
     money_fields,

@@ -34,9 +34,9 @@ def _history_rows(html: str) -> list[tuple[str, ...]]:
     """(kind, amount, paid, by, note) of each row of the credit history table."""
     section = html.split('id="credit-history"', 1)[1].split("</section>", 1)[0]
     rows = []
-    for row in re.findall(r"<tr data-entry-id=\"\d+\">(.*?)</tr>", section, re.S):
+    for row in re.findall(r"<tr data-entry-id=\"\d+\">(.*?)</tr>", section, re.DOTALL):
         cells = [re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>",
-                                                                       row, re.S)]
+                                                                       row, re.DOTALL)]
         rows.append(tuple(cells[1:]))
     return rows
 

@@ -110,10 +110,11 @@ async def test_ledger_who_and_paid_are_filled_for_old_entries(empty_database):
                 " VALUES ('old@example.com', 7, 0, CURRENT_TIMESTAMP)")
             for amount, kind, ref in ((1, "topup", "stripe:abc"), (2, "topup", "signup:1"),
                                       (3, "redeem", "code:9"), (1, "topup", None)):
+                reference = f"'{ref}'" if ref else "NULL"
                 await conn.exec_driver_sql(
                     "INSERT INTO ledger_entries (account_id, amount, kind, request_id, note,"
-                    " created_at) VALUES (1, %s, '%s', %s, '', CURRENT_TIMESTAMP)"
-                    % (amount, kind, f"'{ref}'" if ref else "NULL"))
+                    f" created_at) VALUES (1, {amount}, '{kind}', {reference}, '',"
+                    " CURRENT_TIMESTAMP)")
     finally:
         await db.dispose()
     upgrade(empty_database)
