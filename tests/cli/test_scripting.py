@@ -169,3 +169,20 @@ def test_unreachable_database_is_one_line_and_exit_3(args, tmp_path):
     assert lines[0].startswith("error: database postgresql://postgres@127.0.0.1:")
     assert "refused" in lines[0].lower()
     assert result.stdout == ""
+
+
+def test_a_silent_database_host_fails_in_seconds(tmp_path):
+    """A host that accepts the connection and never answers (a hung server, a half-open
+    firewall) ends the command with one line and exit 3 after the connect timeout."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # the kernel completes the handshake; nobody ever speaks
+        port = silent.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "minitoolai.cli.main", "balance", "x@example.com"],
+            capture_output=True, text=True, timeout=60,
+            env={**os.environ, "MINITOOLAI_DATABASE_URL": f"postgresql://127.0.0.1:{port}/x",
+                 "MINITOOLAI_DATA_DIR": str(tmp_path / "data"), "OPENAI_API_KEY": ""})
+    assert result.returncode == 3, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "timeout" in lines[0].lower(), result.stderr
