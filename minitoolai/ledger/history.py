@@ -76,16 +76,21 @@ async def count_entries(db: Database, account_id: int, *, since: datetime | None
     return int(count), int(total)
 
 
+def spreadsheet_safe(text: str) -> str:
+    """A free-text cell a spreadsheet will not run as a formula (CSV injection)."""
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
 def entries_csv(entries: list[Entry], header: bool = True) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
     if header:
         writer.writerow(CSV_COLUMNS)
     for e in entries:
-        note = "'" + e.note if e.note.startswith(_FORMULA_START) else e.note
         writer.writerow([e.id, e.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"), e.kind,
                          format_usd(e.amount), e.amount, "yes" if e.paid else "no",
-                         e.created_by or "", note, e.reference or ""])
+                         spreadsheet_safe(e.created_by or ""), spreadsheet_safe(e.note),
+                         e.reference or ""])
     return out.getvalue()
 
 

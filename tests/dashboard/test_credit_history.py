@@ -1,7 +1,8 @@
 """The operator's credit history: a top-up made on the command line (marked paid), a redeemed
 code, a Stripe payment through the fake Stripe and a signed adjustment made on the admin page
 are listed on the account's admin page and in its CSV with their notes and who made them; the
-platform page counts paid revenue apart from free credit; `ledger entries` agrees."""
+platform page counts paid revenue apart from free credit; `ledger entries` agrees; and the
+customer's own /credits page and CSV list the same entries by source, to that customer only."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ async def _make_code(database_url: str, amount: int) -> str:
 
 
 def _history_rows(html: str) -> list[tuple[str, ...]]:
-    """(kind, amount, paid, by, note) of each row of the credit history table."""
+    """The cells of each row of the credit history table, but its date."""
     section = html.split('id="credit-history"', 1)[1].split("</section>", 1)[0]
     rows = []
     for row in re.findall(r"<tr data-entry-id=\"\d+\">(.*?)</tr>", section, re.DOTALL):
@@ -122,6 +123,30 @@ def test_admin_page_lists_every_kind_of_credit_with_notes(live, database_url, fa
         ("topup", 20_000_000_000, True, "cli:" + _os_user(), "invoice 7"),
     ]
     assert listed["balance_nano"] == 33_840_000_000
+
+    # the customer's own history: linked from the overview, the same entries and notes, told
+    # by source (not by the operator's email), and as CSV
+    assert 'href="/credits"' in http.get(base + "/").text
+    mine = http.get(base + "/credits")
+    assert mine.status_code == 200 and admin not in mine.text
+    assert _history_rows(mine.text) == [
+        ("adjustment", "-$1.50", "refund #9"),
+        ("card payment", "+$12.34", f"Stripe checkout {session_id}"),
+        ("redeemed code", "+$3.00", f"code …-{code[-4:]}"),
+        ("top-up", "+$20.00", "invoice 7"),
+    ]
+    mine_csv = list(csv.reader(io.StringIO(http.get(base + "/credits.csv").text)))
+    assert mine_csv[0] == ["time_utc", "source", "amount_usd", "note"]
+    assert [row[1:] for row in mine_csv[1:]] == [
+        ["adjustment", "-1.50", "refund #9"],
+        ["card payment", "12.34", f"Stripe checkout {session_id}"],
+        ["redeemed code", "3.00", f"code …-{code[-4:]}"],
+        ["top-up", "20.00", "invoice 7"],
+    ]
+    # another customer sees none of it
+    _, stranger = arun(make_user(database_url))
+    theirs = login(base, stranger).get(base + "/credits")
+    assert _history_rows(theirs.text) == [] and "refund #9" not in theirs.text
     arun(assert_ledger_ok(database_url))
 
 
