@@ -154,3 +154,26 @@ def _os_user() -> str:
     import getpass
 
     return getpass.getuser()
+
+
+def test_operator_top_up_marked_paid_counts_as_revenue(live, database_url):
+    base = live.url
+    _, admin = arun(make_user(database_url, admin=True))
+    customer_id, _ = arun(make_user(database_url))
+    ops = login(base, admin)
+    page_url = f"{base}/admin/accounts/{customer_id}"
+    token = page_token(ops, page_url)
+    for amount, paid in (("40", "1"), ("5", ""), ("-1", "1")):
+        done = ops.post(page_url + "/credit", data={"csrf_token": token, "amount": amount,
+                                                    "reason": "bank transfer", "paid": paid},
+                        allow_redirects=False)
+        assert done.status_code == 303
+    refused = ops.get(page_url)  # the flash of the last: a debit cannot be marked paid
+    assert "Only credit added (a positive amount) can be marked paid." in refused.text
+    assert _history_rows(refused.text) == [
+        ("adjustment", "+$5.00", "", admin, "bank transfer"),
+        ("topup", "+$40.00", "paid", admin, "bank transfer"),
+    ]
+    money = ops.get(base + "/admin").text.split('id="money-in"', 1)[1].split("</section>")[0]
+    assert re.findall(r"<b[^>]*>([^<]+)</b>", money) == ["$40.00", "$0.00", "$5.00"]
+    arun(assert_ledger_ok(database_url))

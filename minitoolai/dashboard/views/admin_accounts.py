@@ -86,9 +86,15 @@ async def adjust(ctx: Ctx) -> Response:
         amount = parse_usd(ctx.form.get("amount", ""))
     except MoneyFormatError as exc:
         return ctx.redirect(url, f"Not an amount: {exc}.")
+    # money received for it (a bank transfer, an invoice paid): a paid top-up, which the
+    # platform page counts as revenue; otherwise an adjustment (a gift, a correction)
+    paid = ctx.form.get("paid") == "1"
+    if paid and amount <= 0:
+        return ctx.redirect(url, "Only credit added (a positive amount) can be marked paid.")
     try:
-        balance = await add_credit(ctx.db, account_id, amount, kind="adjustment",
-                                   note=reason, by=ctx.account.email)
+        balance = await add_credit(ctx.db, account_id, amount,
+                                   kind="topup" if paid else "adjustment", note=reason,
+                                   by=ctx.account.email, paid=paid)
     except InvalidRequest as exc:
         return ctx.redirect(url, f"Not adjusted: {exc.message}.")
     sign = "+" if amount > 0 else "-"
