@@ -52,7 +52,7 @@ def add(email: str, usd: str, note: str = typer.Option("", help="why, for the le
 
 
 @app.command("adjust", context_settings=NEGATIVE_AMOUNTS)
-def adjust(email: str,
+def adjust(email: str = typer.Argument(..., metavar="EMAIL"),
            usd: str = typer.Argument(..., metavar="AMOUNT",
                                      help="signed USD: 5 adds, -2.50 takes away"),
            note: str = typer.Option(..., "--note", help="why (required): kept in the ledger")):
