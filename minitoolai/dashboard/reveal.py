@@ -1,6 +1,6 @@
 """Show a secret once, after a redirect (post/redirect/get).
 
-A form that creates a secret (a new API key) must redirect, or a reload posts it again and
+A form that creates a secret (a new API key, a batch of codes) must redirect, or a reload posts it again and
 creates another; but the secret exists only in the POST's memory (the database keeps its
 hash). So the POST's redirect carries it to the next GET in a short-lived cookie, sealed
 with AES-GCM (the `cryptography` package) under a key derived from the server's secret and
@@ -42,7 +42,7 @@ def seal(secret_key: str, bound_to: str, payload: dict[str, Any]) -> str:
 
 def unseal(secret_key: str, bound_to: str, token: str | None) -> dict[str, Any] | None:
     """The payload, or None for a missing, tampered, foreign or malformed cookie."""
-    if not token or len(token) > 3000:
+    if not token or len(token) > 4096:
         return None
     try:
         raw = base64.urlsafe_b64decode(token.encode("ascii"))
