@@ -22,7 +22,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.measure import Measurement
 from rich.table import Table
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from minitoolai.config import Settings, ensure_data_dir, load_settings
 from minitoolai.db.engine import Database
@@ -115,11 +116,10 @@ def settings_or_exit() -> Settings:
 
 
 def _safe_url(url: str) -> str:
+    """The database URL for a message: never its password."""
     try:
-        from sqlalchemy.engine import make_url
-
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - only for the message; the URL was already refused
+    except (ArgumentError, ValueError):  # settings validated it; this is belt and braces
         return "the configured database"
 
 
