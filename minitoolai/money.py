@@ -8,7 +8,8 @@ strings and rendered back only for display.
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+import re
+from decimal import Decimal
 
 NANO_PER_USD = 1_000_000_000
 TOKENS_PER_PRICE_UNIT = 1_000_000  # prices are quoted per 1M tokens / characters
@@ -16,6 +17,10 @@ TOKENS_PER_PRICE_UNIT = 1_000_000  # prices are quoted per 1M tokens / character
 # (9.2e18 nano), so no sum of them can overflow it
 MAX_CREDIT_NANO = 1_000_000 * NANO_PER_USD  # $1,000,000
 MAX_BALANCE_NANO = 1_000_000_000 * NANO_PER_USD  # $1,000,000,000
+# plain decimal notation only: Decimal() alone would also take "1e3", "1_000", "NaN" and
+# non-ASCII digits, and "1e3" silently meaning $1000 is how an operator over-credits
+_DECIMAL_USD = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)", re.ASCII)
+MAX_DECIMALS = 9
 
 
 class MoneyFormatError(ValueError):
@@ -23,18 +28,30 @@ class MoneyFormatError(ValueError):
 
 
 def parse_usd(text: str | int | Decimal) -> int:
-    """Parse a USD amount ("12.5", "0.000000001", 3) into nanodollars, exactly.
+    """Parse a USD amount ("12.5", "-2", "$0.000000001", 3) into nanodollars, exactly.
 
-    Refuses anything finer than a nanodollar rather than rounding it away.
+    Text must be plain decimal notation (an optional sign and "$", digits, at most 9
+    decimals): no exponent, separators or spaces inside. Refuses anything finer than a
+    nanodollar rather than rounding it away.
     """
     if isinstance(text, float):
         raise MoneyFormatError("amounts must be given as strings or integers, not floats")
-    try:
-        value = Decimal(str(text).strip().lstrip("$"))
-    except InvalidOperation:
-        raise MoneyFormatError(f"not an amount of money: {text!r}") from None
-    if not value.is_finite():
-        raise MoneyFormatError(f"not an amount of money: {text!r}")
+    if isinstance(text, Decimal):
+        if not text.is_finite():
+            raise MoneyFormatError(f"not an amount of money: {text!r}")
+        value = text
+    else:
+        raw = str(text).strip()
+        sign = raw[:1] if raw[:1] in "+-" and raw[:1] else ""
+        digits = raw[len(sign):].removeprefix("$")
+        if not _DECIMAL_USD.fullmatch(sign + digits):
+            raise MoneyFormatError(f"not an amount of money: {text!r} (write plain decimal"
+                                   " USD such as 12.50 or -0.25)")
+        decimals = digits.partition(".")[2]
+        if len(decimals) > MAX_DECIMALS:
+            raise MoneyFormatError(f"{text!r} has more than {MAX_DECIMALS} decimals: finer"
+                                   " than one nanodollar")
+        value = Decimal(sign + digits)
     nano = value * NANO_PER_USD
     if nano != nano.to_integral_value():
         raise MoneyFormatError(f"{text!r} is finer than one nanodollar")

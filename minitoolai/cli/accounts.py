@@ -5,7 +5,17 @@ from __future__ import annotations
 import typer
 
 from minitoolai.accounts.store import create_account, find_account, list_accounts, set_account_flags
-from minitoolai.cli.common import console, make_table, usd_or_exit, with_db
+from minitoolai.cli.common import (
+    console,
+    json_option,
+    make_table,
+    money_fields,
+    operator_name,
+    print_json,
+    print_table,
+    usd_or_exit,
+    with_db,
+)
 from minitoolai.ledger.credits import add_credit
 from minitoolai.money import format_usd
 
@@ -14,14 +24,17 @@ app = typer.Typer(help="Create and list accounts.", no_args_is_help=True)
 
 @app.command("create")
 def create(email: str, name: str = typer.Option("", help="display name"),
-           credit: str = typer.Option(None, help="initial credit in USD, e.g. 10 or 2.50")):
+           credit: str = typer.Option(None, help="initial credit in USD, e.g. 10 or 2.50"),
+           paid: bool = typer.Option(False, "--paid",
+                                     help="money was received for the credit (revenue)")):
     """Create an account; prints the new account's id."""
     amount = usd_or_exit(credit, positive=True) if credit else 0
 
     async def action(settings, db):
         account = await create_account(db, email, name)
         if amount:
-            await add_credit(db, account.id, amount, kind="topup", note="initial credit")
+            await add_credit(db, account.id, amount, kind="topup", note="initial credit",
+                             by=operator_name(), paid=paid)
         return account
 
     account = with_db(action)
@@ -29,15 +42,22 @@ def create(email: str, name: str = typer.Option("", help="display name"),
 
 
 @app.command("list")
-def list_(search: str = typer.Option(None, help="filter by email or name")):
+def list_(search: str = typer.Option(None, help="filter by email or name"),
+          as_json: bool = json_option()):
     """List accounts with their balances."""
     rows = with_db(lambda s, db: list_accounts(db, search))
+    if as_json:
+        print_json([{"id": a.id, "email": a.email, "name": a.name,
+                     **money_fields("balance", a.balance), **money_fields("held", a.held),
+                     **money_fields("available", a.available), "admin": a.is_admin,
+                     "disabled": a.disabled, "created_at": a.created_at} for a in rows])
+        return
     table = make_table("id", "email", "name", "balance", "held", "admin", "disabled")
     for a in rows:
         table.add_row(str(a.id), a.email, a.name, "$" + format_usd(a.balance),
                       "$" + format_usd(a.held), "yes" if a.is_admin else "",
                       "yes" if a.disabled else "")
-    console.print(table)
+    print_table(table)
 
 
 @app.command("grant-admin")

@@ -5,7 +5,16 @@ from __future__ import annotations
 import typer
 
 from minitoolai.accounts.store import create_key, find_account, list_keys, revoke_key
-from minitoolai.cli.common import console, make_table, usd_or_exit, with_db
+from minitoolai.cli.common import (
+    console,
+    json_option,
+    make_table,
+    money_fields,
+    print_json,
+    print_table,
+    usd_or_exit,
+    with_db,
+)
 from minitoolai.money import format_usd
 
 app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
@@ -28,21 +37,28 @@ def create(email: str, name: str = typer.Option("", help="a name to recognise th
 
 
 @app.command("list")
-def list_(email: str):
+def list_(email: str, as_json: bool = json_option()):
     """List an account's keys (never their secrets)."""
 
     async def action(settings, db):
         account = await find_account(db, email)
         return await list_keys(db, account.id)
 
+    keys = with_db(action)
+    if as_json:
+        print_json([{"id": k.id, "name": k.name, "prefix": k.prefix, "created_at": k.created_at,
+                     "last_used_at": k.last_used_at, "revoked_at": k.revoked_at,
+                     **money_fields("spend_limit", k.spend_limit),
+                     **money_fields("spent", k.spent)} for k in keys])
+        return
     table = make_table("id", "name", "prefix", "created", "last used", "revoked", "limit", "spent")
-    for k in with_db(action):
+    for k in keys:
         table.add_row(k.id, k.name, k.prefix + "…", f"{k.created_at:%Y-%m-%d %H:%M}",
                       f"{k.last_used_at:%Y-%m-%d %H:%M}" if k.last_used_at else "",
                       f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "",
                       "$" + format_usd(k.spend_limit) if k.spend_limit is not None else "",
                       "$" + format_usd(k.spent))
-    console.print(table)
+    print_table(table)
 
 
 @app.command("revoke")

@@ -9,7 +9,7 @@ import typer
 import uvicorn
 
 from minitoolai.accounts.store import create_account, create_key, list_accounts
-from minitoolai.cli.common import settings_or_exit
+from minitoolai.cli.common import database_or_exit, settings_or_exit
 from minitoolai.config import Settings, load_settings
 from minitoolai.db.engine import Database
 from minitoolai.db.migrate import upgrade
@@ -35,7 +35,7 @@ async def ensure_demo_account(settings: Settings) -> str | None:
             return None
         account = await create_account(db, DEMO_EMAIL, "Demo")
         await add_credit(db, account.id, parse_usd(DEMO_CREDIT_USD), kind="topup",
-                         note="demo credit created on first run")
+                         note="demo credit created on first run", by="system")
         _, secret = await create_key(db, account.id, "demo")
     finally:
         await db.dispose()
@@ -87,8 +87,9 @@ def serve(host: str = typer.Option(None, help="interface to bind (default 127.0.
     if port is not None:
         os.environ["MINITOOLAI_PORT"] = str(port)
     settings = settings_or_exit()
-    upgrade(settings.resolved_database_url)
-    demo_key = asyncio.run(ensure_demo_account(settings)) if settings.demo_account else None
+    with database_or_exit(settings):
+        upgrade(settings.resolved_database_url)
+        demo_key = asyncio.run(ensure_demo_account(settings)) if settings.demo_account else None
     print_banner(settings, demo_key)
     uvicorn.run("minitoolai.cli.serve:app_from_env", factory=True, host=settings.host,
                 port=settings.port, workers=workers, log_level=settings.log_level,
@@ -100,5 +101,6 @@ def worker():
     from minitoolai.images.lifecycle import run_standalone_worker
 
     settings = settings_or_exit()
-    upgrade(settings.resolved_database_url)
+    with database_or_exit(settings):
+        upgrade(settings.resolved_database_url)
     asyncio.run(run_standalone_worker(settings))

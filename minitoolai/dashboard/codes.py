@@ -99,7 +99,8 @@ async def list_codes(db: Database, *, used: bool | None = None, batch: str | Non
                  r.used_by_email, as_utc(r.used_at)) for r in rows]
 
 
-async def redeem(db: Database, account_id: int, text: str) -> tuple[int, int]:
+async def redeem(db: Database, account_id: int, text: str,
+                 by: str | None = None) -> tuple[int, int]:
     """Redeem a code for this account; returns (amount credited, new balance).
 
     Raises InvalidRequest with one message for unknown and already-used codes alike, so the
@@ -122,5 +123,5 @@ async def redeem(db: Database, account_id: int, text: str) -> tuple[int, int]:
             raise refused
         balance = await add_credit_in(conn, account_id, row.amount, kind="redeem",
                                       note=f"code …-{code[-4:]}",
-                                      reference=f"code:{row.id}")
+                                      reference=f"code:{row.id}", by=by)
     return row.amount, balance

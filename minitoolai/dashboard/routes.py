@@ -11,6 +11,7 @@ from minitoolai.dashboard.views import (
     admin_platform,
     apidocs,
     auth,
+    credits,
     home,
     keys,
     playground,
@@ -20,7 +21,7 @@ from minitoolai.dashboard.views import (
 
 router = APIRouter(redirect_slashes=False)
 
-for _module in (home, auth, keys, usage, playground, apidocs, admin_platform, admin_accounts,
+for _module in (home, auth, keys, usage, credits, playground, apidocs, admin_platform, admin_accounts,
                 admin_codes, static):
     for _path, _endpoint, _methods in _module.ROUTES:
         router.add_route(_path, _endpoint, methods=_methods, include_in_schema=False)

@@ -147,5 +147,5 @@ async def handle_event(db: Database, event: dict) -> str:
             return "duplicate"
         await add_credit_in(conn, row.account_id, row.amount, kind="topup",
                             note=f"Stripe checkout {session_id}",
-                            reference=ledger_reference(session_id))
+                            reference=ledger_reference(session_id), by="stripe", paid=True)
     return "credited"

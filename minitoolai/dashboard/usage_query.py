@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 
 from minitoolai.clock import utcnow
 from minitoolai.db.engine import Database
@@ -133,14 +133,17 @@ async def daily_spend(db: Database, account_id: int | None, days: int,
 
 async def daily_credits(db: Database, days: int,
                         today: date | None = None) -> tuple[list[date], dict[str, list[int]]]:
-    """Money in per UTC day, by kind (top-up, redeem, adjustment): the operator's revenue."""
+    """Credit added per UTC day: "paid" (money received: Stripe, operator top-ups marked
+    paid) apart from "free" (demo, sign-up, codes, unpaid top-ups). Adjustments are not in
+    it: they correct, they are not bought."""
     today = today or utcnow().date()
     first = today - timedelta(days=days - 1)
     day = _day_column(db, ledger_entries.c.created_at).label("day")
-    query = (select(day, ledger_entries.c.kind, func.sum(ledger_entries.c.amount))
+    bucket = case((ledger_entries.c.paid.is_(True), "paid"), else_="free").label("bucket")
+    query = (select(day, bucket, func.sum(ledger_entries.c.amount))
              .where(ledger_entries.c.created_at >= _midnight(first),
                     ledger_entries.c.kind.in_(("topup", "redeem")))
-             .group_by(day, ledger_entries.c.kind))
+             .group_by(day, bucket))
     async with db.read() as conn:
         rows = (await conn.execute(query)).all()
     dates = [first + timedelta(days=i) for i in range(days)]

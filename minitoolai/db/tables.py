@@ -91,6 +91,12 @@ ledger_entries = Table(
     Column("request_id", String(64), nullable=True, unique=True),
     Column("note", Text, nullable=False, server_default=""),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # who made a credit entry: "cli:<os user>", an admin's email, "stripe", the redeeming
+    # customer's email, "sign-up", "system"; NULL for charges (the request id says whose)
+    Column("created_by", String(320), nullable=True),
+    # money was received for this credit (Stripe, an operator top-up marked --paid): the
+    # platform's revenue, apart from free credit (demo, sign-up, codes, gifts)
+    Column("paid", Boolean, nullable=False, server_default=false()),
 )
 
 usage = Table(

@@ -14,19 +14,22 @@ CREDIT_KINDS = ("topup", "adjustment", "redeem", "refund")
 
 
 async def add_credit(db: Database, account_id: int, amount: int, *, kind: str = "topup",
-                     note: str = "", reference: str | None = None) -> int:
+                     note: str = "", reference: str | None = None, by: str | None = None,
+                     paid: bool = False) -> int:
     """Credit (or, for an adjustment, debit) an account. Returns the new balance.
 
     `reference` is stored as the entry's unique request id: a payment webhook or a code
-    redemption passing its own id can never be credited twice.
+    redemption passing its own id can never be credited twice. `by` says who made the
+    entry (the credit history shows it); `paid` marks credit that money was received for.
     """
     async with db.write() as conn:
         return await add_credit_in(conn, account_id, amount, kind=kind, note=note,
-                                   reference=reference)
+                                   reference=reference, by=by, paid=paid)
 
 
 async def add_credit_in(conn, account_id: int, amount: int, *, kind: str = "topup",
-                        note: str = "", reference: str | None = None) -> int:
+                        note: str = "", reference: str | None = None, by: str | None = None,
+                        paid: bool = False) -> int:
     if kind not in CREDIT_KINDS:
         raise ValueError(f"unknown credit kind {kind!r}")
     if amount == 0 or (amount < 0 and kind != "adjustment"):
@@ -50,8 +53,13 @@ async def add_credit_in(conn, account_id: int, amount: int, *, kind: str = "topu
                                  f" (${format_usd(MAX_BALANCE_NANO)})", param="amount")
         raise InvalidRequest("the adjustment would take the available balance below zero",
                              param="amount")
+    # who and paid only when set: the columns' defaults say the rest, and an entry without
+    # them can still be written to a database one migration behind (a rolling upgrade)
+    extra = {"created_by": by[:320]} if by else {}
+    if paid:
+        extra["paid"] = True
     await conn.execute(insert(ledger_entries).values(
         account_id=account_id, amount=amount, kind=kind, note=note, request_id=reference,
-        created_at=utcnow(),
+        created_at=utcnow(), **extra,
     ))
     return row.balance

@@ -63,7 +63,10 @@ def test_operator_pages(live, new_page, database_url):
     account, entries = arun(_ledger(database_url, customer_id))
     assert account.balance == 7_250_000_000
     assert [(e.kind, e.amount) for e in entries] == [("adjustment", 7_250_000_000)]
-    assert entries[0].note == f"welcome gift (by {admin})"
+    assert (entries[0].note, entries[0].created_by) == ("welcome gift", admin)
+    # the credit history on the page lists it with its reason and who made it
+    history = page.inner_text("#credit-history table")
+    assert "+$7.25" in history and "welcome gift" in history and admin in history
 
     # disable (the confirm dialog is accepted), then enable again
     page.click("button:has-text('Disable account')")

@@ -169,3 +169,40 @@ def test_codes_cli(database_url, tmp_path):
     assert "$5.00" in listing.stdout
     bad = runner.invoke(cli, ["codes", "create", "--amount", "abc"], env=env)
     assert bad.exit_code == 2
+
+
+async def test_creating_codes_redirects_and_shows_the_batch_once(live, database_url):
+    """Post/redirect/get: the batch is shown on the page the 303 leads to, and a reload shows
+    it no more nor makes more codes; a batch too big for a cookie is shown in the POST's own
+    response."""
+    _, admin = await make_user(database_url, admin=True)
+    admin_http = login(live.url, admin)
+    token = page_token(admin_http, live.url + "/admin/codes")
+    created = admin_http.post(live.url + "/admin/codes", data={
+        "csrf_token": token, "amount": "1", "count": "2", "batch": "prg"},
+        allow_redirects=False)
+    assert created.status_code == 303 and created.headers["location"] == "/admin/codes"
+    shown = admin_http.get(live.url + "/admin/codes").text
+    assert "2 new codes worth $1.00 each (prg)" in shown
+    full = [c for c in re.findall(r"\b[2-9A-Z]{4}-[2-9A-Z]{4}-[2-9A-Z]{4}-[2-9A-Z]{4}\b", shown)
+            if not c.startswith("XXXX-")]
+    assert len(set(full)) == 2
+    reloaded = admin_http.get(live.url + "/admin/codes").text
+    assert "new codes worth" not in reloaded and not any(c in reloaded for c in full)
+    big = admin_http.post(live.url + "/admin/codes", data={
+        "csrf_token": token, "amount": "1", "count": "101", "batch": "big"},
+        allow_redirects=False)
+    assert big.status_code == 200 and "101 new codes worth $1.00 each (big)" in big.text
+    db = Database(database_url, pool_size=1)
+    try:
+        assert len(await list_codes(db, batch="prg")) == 2
+        assert len(await list_codes(db, batch="big")) == 101
+    finally:
+        await db.dispose()
+    # the redeemed code is still good after all this
+    _, user = await make_user(database_url)
+    user_http = login(live.url, user)
+    redeemed = user_http.post(live.url + "/redeem", data={
+        "csrf_token": page_token(user_http, live.url + "/"), "code": full[0]})
+    assert "Code redeemed: +$1.00. Your balance is $1.00." in redeemed.text
+    await assert_ledger_ok(database_url)

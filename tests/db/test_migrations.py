@@ -95,3 +95,36 @@ async def test_open_holds_survive_the_lean_holds_table(empty_database):
         assert (balance, held) == (8_500, 0)
     finally:
         await db.dispose()
+
+
+async def test_ledger_who_and_paid_are_filled_for_old_entries(empty_database):
+    """ledger_0001 adds created_by and paid: a Stripe payment made before it counts as paid
+    revenue by "stripe", a redeemed code as made by its customer, the rest stays free."""
+    cfg = alembic_config(empty_database)
+    command.upgrade(cfg, "0002_core")
+    db = Database(empty_database, pool_size=1)
+    try:
+        async with db.write() as conn:
+            await conn.exec_driver_sql(
+                "INSERT INTO accounts (email, balance, held, created_at)"
+                " VALUES ('old@example.com', 7, 0, CURRENT_TIMESTAMP)")
+            for amount, kind, ref in ((1, "topup", "stripe:abc"), (2, "topup", "signup:1"),
+                                      (3, "redeem", "code:9"), (1, "topup", None)):
+                reference = f"'{ref}'" if ref else "NULL"
+                await conn.exec_driver_sql(
+                    "INSERT INTO ledger_entries (account_id, amount, kind, request_id, note,"
+                    f" created_at) VALUES (1, {amount}, '{kind}', {reference}, '',"
+                    " CURRENT_TIMESTAMP)")
+    finally:
+        await db.dispose()
+    upgrade(empty_database)
+    db = Database(empty_database, pool_size=1)
+    try:
+        async with db.read() as conn:
+            rows = (await conn.exec_driver_sql(
+                "SELECT request_id, created_by, paid FROM ledger_entries ORDER BY id")).all()
+    finally:
+        await db.dispose()
+    assert [(r[0], r[1], bool(r[2])) for r in rows] == [
+        ("stripe:abc", "stripe", True), ("signup:1", "sign-up", False),
+        ("code:9", "old@example.com", False), (None, None, False)]

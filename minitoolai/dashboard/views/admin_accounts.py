@@ -1,18 +1,21 @@
-"""Operator pages: search accounts; one account's balance, keys and usage; credit
-adjustments with a reason (a ledger entry); disable and enable."""
+"""Operator pages: search accounts; one account's balance, keys, credit history (CSV too)
+and usage; credit adjustments with a reason (a ledger entry); disable and enable."""
 
 from __future__ import annotations
 
-from starlette.responses import Response
+import urllib.parse
+
+from starlette.responses import Response, StreamingResponse
 
 from minitoolai.accounts.store import get_account, list_accounts, list_keys, set_account_flags
 from minitoolai.dashboard.passwords import set_password
 from minitoolai.dashboard.sessions import end_all_sessions
 from minitoolai.dashboard.views.auth import MAX_PASSWORD
 from minitoolai.dashboard.views.usage import render_usage
-from minitoolai.dashboard.web import Ctx, page
+from minitoolai.dashboard.web import Ctx, page, security_headers
 from minitoolai.errors import InvalidRequest, NotFound
 from minitoolai.ledger.credits import add_credit
+from minitoolai.ledger.history import count_entries, entries_csv, list_entries
 from minitoolai.money import MoneyFormatError, format_usd, parse_usd
 
 
@@ -29,11 +32,48 @@ async def accounts_page(ctx: Ctx) -> Response:
     return ctx.render("admin/accounts.html", accounts=rows, q=search)
 
 
+HISTORY_PAGE = 50
+CSV_BATCH = 1000
+
+
 async def account_page(ctx: Ctx) -> Response:
     account = await get_account(ctx.db, _account_id(ctx))
     keys = await list_keys(ctx.db, account.id)
+    before = ctx.query("entries_before")
+    # the credit history: every entry but the per-request charges (the usage table below)
+    history = await list_entries(ctx.db, account.id, credits_only=True, limit=HISTORY_PAGE,
+                                 before_id=int(before) if before.isdigit() else None)
+    history_count, _ = await count_entries(ctx.db, account.id, credits_only=True)
+    older_entries = None
+    if len(history) == HISTORY_PAGE:
+        older_entries = "?" + urllib.parse.urlencode({"entries_before": history[-1].id})
     return await render_usage(ctx, account.id, "admin/account.html", account=account, keys=keys,
-                              show_csv=False)
+                              show_csv=False, history=history, history_count=history_count,
+                              older_entries=older_entries)
+
+
+async def history_csv(ctx: Ctx) -> Response:
+    """The account's credit history as CSV, newest first; `?charges=1` adds every charge
+    (streamed in batches: an account can have millions)."""
+    account = await get_account(ctx.db, _account_id(ctx))
+    credits_only = ctx.query("charges") != "1"
+
+    async def chunks():
+        yield entries_csv([], header=True)
+        before = None
+        while True:
+            batch = await list_entries(ctx.db, account.id, credits_only=credits_only,
+                                       limit=CSV_BATCH, before_id=before)
+            if not batch:
+                return
+            yield entries_csv(batch, header=False)
+            before = batch[-1].id
+
+    name = f"minitoolai-ledger-{account.id}.csv"
+    response = StreamingResponse(chunks(), media_type="text/csv; charset=utf-8", headers={
+        "Content-Disposition": f'attachment; filename="{name}"'})
+    security_headers(response)
+    return response
 
 
 async def adjust(ctx: Ctx) -> Response:
@@ -46,9 +86,15 @@ async def adjust(ctx: Ctx) -> Response:
         amount = parse_usd(ctx.form.get("amount", ""))
     except MoneyFormatError as exc:
         return ctx.redirect(url, f"Not an amount: {exc}.")
+    # money received for it (a bank transfer, an invoice paid): a paid top-up, which the
+    # platform page counts as revenue; otherwise an adjustment (a gift, a correction)
+    paid = ctx.form.get("paid") == "1"
+    if paid and amount <= 0:
+        return ctx.redirect(url, "Only credit added (a positive amount) can be marked paid.")
     try:
-        balance = await add_credit(ctx.db, account_id, amount, kind="adjustment",
-                                   note=f"{reason} (by {ctx.account.email})")
+        balance = await add_credit(ctx.db, account_id, amount,
+                                   kind="topup" if paid else "adjustment", note=reason,
+                                   by=ctx.account.email, paid=paid)
     except InvalidRequest as exc:
         return ctx.redirect(url, f"Not adjusted: {exc.message}.")
     sign = "+" if amount > 0 else "-"
@@ -88,6 +134,7 @@ async def set_password_(ctx: Ctx) -> Response:
 ROUTES = [
     ("/admin/accounts", page(accounts_page, admin=True), ["GET"]),
     ("/admin/accounts/{account_id}", page(account_page, admin=True), ["GET"]),
+    ("/admin/accounts/{account_id}/ledger.csv", page(history_csv, admin=True), ["GET"]),
     ("/admin/accounts/{account_id}/credit", page(adjust, admin=True), ["POST"]),
     ("/admin/accounts/{account_id}/disabled", page(set_disabled, admin=True), ["POST"]),
     ("/admin/accounts/{account_id}/password", page(set_password_, admin=True), ["POST"]),

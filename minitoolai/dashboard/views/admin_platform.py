@@ -10,8 +10,9 @@ from minitoolai.dashboard.platform_stats import image_queue, provider_health, to
 from minitoolai.dashboard.usage_query import daily_credits, daily_spend
 from minitoolai.dashboard.views.apidocs import price_rows
 from minitoolai.dashboard.web import Ctx, page
+from minitoolai.ledger.history import money_in
 
-CREDIT_LABELS = {"topup": "top-ups", "redeem": "redeemed codes"}
+CREDIT_LABELS = {"paid": "paid (revenue)", "free": "free (demo, sign-up, codes)"}
 
 
 async def overview(ctx: Ctx) -> Response:
@@ -20,10 +21,11 @@ async def overview(ctx: Ctx) -> Response:
     usage_chart, usage_legend = stacked_bars(dates, spend,
                                              title=f"Usage (charged) per model, {days} days")
     dates, credits = await daily_credits(ctx.db, days)
-    credits = {CREDIT_LABELS.get(k, k): v for k, v in credits.items()}
+    credits = {CREDIT_LABELS[k]: credits[k] for k in CREDIT_LABELS if k in credits}
     revenue_chart, revenue_legend = stacked_bars(dates, credits,
-                                                 title=f"Credit bought per day, {days} days")
+                                                 title=f"Credit added per day, {days} days")
     return ctx.render("admin/overview.html", totals=await totals(ctx.db),
+                      money_in=await money_in(ctx.db),
                       usage_chart=usage_chart, usage_legend=usage_legend,
                       revenue_chart=revenue_chart, revenue_legend=revenue_legend, days=days)
 

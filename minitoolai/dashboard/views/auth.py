@@ -106,7 +106,7 @@ async def signup(ctx: Ctx) -> Response:
     credit = parse_usd(config.signup_credit)
     if credit:
         await add_credit(ctx.db, account.id, credit, kind="topup", note="sign-up credit",
-                         reference=f"signup:{account.id}")
+                         reference=f"signup:{account.id}", by="sign-up")
     return await _logged_in(ctx, account.id, "/")
 
 

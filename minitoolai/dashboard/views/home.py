@@ -46,7 +46,8 @@ async def redeem(ctx: Ctx) -> Response:
     if throttle.blocked(key):
         return ctx.redirect("/", "Too many invalid codes. Wait 15 minutes and try again.")
     try:
-        amount, balance = await redeem_code(ctx.db, ctx.account.id, ctx.form.get("code", ""))
+        amount, balance = await redeem_code(ctx.db, ctx.account.id, ctx.form.get("code", ""),
+                                           by=ctx.account.email)
     except InvalidRequest as exc:
         throttle.fail(key)
         return ctx.redirect("/", exc.message[:1].upper() + exc.message[1:] + ".")

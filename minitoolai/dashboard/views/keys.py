@@ -1,4 +1,5 @@
-"""API keys: create (the secret shown once), rename, spending limit, revoke."""
+"""API keys: create (the secret shown once, after the redirect), rename, spending limit,
+revoke. Every form redirects (post/redirect/get): a reload never creates another key."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from starlette.responses import Response
 
 from minitoolai.accounts.store import create_key, list_keys, revoke_key, update_key
 from minitoolai.dashboard.playground_key import playground_key_id
+from minitoolai.dashboard.reveal import REVEAL_COOKIE, clear_reveal, set_reveal, take_reveal
 from minitoolai.dashboard.web import Ctx, page
 from minitoolai.errors import InvalidRequest
 from minitoolai.money import MoneyFormatError, parse_usd
@@ -34,7 +36,16 @@ async def _render(ctx: Ctx, status_code: int = 200, **values) -> Response:
 
 
 async def keys_page(ctx: Ctx) -> Response:
-    return await _render(ctx)
+    if REVEAL_COOKIE not in ctx.request.cookies:
+        return await _render(ctx)
+    # the redirect after creating a key: show its secret this once, then forget it
+    shown = take_reveal(ctx) or {}
+    keys = await list_keys(ctx.db, ctx.account.id)
+    new_key = next((k for k in keys if k.id == shown.get("key_id")), None)
+    response = await _render(ctx, new_key=new_key,
+                             new_secret=shown.get("secret") if new_key else None)
+    clear_reveal(response, "/keys")
+    return response
 
 
 async def create(ctx: Ctx) -> Response:
@@ -44,8 +55,9 @@ async def create(ctx: Ctx) -> Response:
     except InvalidRequest as exc:
         return await _render(ctx, 400, error=exc.message)
     key, secret = await create_key(ctx.db, ctx.account.id, name, limit)
-    # rendered, not redirected: the secret exists only in this response
-    return await _render(ctx, new_key=key, new_secret=secret)
+    response = ctx.redirect("/keys", f"Created {key.name}.")
+    set_reveal(response, ctx, "/keys", {"key_id": key.id, "secret": secret})
+    return response
 
 
 async def update(ctx: Ctx) -> Response:
