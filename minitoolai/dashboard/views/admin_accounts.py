@@ -18,7 +18,7 @@ from minitoolai.money import MoneyFormatError, format_usd, parse_usd
 
 def _account_id(ctx: Ctx) -> int:
     text = ctx.request.path_params["account_id"]
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:  # "²".isdigit() is true
         raise NotFound(f"no account with id {text}")
     return int(text)
 
