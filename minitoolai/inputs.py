@@ -83,11 +83,16 @@ def check_json(value: Any, raw: bytes | None = None) -> Any:
     return value
 
 
-def strict_int(text: str, param: str, *, max_digits: int = 18) -> int:
+MAX_ROW_ID = 2**31 - 1  # the integer primary keys are 32-bit columns
+
+
+def strict_int(text: str, param: str, *, max_digits: int = 18,
+               maximum: int | None = None) -> int:
     """A non-negative integer written in ASCII digits, at most `max_digits` of them (18 fit
-    a 64-bit column), or a 400 naming `param`."""
+    a 64-bit column) and at most `maximum`, or a 400 naming `param`."""
     text = text.strip()
-    if not (text.isascii() and text.isdigit()) or len(text) > max_digits:
-        raise InvalidRequest(f"{param} must be a whole number of at most {max_digits} digits",
-                             param=param)
+    if not (text.isascii() and text.isdigit()) or len(text) > max_digits \
+            or (maximum is not None and int(text) > maximum):
+        limit = f"at most {maximum}" if maximum is not None else f"of at most {max_digits} digits"
+        raise InvalidRequest(f"{param} must be a whole number {limit}", param=param)
     return int(text)

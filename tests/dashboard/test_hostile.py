@@ -129,7 +129,8 @@ async def test_bad_query_and_form_values_are_clear_400s(live, database_url):
     response = admin.post(live.url + "/admin/codes", data={
         "csrf_token": token, "amount": "1e400", "count": "1"})
     assert response.status_code == 400 and "larger than any amount" in response.text
-    for path in ("/admin/accounts/²", "/admin/accounts/" + "1" * 30):
+    for path in ("/admin/accounts/²", "/admin/accounts/" + "1" * 30,
+                 "/admin/accounts/" + "9" * 12, f"/admin/accounts/{2**31}"):
         assert admin.get(live.url + path).status_code == 404
     credit = admin.post(f"{live.url}/admin/accounts/{account_id}/credit", data={
         "csrf_token": token, "amount": "1e400", "reason": "test"})
