@@ -52,6 +52,8 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 def is_json_type(content_type: str | None) -> bool:
     """application/json (any parameters, e.g. charset) or a +json type."""
+    if content_type == "application/json":  # what nearly every client sends
+        return True
     media = (content_type or "").split(";", 1)[0].strip().lower()
     return media == "application/json" or (media.startswith("application/")
                                            and media.endswith("+json"))

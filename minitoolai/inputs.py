@@ -59,28 +59,51 @@ def check_json(value: Any, raw: bytes | None = None) -> Any:
     cannot hold either problem is passed without walking it (the chat hot path)."""
     strings = raw is None or _SUSPECT_ESCAPE.search(raw) is not None
     depth = raw is None or raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH
-    if not (strings or depth):
-        return value
-    # iterative: a body 1,000 levels deep must not exhaust Python's recursion limit
+    if (strings or depth) and _has_problem(value, strings):
+        _raise_problem(value)
+    return value
+
+
+def _has_problem(value: Any, strings: bool) -> bool:
+    """The quick walk: containers only, no paths (most bodies have no problem at all).
+    Iterative: a body 1,000 levels deep must not exhaust Python's recursion limit."""
+    stack = [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        if level > MAX_JSON_DEPTH:
+            return True
+        if type(node) is dict:
+            if strings and any(text_problem(k) for k in node):
+                return True
+            items = node.values()
+        else:
+            items = node
+        for item in items:
+            kind = type(item)
+            if kind is dict or kind is list:
+                stack.append((item, level + 1))
+            elif strings and kind is str and text_problem(item) is not None:
+                return True
+    return False
+
+
+def _raise_problem(value: Any) -> None:
+    """The slow walk, once a problem is known to exist: find it and name where it is."""
     stack: list[tuple[Any, int, tuple]] = [(value, 1, ())]
     while stack:
         node, level, path = stack.pop()
-        if isinstance(node, dict):
+        if isinstance(node, dict | list):
             if level > MAX_JSON_DEPTH:
-                raise InvalidRequest(f"{_where(path)} is nested deeper than {MAX_JSON_DEPTH}"
-                                     " levels", param=_where(path), code="too_deeply_nested")
-            for key, item in node.items():
-                if strings:
-                    check_text(key, _where(path + (key,)) + " (a key)")
+                where = _where(path)[:120]
+                raise InvalidRequest(f"{where} is nested deeper than {MAX_JSON_DEPTH} levels",
+                                     param=where, code="too_deeply_nested")
+            pairs = node.items() if isinstance(node, dict) else enumerate(node)
+            for key, item in pairs:
+                if isinstance(key, str):  # named by where it is: the key itself is bad
+                    check_text(key, f"a key of {_where(path)}")
                 stack.append((item, level + 1, path + (key,)))
-        elif isinstance(node, list):
-            if level > MAX_JSON_DEPTH:
-                raise InvalidRequest(f"{_where(path)} is nested deeper than {MAX_JSON_DEPTH}"
-                                     " levels", param=_where(path), code="too_deeply_nested")
-            stack.extend((item, level + 1, path + (i,)) for i, item in enumerate(node))
-        elif strings and isinstance(node, str):
+        elif isinstance(node, str):
             check_text(node, _where(path))
-    return value
 
 
 MAX_ROW_ID = 2**31 - 1  # the integer primary keys are 32-bit columns
