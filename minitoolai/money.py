@@ -38,7 +38,7 @@ def parse_usd(text: str | int | Decimal) -> int:
     if value.copy_abs() > MAX_BALANCE_NANO // NANO_PER_USD:  # copy_abs: no context, no Overflow
         # "1e400" is a finite Decimal, but no amount the ledger holds, and its nanodollars
         # overflow every integer column
-        raise MoneyFormatError(f"{str(text)[:40]!r} is larger than any amount accepted"
+        raise MoneyFormatError(f"{str(text)[:40]!r} is over the largest amount accepted"
                                f" (${MAX_BALANCE_NANO // NANO_PER_USD:,})")
     nano = value * NANO_PER_USD
     if nano != nano.to_integral_value():

@@ -87,18 +87,18 @@ def test_json_apis_refuse_hostile_bodies_without_charging(make_settings, databas
         # nesting: 256..1024 levels inside a message or a forwarded field is a 400, not a 500
         for depth in (MAX_JSON_DEPTH + 1, 256, 300, 1000):
             deep_message = ('{"model": "gpt-4o", "messages": [{"role": "user", "content": "hi",'
-                            ' "extra": %s}]}' % nested(depth))
+                            ' "extra": ' + nested(depth) + '}]}')
             openai_error(requests.post(url + "/api/chat-completions/", data=deep_message,
                                        headers=as_json), 400, code="too_deeply_nested")
             deep_field = ('{"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}],'
                           ' "response_format": {"type": "json_schema", "json_schema":'
-                          ' {"name": "x", "schema": %s}}}' % nested(depth))
+                          ' {"name": "x", "schema": ' + nested(depth) + '}}}')
             openai_error(requests.post(url + "/v1/chat/completions", data=deep_field,
                                        headers=as_json), 400, code="too_deeply_nested")
         # just inside the bound is fine (the fake upstream answers)
         inside = ('{"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}],'
                   ' "response_format": {"type": "json_schema", "json_schema":'
-                  ' {"name": "x", "schema": {"a": %s}}}}' % nested(50))
+                  ' {"name": "x", "schema": {"a": ' + nested(50) + '}}}}')
         assert requests.post(url + "/v1/chat/completions", data=inside,
                              headers=as_json).status_code == 200
 
@@ -106,7 +106,7 @@ def test_json_apis_refuse_hostile_bodies_without_charging(make_settings, databas
         nul_prompt = requests.post(url + "/api/texttoimage/", headers=as_json,
                                    data=json.dumps({**IMAGE, "prompt": "a\u0000b"}))
         seed_image_error(nul_prompt, 400, "NUL")
-        surrogate = '{"model": "realvision", "prompt": "a\\ud800b"}'.encode()
+        surrogate = b'{"model": "realvision", "prompt": "a\\ud800b"}'
         seed_image_error(requests.post(url + "/api/texttoimage/", data=surrogate,
                                        headers=as_json), 400, "surrogate")
         openai_error(requests.post(url + "/api/chat-completions/", headers=as_json, json={

@@ -24,7 +24,6 @@ DEMO_CREDIT_USD = "5"
 def app_from_env():
     """uvicorn factory for `serve --workers N` (each process builds its own app)."""
     from minitoolai.app import create_app
-
     from minitoolai.slow_clients import configure
 
     settings = load_settings()
