@@ -186,3 +186,15 @@ async def test_guessing_is_throttled_but_the_owner_still_logs_in(dash_settings, 
             "csrf_token": csrf_of(page.text), "email": email, "password": PASSWORD},
             allow_redirects=False)
         assert response.status_code == 303, response.text[:300]
+
+
+async def test_forms_take_no_files_and_bounded_fields(live):
+    http = requests.Session()
+    token = csrf_of(http.get(live.url + "/login").text)
+    upload = http.post(live.url + "/login", data={"csrf_token": token},
+                       files={"email": ("a.txt", b"x" * 1000)}, allow_redirects=False)
+    assert upload.status_code == 400, upload.text[:300]
+    many = http.post(live.url + "/login", data={"csrf_token": token,
+                                                **{f"f{i}": "1" for i in range(300)}},
+                     files={"x": (None, "y")}, allow_redirects=False)
+    assert many.status_code == 400, many.text[:300]
