@@ -108,9 +108,10 @@ class RequestTimeout(APIError):
     status_code = 408
     error_type = "invalid_request_error"
     default_code = "request_timeout"
-    # the rest of the body is still on its way: this connection cannot serve another request
+
     def __init__(self, message: str, **kwargs) -> None:
         super().__init__(message, **kwargs)
+        # the rest of the body may still be on its way: the connection cannot serve another
         self.headers.setdefault("Connection", "close")
 
 

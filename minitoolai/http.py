@@ -34,7 +34,8 @@ async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isascii() and declared.isdigit() \
             and (len(declared) > 18 or int(declared) > limit):
-        raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit}")
+        raise PayloadTooLarge(f"request body of {declared[:20]} bytes exceeds the limit of"
+                              f" {limit}")
     chunks = []
     size = 0
     seconds = runtime_of(request).settings.body_timeout_seconds
