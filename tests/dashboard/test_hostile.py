@@ -176,6 +176,7 @@ async def test_guessing_is_throttled_but_the_owner_still_logs_in(dash_settings, 
         assert [guess(f"wrong{i}").status_code for i in range(3)] == [401, 401, 401]
         blocked = guess("wrong3")
         assert blocked.status_code == 429 and "Wait 1 minute" in blocked.text
+        assert 0 < int(blocked.headers["retry-after"]) <= 30
         # even the right password waits, from the guesser's address
         assert guess(PASSWORD).status_code == 429
         # the owner is not locked out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from starlette.responses import Response
 
 from minitoolai.accounts.store import create_account
@@ -56,10 +58,13 @@ async def login(ctx: Ctx) -> Response:
     pair = f"{address} {email}"
     wait = by_pair.retry_after(pair)
     if wait > 0 or by_address.blocked(address):
-        minutes = max(1, round(wait / 60)) if wait > 0 else 15
-        return ctx.render("login.html", status_code=429, next=target, email=email,
-                          error=f"Too many failed attempts. Wait {minutes} minute"
-                                f"{'s' if minutes > 1 else ''} and try again.")
+        seconds = math.ceil(wait) if wait > 0 else 900
+        minutes = max(1, round(seconds / 60))
+        response = ctx.render("login.html", status_code=429, next=target, email=email,
+                              error=f"Too many failed attempts. Wait {minutes} minute"
+                                    f"{'s' if minutes > 1 else ''} and try again.")
+        response.headers["Retry-After"] = str(seconds)
+        return response
     account = await check_login(ctx.db, email, password)
     if account is None:
         by_pair.fail(pair)
