@@ -79,11 +79,17 @@ SPEECH = fields({"model": st.just("espeak-ng"), "input": st.just("Hello there.")
                  "voice": st.just("alloy")},
                 {"response_format": st.sampled_from(["wav", "pcm"]),
                  "speed": st.floats(0.25, 4)})
+OPENAI_IMAGE = fields({"prompt": st.text(min_size=1, max_size=30)},
+                     {"model": st.just("realvision"), "n": st.integers(1, 2),
+                      "size": st.sampled_from(["256x256", "512x256", "auto", "1x1"]),
+                      "response_format": st.sampled_from(["url", "b64_json"]),
+                      "steps": st.integers(1, 8), "seed": st.integers(0, 100)})
 JOBS = fields({"jobid": st.one_of(st.integers(-1, 2**64), TEXT), "signature": TEXT}, {})
 CONTENT_TYPES = st.sampled_from(["application/json"] * 6 + [
     "text/plain", "application/x-www-form-urlencoded", None, "application/json; charset=utf-8"])
 ROUTES = {"/api/chat-completions/": CHAT, "/v1/chat/completions": CHAT,
           "/api/texttoimage/": IMAGE, "/api/texttoimage/jobs/": JOBS,
+          "/v1/images/generations": OPENAI_IMAGE,
           "/v1/audio/speech": SPEECH, "/api/texttospeech/": SPEECH}
 
 
@@ -118,7 +124,9 @@ def test_fuzzed_requests_never_5xx_and_refusals_cost_nothing(make_settings, data
                     response = http.post(live.url + path, data=encode(body), headers=headers,
                                          timeout=30)
                     assert response.status_code < 500, (path, body, response.text[:500])
-                    if response.status_code < 300 and path != "/api/texttoimage/jobs/":
+                    if response.status_code < 300 and path == "/v1/images/generations":
+                        served += len(response.json()["data"])  # one charge per image
+                    elif response.status_code < 300 and path != "/api/texttoimage/jobs/":
                         served += 1
 
                 case()
