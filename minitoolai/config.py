@@ -37,6 +37,10 @@ class Settings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    # slow clients (see minitoolai/slow_clients.py): idle keep-alive, the request head, the body
+    timeout_keep_alive_seconds: int = Field(5, ge=1)
+    header_timeout_seconds: float = Field(10.0, gt=0)
+    body_timeout_seconds: float = Field(60.0, gt=0)
     rate_limit_per_minute: int = Field(600, ge=0)  # per API key; 0 disables
     rate_limit_burst: int = Field(100, ge=1)
     hold_ttl_seconds: int = Field(900, ge=1)  # a hold older than this belongs to a dead process

@@ -9,7 +9,9 @@
         ├── InsufficientCredit      402  balance too low for the hold
         ├── PermissionDenied        403  not yours / not an admin / disabled account
         ├── NotFound                404  unknown model, job, route
+        ├── RequestTimeout          408  the request body did not arrive in time
         ├── PayloadTooLarge         413  body over the configured limit
+        ├── UnsupportedMediaType    415  a JSON API called without Content-Type: application/json
         ├── RateLimited             429  per-key request rate
         ├── UpstreamError           502  the upstream failed
         ├── ServiceUnavailable      503  no provider for the model, a full queue
@@ -102,10 +104,27 @@ class NotFound(APIError):
     default_code = "not_found"
 
 
+class RequestTimeout(APIError):
+    status_code = 408
+    error_type = "invalid_request_error"
+    default_code = "request_timeout"
+
+    def __init__(self, message: str, **kwargs) -> None:
+        super().__init__(message, **kwargs)
+        # the rest of the body may still be on its way: the connection cannot serve another
+        self.headers.setdefault("Connection", "close")
+
+
 class PayloadTooLarge(APIError):
     status_code = 413
     error_type = "invalid_request_error"
     default_code = "payload_too_large"
+
+
+class UnsupportedMediaType(APIError):
+    status_code = 415
+    error_type = "invalid_request_error"
+    default_code = "unsupported_media_type"
 
 
 class RateLimited(APIError):

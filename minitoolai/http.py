@@ -3,6 +3,7 @@ authenticating, and answering errors in the right envelope."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -10,33 +11,71 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from minitoolai.accounts.auth import Principal
-from minitoolai.errors import APIError, InvalidRequest, PayloadTooLarge
+from minitoolai.errors import (
+    APIError,
+    InvalidRequest,
+    PayloadTooLarge,
+    RequestTimeout,
+    UnsupportedMediaType,
+)
+from minitoolai.inputs import check_json
 
 
 def runtime_of(request: Request):
     return request.app.state.runtime
 
 
-async def read_json(request: Request, limit: int | None = None) -> Any:
-    """The request body as JSON, refusing bodies over the configured limit with 413."""
-    limit = limit or runtime_of(request).settings.max_body_bytes
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole request body, read with a bound: a declared Content-Length over `limit` is
+    refused before a byte is read, and a body that turns out longer (chunked, or lying) is
+    refused as soon as it passes the limit, so no request can make the server hold more
+    than `limit` bytes of it (413). A body that takes longer than body_timeout_seconds to
+    arrive is refused with 408. Every route that reads a body reads it through here."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {limit}")
+    if declared is not None and declared.isascii() and declared.isdigit() \
+            and (len(declared) > 18 or int(declared) > limit):
+        raise PayloadTooLarge(f"request body of {declared[:20]} bytes exceeds the limit of"
+                              f" {limit}")
     chunks = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    body = b"".join(chunks)
+    seconds = runtime_of(request).settings.body_timeout_seconds
+    try:
+        async with asyncio.timeout(seconds):  # the whole body, not each chunk: no trickling
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestTimeout(f"the request body did not arrive within {seconds:g} s") from None
+    return b"".join(chunks)
+
+
+def is_json_type(content_type: str | None) -> bool:
+    """application/json (any parameters, e.g. charset) or a +json type."""
+    if content_type == "application/json":  # what nearly every client sends
+        return True
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/")
+                                           and media.endswith("+json"))
+
+
+async def read_json(request: Request, limit: int | None = None) -> Any:
+    """The request body as JSON: Content-Type application/json (415 otherwise), at most
+    `limit` bytes (413), valid JSON (400) whose strings are storable text and whose nesting
+    is bounded (inputs.check_json, 400)."""
+    if not is_json_type(request.headers.get("content-type")):
+        raise UnsupportedMediaType("send the body as JSON with the header Content-Type:"
+                                   " application/json")
+    limit = limit or runtime_of(request).settings.max_body_bytes
+    body = await read_body(request, limit)
     if not body:
         raise InvalidRequest("the request body is empty: send a JSON object")
     try:
-        return orjson.loads(body)
+        value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
+    return check_json(value, body)
 
 
 async def authenticate(request: Request) -> Principal:

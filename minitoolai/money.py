@@ -52,6 +52,11 @@ def parse_usd(text: str | int | Decimal) -> int:
             raise MoneyFormatError(f"{text!r} has more than {MAX_DECIMALS} decimals: finer"
                                    " than one nanodollar")
         value = Decimal(sign + digits)
+    if value.copy_abs() > MAX_BALANCE_NANO // NANO_PER_USD:  # copy_abs: no context, no Overflow
+        # a long run of digits is a finite Decimal, but no amount the ledger holds, and its
+        # nanodollars overflow every integer column
+        raise MoneyFormatError(f"{str(text)[:40]!r} is over the largest amount accepted"
+                               f" (${MAX_BALANCE_NANO // NANO_PER_USD:,})")
     nano = value * NANO_PER_USD
     if nano != nano.to_integral_value():
         raise MoneyFormatError(f"{text!r} is finer than one nanodollar")

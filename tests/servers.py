@@ -18,11 +18,12 @@ def free_port() -> int:
 class ThreadedServer:
     """uvicorn serving `app` on 127.0.0.1:port until `stop()`."""
 
-    def __init__(self, app, port: int | None = None) -> None:
+    def __init__(self, app, port: int | None = None, **options) -> None:
+        """`options`: more uvicorn.Config options (e.g. slow_clients.uvicorn_options)."""
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                lifespan="on", access_log=False)
+                                lifespan="on", access_log=False, **options)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from minitoolai.catalog import REASONING_EFFORTS, Catalog, Model
+from minitoolai.chat.passthrough import check_forwarded
 from minitoolai.chat.providers.base import ChatRequest
 from minitoolai.errors import InvalidRequest, NotFound
 
@@ -218,6 +219,7 @@ def validate_chat(body: Any, catalog: Catalog, *, openai_style: bool,
         if options is not None and not isinstance(options, dict):
             raise InvalidRequest("'stream_options' must be an object", param="stream_options")
         include_usage = bool((options or {}).get("include_usage", False))
+    check_forwarded(body)
     extra = {k: body[k] for k in PASSTHROUGH if k in body}
     request = ChatRequest(
         request_id=new_request_id(), model=model, messages=body["messages"],

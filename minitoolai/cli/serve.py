@@ -15,6 +15,7 @@ from minitoolai.db.engine import Database
 from minitoolai.db.migrate import upgrade
 from minitoolai.ledger.credits import add_credit
 from minitoolai.money import parse_usd
+from minitoolai.slow_clients import uvicorn_options
 
 DEMO_EMAIL = "demo@minitoolai.local"
 DEMO_CREDIT_USD = "5"
@@ -23,8 +24,11 @@ DEMO_CREDIT_USD = "5"
 def app_from_env():
     """uvicorn factory for `serve --workers N` (each process builds its own app)."""
     from minitoolai.app import create_app
+    from minitoolai.slow_clients import configure
 
-    return create_app(load_settings(), migrate=False)
+    settings = load_settings()
+    configure(settings)  # this worker process's protocol classes (see slow_clients)
+    return create_app(settings, migrate=False)
 
 
 async def ensure_demo_account(settings: Settings) -> str | None:
@@ -93,7 +97,7 @@ def serve(host: str = typer.Option(None, help="interface to bind (default 127.0.
     print_banner(settings, demo_key)
     uvicorn.run("minitoolai.cli.serve:app_from_env", factory=True, host=settings.host,
                 port=settings.port, workers=workers, log_level=settings.log_level,
-                loop="auto", http="auto", access_log=False)
+                loop="auto", access_log=False, **uvicorn_options(settings))
 
 
 def worker():

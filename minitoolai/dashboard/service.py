@@ -9,7 +9,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from minitoolai import __version__
 from minitoolai.config import Settings
-from minitoolai.dashboard.throttle import FailureThrottle
+from minitoolai.dashboard.throttle import BackoffThrottle, FailureThrottle
 from minitoolai.money import format_usd
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
@@ -29,7 +29,9 @@ class DashboardService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.config = settings.dashboard
-        self.login_throttle = FailureThrottle(self.config.login_failures_per_15min)
+        # per (client address, account), with backoff: a guesser slows down, the owner logging
+        # in from their own address does not (issue 15: per account alone locked them out)
+        self.login_throttle = BackoffThrottle(self.config.login_failures_per_15min)
         # an address may try several accounts (an office behind one NAT), not endlessly
         self.address_throttle = FailureThrottle(5 * self.config.login_failures_per_15min)
         self.redeem_throttle = FailureThrottle(self.config.redeem_failures_per_15min)

@@ -30,6 +30,8 @@ class StripeSettings(BaseModel):
     max_amount: str = "1000"
     signature_tolerance_seconds: int = Field(300, ge=1)  # replayed signatures older than this fail
     timeout_seconds: float = Field(20.0, gt=0)
+    # the webhook's body is read up to this many bytes before its signature is checked
+    max_event_bytes: int = Field(1024 * 1024, ge=1024)
 
     @field_validator("min_amount", "max_amount")
     @classmethod
@@ -57,8 +59,13 @@ class DashboardSettings(BaseModel):
     session_days: float = Field(14, gt=0)  # a login lasts this long
     # None: Secure cookies exactly when public_url is https; set True behind a TLS proxy
     cookie_secure: bool | None = None
+    # a dashboard form (log in, sign up, keys, admin) is read up to this many bytes before
+    # it is parsed or its CSRF token checked; larger ones get 413
+    max_form_bytes: int = Field(64 * 1024, ge=1024)
     min_password_length: int = Field(8, ge=1)
-    login_failures_per_15min: int = Field(10, ge=1)  # per email; 5x that per client address
+    # wrong passwords free per (client address, account), then a wait doubling from 30 s to
+    # 15 min; 5x that per client address over all accounts in 15 min
+    login_failures_per_15min: int = Field(10, ge=1)
     redeem_failures_per_15min: int = Field(10, ge=1)  # per account: no guessing codes
     usage_page_size: int = Field(100, ge=10, le=1000)
     chart_days: int = Field(30, ge=1, le=366)

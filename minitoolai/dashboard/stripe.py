@@ -104,14 +104,18 @@ def verify_signature(settings: StripeSettings, payload: bytes, header: str | Non
             timestamp = value
         elif name == "v1":
             signatures.append(value)
-    if not timestamp or not timestamp.isdigit() or not signatures:
+    # ASCII digits of a plausible length: "²".isdigit() is true, and int() of thousands of
+    # digits raises
+    if not timestamp or not (timestamp.isascii() and timestamp.isdigit()) \
+            or len(timestamp) > 12 or not signatures:
         raise PermissionDenied("malformed Stripe signature", code="bad_signature")
     now = time.time() if now is None else now
     if abs(now - int(timestamp)) > settings.signature_tolerance_seconds:
         raise PermissionDenied("Stripe signature too old", code="bad_signature")
     expected = hmac.new(settings.webhook_secret.encode(), timestamp.encode() + b"." + payload,
                         hashlib.sha256).hexdigest()
-    if not any(hmac.compare_digest(expected, s) for s in signatures):
+    # compared as bytes: compare_digest raises on a str with non-ASCII characters
+    if not any(hmac.compare_digest(expected.encode(), s.encode()) for s in signatures):
         raise PermissionDenied("Stripe signature does not match", code="bad_signature")
 
 

@@ -6,6 +6,7 @@ all-accounts views): a customer's filters can narrow their own rows, never widen
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from sqlalchemy import case, func, select
 from minitoolai.clock import utcnow
 from minitoolai.db.engine import Database
 from minitoolai.db.tables import ledger_entries, usage
+from minitoolai.errors import InvalidRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,8 +28,8 @@ class UsageFilter:
 
     @classmethod
     def parse(cls, start: str | None, end: str | None, model: str | None) -> UsageFilter:
-        """From query parameters; a malformed date is ignored rather than an error page."""
-        return cls(_date(start), _date(end), (model or "").strip() or None)
+        """From query parameters; a malformed or out-of-range date is a 400 naming it."""
+        return cls(_date(start, "start"), _date(end, "end"), (model or "").strip() or None)
 
     def apply(self, query, account_id: int | None):
         if account_id is not None:
@@ -51,11 +53,23 @@ class UsageFilter:
         return out
 
 
-def _date(text: str | None) -> date | None:
-    try:
-        return date.fromisoformat(text.strip()) if text and text.strip() else None
-    except ValueError:
+_ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
+FIRST_DAY, LAST_DAY = date(1970, 1, 1), date(9998, 12, 31)  # the day after must exist too
+
+
+def _date(text: str | None, param: str) -> date | None:
+    """YYYY-MM-DD, strictly (no week dates, no compact forms), within FIRST_DAY..LAST_DAY."""
+    text = (text or "").strip()
+    if not text:
         return None
+    try:
+        day = date.fromisoformat(text) if _ISO_DAY.fullmatch(text) else None
+    except ValueError:
+        day = None
+    if day is None or not FIRST_DAY <= day <= LAST_DAY:
+        raise InvalidRequest(f"{param} must be a date YYYY-MM-DD between {FIRST_DAY} and"
+                             f" {LAST_DAY}", param=param)
+    return day
 
 
 def _midnight(day: date) -> datetime:

@@ -28,7 +28,8 @@ from minitoolai.dashboard.sessions import (
     tokens_match,
 )
 from minitoolai.errors import APIError, NotFound
-from minitoolai.http import runtime_of
+from minitoolai.http import read_body, runtime_of
+from minitoolai.inputs import check_text
 
 log = logging.getLogger(__name__)
 FLASH_COOKIE = "mtai_flash"
@@ -125,12 +126,30 @@ class CsrfRejected(APIError):
 Handler = Callable[[Ctx], Awaitable[Response]]
 
 
-async def _read_form(request: Request) -> dict[str, str]:
+async def _read_form(request: Request, limit: int) -> dict[str, str]:
+    """The POSTed form, read through the bounded reader (413 past `limit`, before any
+    parsing or CSRF check), every field checked for storable text."""
     content_type = request.headers.get("content-type", "")
-    if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
-        form = await request.form(max_files=0, max_fields=200)
-        return {k: v for k, v in form.items() if isinstance(v, str)}
-    return {}
+    if not content_type.startswith(("application/x-www-form-urlencoded",
+                                    "multipart/form-data")):
+        return {}
+    body = await read_body(request, limit)
+
+    async def replay() -> dict:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    form = await Request(request.scope, replay).form(max_files=0, max_fields=200)
+    return {k: check_text(v, k) for k, v in form.items() if isinstance(v, str)}
+
+
+def _check_url_text(request: Request) -> None:
+    """Query and path parameters are text too: a NUL in them is a 400 on every database."""
+    for name, value in request.query_params.multi_items():
+        check_text(name, "query parameter")
+        check_text(value, name)
+    for name, value in request.path_params.items():
+        if isinstance(value, str):
+            check_text(value, name)
 
 
 def _csrf_ok(ctx: Ctx) -> bool:
@@ -159,8 +178,9 @@ def page(handler: Handler, *, login: bool = True, admin: bool = False,
                 return ctx.redirect(target)
             if admin and not session.account.is_admin:
                 return error_page(ctx, 403, "This page is for the operators of the platform.")
+            _check_url_text(request)
             if request.method == "POST":
-                ctx.form = await _read_form(request)
+                ctx.form = await _read_form(request, service.config.max_form_bytes)
                 if csrf and not _csrf_ok(ctx):
                     raise CsrfRejected("the form's security token is missing or stale: "
                                        "reload the page and try again")

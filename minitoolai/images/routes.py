@@ -16,6 +16,7 @@ from minitoolai.images.queue import find_by_image_key
 from minitoolai.images.storage import FILES_PATH, LocalStorage
 
 router = APIRouter(redirect_slashes=False)
+JOBS_BODY_LIMIT = 16 * 1024  # a ticket is two short fields; the route needs no key
 
 
 def service_of(request: Request):
@@ -36,7 +37,7 @@ async def submit(request: Request):
 
 async def jobs(request: Request):
     service = service_of(request)
-    body = await read_json(request)
+    body = await read_json(request, JOBS_BODY_LIMIT)
     if not isinstance(body, dict):
         raise InvalidRequest("the request body must be a JSON object with jobid and signature")
     job = await service.job_for_ticket(body.get("jobid"), body.get("signature"))

@@ -114,7 +114,8 @@ class ImagesService:
     # ---- status ----
     async def job_for_ticket(self, jobid, signature):
         """The job row, or NotFound; a wrong signature is indistinguishable from no job."""
-        if isinstance(jobid, str) and jobid.strip().isdigit():
+        if isinstance(jobid, str) and jobid.strip().isascii() and jobid.strip().isdigit() \
+                and len(jobid.strip()) <= 20:  # "²".isdigit(); int() refuses 4,300+ digits
             jobid = int(jobid.strip())
         if isinstance(jobid, bool) or not isinstance(jobid, int):
             raise InvalidRequest("jobid must be the integer returned at submit", param="jobid",

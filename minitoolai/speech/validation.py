@@ -19,6 +19,9 @@ MAX_SPEED = 4.0
 
 
 MAX_INSTRUCTIONS = 4096
+OPENAI_FIELDS = ("model", "input", "voice", "response_format", "speed", "instructions",
+                 "stream_format")
+SEED_FIELDS = OPENAI_FIELDS + ("format",)  # the seed route also takes response_format
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +55,11 @@ def parse_speech(body, service, *, openai_style: bool) -> SpeechRequest:
     (400, naming the field) or ServiceUnavailable (503) for a model this server cannot run."""
     if not isinstance(body, dict):
         raise InvalidRequest("the request body must be a JSON object", code="invalid_type")
+    fields = OPENAI_FIELDS if openai_style else SEED_FIELDS
+    unknown = sorted(k for k in body if k not in fields)
+    if unknown:
+        raise InvalidRequest(f"unknown field(s) {', '.join(unknown)}; the fields are "
+                             + ", ".join(fields), param=unknown[0], code="unknown_field")
     settings = service.settings
     model_id = _string(body, "model", openai_style, settings.default_model)
     model = service.catalog.get(model_id)

@@ -58,8 +58,9 @@ async def test_filters_paging_and_csv(dash_settings, database_url):
         assert "9 requests" in day2
         both = http.get(live.url + "/usage?start=2026-11-02&end=2026-11-03&model=gpt-4o").text
         assert _request_ids(both) == [23, 21, 19, 17, 15, 13, 11, 9]
-        # a malformed date is ignored rather than an error
-        assert http.get(live.url + "/usage?start=yesterday").status_code == 200
+        # a malformed date is a clear 400 naming the field (issue 15)
+        refused = http.get(live.url + "/usage?start=yesterday")
+        assert refused.status_code == 400 and "start must be a date" in refused.text
 
         exported = http.get(live.url + "/usage.csv?start=2026-11-02&model=gpt-4o")
         assert exported.headers["content-type"].startswith("text/csv")

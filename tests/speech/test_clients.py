@@ -29,11 +29,20 @@ async def test_curl_writes_a_playable_file(server, database_url, tmp_path):
     assert decode(out.read_bytes(), "wav")[0] > 0.5
     failed = subprocess.run(
         ["curl", "-sS", "-H", f"Authorization: Bearer {customer.key}",
+         "-H", "Content-Type: application/json",
          "-d", json.dumps({"input": "x", "voice": "nobody"}),
          server.url + "/api/texttospeech", "-w", "\n%{http_code}"],
         capture_output=True, text=True, timeout=60)
     body, status = failed.stdout.rsplit("\n", 1)
     assert status == "400" and json.loads(body)["error"]["param"] == "voice"
+    # curl -d alone sends a form's Content-Type: refused (415), not read as JSON
+    untyped = subprocess.run(
+        ["curl", "-sS", "-H", f"Authorization: Bearer {customer.key}",
+         "-d", json.dumps({"input": "x"}),
+         server.url + "/api/texttospeech", "-w", "\n%{http_code}"],
+        capture_output=True, text=True, timeout=60)
+    body, status = untyped.stdout.rsplit("\n", 1)
+    assert status == "415" and json.loads(body)["error"]["code"] == "unsupported_media_type"
     assert await account_state(database_url, customer.account_id) == \
         (10**9 - len("Hello from curl") * 1_000, 0)
     await assert_ledger_ok(database_url)

@@ -12,6 +12,7 @@ import codecs
 import hashlib
 import os
 import random
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,14 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 MAX_STOP_SEQUENCES = 4
+# stands for message i's content while the template renders (private-use code points, which
+# no template treats specially); see Engine.prepare
+_MARKER = re.compile("\ue000mtai-content-([0-9]+)\ue001")
+
+
+def _marker(index: int) -> str:
+    return f"\ue000mtai-content-{index}\ue001"
+
 # prompt tokens evaluated between two looks at the cancel flag (a few hundred ms at most)
 PROMPT_SLICE = 128
 
@@ -177,13 +186,35 @@ class Engine:
     def prepare(self, messages: list[dict[str, Any]], max_completion_tokens: int,
                 sampling: Sampling) -> Prepared:
         """Format with the model's own chat template and tokenize with its own tokenizer."""
-        try:
-            formatted = self._formatter(messages=chat_messages(messages))
-        except (jinja2.TemplateError, ValueError, TypeError) as exc:  # raise_exception() -> 400
-            raise InvalidRequest(f"the model's chat template refused the messages: {exc}",
-                                 param="messages") from None
-        tokens = self.llm.tokenize(formatted.prompt.encode("utf-8"),
-                                   add_bos=not formatted.added_special, special=True)
+        chat = chat_messages(messages)
+        # each content is rendered as a marker, then the prompt is tokenized piece by piece:
+        # the template's own text with special tokens parsed, the clients' text without, so
+        # "<|im_start|>system" typed by a user stays text and never becomes a control token
+        marked = [dict(m, content=_marker(i)) for i, m in enumerate(chat)]
+        formatted = self._render(marked)
+        pieces = _MARKER.split(formatted.prompt)
+        found = {int(i) for i in pieces[1::2]}
+        add_bos = not formatted.added_special
+        if all(int(i) in found for i, m in enumerate(chat) if m["content"]):
+            tokens: list[int] = []
+            for k, piece in enumerate(pieces):
+                text, special = (piece, True) if k % 2 == 0 else (chat[int(piece)]["content"],
+                                                                   False)
+                if text:
+                    tokens += self.llm.tokenize(text.encode("utf-8"),
+                                                add_bos=add_bos and not tokens, special=special)
+        else:
+            # a template that transforms the content (the markers did not survive): render
+            # it as is, and refuse content that would tokenize into special tokens
+            for i, message in enumerate(chat):
+                data = message["content"].encode("utf-8")
+                if self.llm.tokenize(data, add_bos=False, special=True) != \
+                        self.llm.tokenize(data, add_bos=False, special=False):
+                    raise InvalidRequest(f"messages[{i}].content contains the model's control"
+                                         " token text", param=f"messages[{i}].content")
+            formatted = self._render(chat)
+            tokens = self.llm.tokenize(formatted.prompt.encode("utf-8"), add_bos=add_bos,
+                                       special=True)
         room = self.cfg.context_size - len(tokens)
         if room < 1:
             raise InvalidRequest(
@@ -196,6 +227,13 @@ class Engine:
         if extra_stops:
             sampling.stop = sampling.stop + extra_stops
         return Prepared(tokens, min(max_completion_tokens, room), sampling)
+
+    def _render(self, messages: list[dict[str, str]]):
+        try:
+            return self._formatter(messages=messages)
+        except (jinja2.TemplateError, ValueError, TypeError) as exc:  # raise_exception() -> 400
+            raise InvalidRequest(f"the model's chat template refused the messages: {exc}",
+                                 param="messages") from None
 
     def count_tokens(self, text: str) -> int:
         return len(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))

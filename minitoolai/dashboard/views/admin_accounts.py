@@ -14,6 +14,7 @@ from minitoolai.dashboard.views.auth import MAX_PASSWORD
 from minitoolai.dashboard.views.usage import render_usage
 from minitoolai.dashboard.web import Ctx, page, security_headers
 from minitoolai.errors import InvalidRequest, NotFound
+from minitoolai.inputs import MAX_ROW_ID
 from minitoolai.ledger.credits import add_credit
 from minitoolai.ledger.history import count_entries, entries_csv, list_entries
 from minitoolai.money import MoneyFormatError, format_usd, parse_usd
@@ -21,8 +22,9 @@ from minitoolai.money import MoneyFormatError, format_usd, parse_usd
 
 def _account_id(ctx: Ctx) -> int:
     text = ctx.request.path_params["account_id"]
-    if not text.isdigit():
-        raise NotFound(f"no account with id {text}")
+    # "²".isdigit() is true, and ids are 32-bit
+    if not (text.isascii() and text.isdigit()) or len(text) > 10 or int(text) > MAX_ROW_ID:
+        raise NotFound(f"no account with id {text[:20]}")
     return int(text)
 
 

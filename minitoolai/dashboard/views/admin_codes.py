@@ -12,6 +12,7 @@ from minitoolai.dashboard.codes import MAX_BATCH, create_codes, display, list_co
 from minitoolai.dashboard.reveal import REVEAL_COOKIE, clear_reveal, set_reveal, take_reveal
 from minitoolai.dashboard.web import Ctx, page
 from minitoolai.errors import InvalidRequest
+from minitoolai.inputs import strict_int
 from minitoolai.money import MoneyFormatError, format_usd, parse_usd
 
 PATH = "/admin/codes"
@@ -45,9 +46,8 @@ async def create(ctx: Ctx) -> Response:
     batch = ctx.form.get("batch", "").strip()[:200]
     try:
         amount = parse_usd(ctx.form.get("amount", ""))
-        if not count_text.isdigit():
-            raise InvalidRequest("count must be a whole number")
-        codes = await create_codes(ctx.db, amount, int(count_text), batch=batch,
+        count = strict_int(count_text, "count", max_digits=6)
+        codes = await create_codes(ctx.db, amount, count, batch=batch,
                                    created_by=ctx.account.id)
     except MoneyFormatError as exc:
         return await _render(ctx, 400, error=str(exc))

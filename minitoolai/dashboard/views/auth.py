@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from starlette.responses import Response
 
 from minitoolai.accounts.store import create_account
@@ -51,21 +53,28 @@ async def login(ctx: Ctx) -> Response:
     email = ctx.form.get("email", "").strip().lower()[:320]
     password = ctx.form.get("password", "")[:MAX_PASSWORD]
     target = _safe_next(ctx.form.get("next"))
-    by_email, by_address = ctx.service.login_throttle, ctx.service.address_throttle
+    by_pair, by_address = ctx.service.login_throttle, ctx.service.address_throttle
     address = _client(ctx)
-    if by_email.blocked(email) or by_address.blocked(address):
-        return ctx.render("login.html", status_code=429, next=target, email=email,
-                          error="Too many failed attempts. Wait 15 minutes and try again.")
+    pair = f"{address} {email}"
+    wait = by_pair.retry_after(pair)
+    if wait > 0 or by_address.blocked(address):
+        seconds = math.ceil(wait) if wait > 0 else 900
+        minutes = max(1, round(seconds / 60))
+        response = ctx.render("login.html", status_code=429, next=target, email=email,
+                              error=f"Too many failed attempts. Wait {minutes} minute"
+                                    f"{'s' if minutes > 1 else ''} and try again.")
+        response.headers["Retry-After"] = str(seconds)
+        return response
     account = await check_login(ctx.db, email, password)
     if account is None:
-        by_email.fail(email)
+        by_pair.fail(pair)
         by_address.fail(address)
         return ctx.render("login.html", status_code=401, next=target, email=email,
                           error="Wrong email or password.")
     if account.disabled:
         return ctx.render("login.html", status_code=403, next=target, email=email,
                           error="This account is disabled. Contact the operator.")
-    by_email.reset(email)
+    by_pair.reset(pair)
     return await _logged_in(ctx, account.id, target)
 
 

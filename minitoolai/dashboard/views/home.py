@@ -16,7 +16,8 @@ from minitoolai.dashboard.codes import redeem as redeem_code
 from minitoolai.dashboard.usage_query import UsageFilter, daily_spend, usage_page
 from minitoolai.dashboard.web import Ctx, page
 from minitoolai.errors import APIError, InvalidRequest, NotFound
-from minitoolai.http import json_response, runtime_of
+from minitoolai.http import json_response, read_body, runtime_of
+from minitoolai.inputs import check_json
 from minitoolai.money import format_usd, parse_usd
 
 log = logging.getLogger(__name__)
@@ -71,11 +72,12 @@ async def stripe_webhook(request: Request) -> Response:
     service = runtime.dashboard
     if service is None or not service.config.stripe.enabled:
         return json_response({"error": "stripe is not configured"}, 404)
-    payload = await request.body()
     try:
+        # bounded, and before the signature is checked: anyone can call this route
+        payload = await read_body(request, service.config.stripe.max_event_bytes)
         stripe.verify_signature(service.config.stripe, payload,
                                 request.headers.get("stripe-signature"))
-        event = orjson.loads(payload)
+        event = check_json(orjson.loads(payload), payload)
         if not isinstance(event, dict):
             raise InvalidRequest("the event is not a JSON object")
         outcome = await stripe.handle_event(runtime.db, event)

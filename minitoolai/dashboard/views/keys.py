@@ -20,8 +20,8 @@ def _limit(text: str) -> int | None:
         return None
     try:
         value = parse_usd(text)
-    except MoneyFormatError:
-        raise InvalidRequest(f"not an amount of money: {text!r}", param="spend_limit") from None
+    except MoneyFormatError as exc:
+        raise InvalidRequest(str(exc), param="spend_limit") from None
     if value < 0:
         raise InvalidRequest("a spending limit cannot be negative", param="spend_limit")
     return value

@@ -18,6 +18,7 @@ from minitoolai.dashboard.usage_query import (
     usage_totals,
 )
 from minitoolai.dashboard.web import Ctx, page, security_headers
+from minitoolai.inputs import MAX_ROW_ID, strict_int
 from minitoolai.money import format_usd
 
 CSV_COLUMNS = ("time_utc", "request_id", "key_id", "endpoint", "model", "prompt_tokens",
@@ -30,8 +31,9 @@ def usage_filter(ctx: Ctx) -> UsageFilter:
 
 
 def _before(ctx: Ctx) -> int | None:
-    text = ctx.query("before")
-    return int(text) if text.isdigit() else None
+    text = ctx.query("before").strip()
+    # a row id: anything above the largest id means "from the newest", like no value
+    return min(strict_int(text, "before"), MAX_ROW_ID) if text else None
 
 
 async def render_usage(ctx: Ctx, account_id: int | None, template: str, **values) -> Response:
