@@ -9,7 +9,7 @@ from minitoolai.accounts.store import get_account
 from minitoolai.catalog import Model
 from minitoolai.catalog_status import unavailable_reason
 from minitoolai.http import authenticate, json_response, runtime_of
-from minitoolai.money import format_usd, to_usd
+from minitoolai.money import display_usd, to_usd
 
 router = APIRouter(redirect_slashes=False)
 
@@ -34,7 +34,7 @@ async def balance(request: Request):
         "balance": str(to_usd(account.balance)),
         "held": str(to_usd(account.held)),
         "available": str(to_usd(account.available)),
-        "balance_display": "$" + format_usd(account.balance),
+        "balance_display": display_usd(account.balance),
     })
 
 

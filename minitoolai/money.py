@@ -9,7 +9,7 @@ strings and rendered back only for display.
 from __future__ import annotations
 
 import re
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 
 NANO_PER_USD = 1_000_000_000
 TOKENS_PER_PRICE_UNIT = 1_000_000  # prices are quoted per 1M tokens / characters
@@ -21,6 +21,8 @@ MAX_BALANCE_NANO = 1_000_000_000 * NANO_PER_USD  # $1,000,000,000
 # non-ASCII digits, and "1e3" silently meaning $1000 is how an operator over-credits
 _DECIMAL_USD = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)", re.ASCII)
 MAX_DECIMALS = 9
+_CENT = Decimal("0.01")
+_TEN_THOUSANDTH = Decimal("0.0001")
 
 
 class MoneyFormatError(ValueError):
@@ -86,6 +88,26 @@ def format_usd(nano: int, places: int | None = None) -> str:
     text = f"{value:.9f}".rstrip("0")
     whole, _, frac = text.partition(".")
     return f"{whole}.{frac.ljust(2, '0')}"
+
+
+def display_usd(nano: int) -> str:
+    """Money for people, one rule everywhere it is shown (dashboard, `balance_display`):
+    two decimals from $1 up, at most four below (trailing zeros trimmed to cents), thousands
+    separators, `<$0.0001` for a non-zero amount smaller than that. Rounded half to even for
+    display only: the exact value (`format_usd`) goes beside it (a tooltip, the JSON fields).
+    """
+    sign = "-" if nano < 0 else ""
+    value = to_usd(abs(nano))
+    if value >= 1:
+        return f"{sign}${value.quantize(_CENT, ROUND_HALF_EVEN):,.2f}"
+    shown = value.quantize(_TEN_THOUSANDTH, ROUND_HALF_EVEN)
+    if shown == 0 and nano != 0:
+        return f"{sign}<$0.0001"
+    if shown >= 1:  # 0.99996 rounds up to a dollar
+        return f"{sign}$1.00"
+    text = f"{shown:.4f}".rstrip("0")
+    whole, _, frac = text.partition(".")
+    return f"{sign}${whole}.{frac.ljust(2, '0')}"
 
 
 def usd_number(nano: int) -> float:

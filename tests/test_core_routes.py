@@ -16,7 +16,7 @@ def test_balance_and_models(make_settings, database_url):
             body = requests.get(live.url + path, headers=customer.headers).json()
             assert body == {"object": "balance", "currency": "USD", "balance": "1.500000123",
                             "held": "0", "available": "1.500000123",
-                            "balance_display": "$1.500000123"}
+                            "balance_display": "$1.50"}
         assert requests.get(live.url + "/api/balance/").status_code == 401
         models = {m["id"]: m for m in requests.get(live.url + "/api/models/").json()["data"]}
         assert len([m for m in models.values() if m["kind"] == "chat"]) >= 16

@@ -6,19 +6,27 @@ from __future__ import annotations
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
 
 from minitoolai import __version__
 from minitoolai.config import Settings
 from minitoolai.dashboard.throttle import BackoffThrottle, FailureThrottle
-from minitoolai.money import format_usd
+from minitoolai.money import display_usd, format_usd
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 STATIC_DIR = Path(__file__).parent / "static"
 
 
-def usd(nano: int | None, places: int | None = None) -> str:
-    """Dollars for display: at least cents, exact below a cent (API calls cost fractions)."""
-    return "$" + format_usd(nano or 0, places)
+def usd(nano: int | None) -> Markup:
+    """Dollars for people (money.display_usd), the exact amount on hover, never wrapped."""
+    nano = nano or 0
+    return Markup('<span class="money" title="${}">{}</span>').format(
+        format_usd(nano), display_usd(nano))
+
+
+def usd_exact(nano: int | None) -> str:
+    """The exact amount without its sign, for a form field's value."""
+    return format_usd(nano or 0)
 
 
 def when(value) -> str:
@@ -39,6 +47,7 @@ class DashboardService:
                                      autoescape=select_autoescape(("html", "xml")),
                                      trim_blocks=True, lstrip_blocks=True)
         self.templates.filters["usd"] = usd
+        self.templates.filters["usd_exact"] = usd_exact
         self.templates.filters["when"] = when
         self.templates.globals["version"] = __version__
         self.static_names = {p.name for p in STATIC_DIR.iterdir() if p.is_file()}

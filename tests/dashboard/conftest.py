@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import html as htmllib
 import re
 import shutil
 import uuid
@@ -95,6 +96,12 @@ async def make_user(database_url: str, *, admin: bool = False, email: str | None
     finally:
         await db.dispose()
     return account.id, email
+
+
+def visible(html: str) -> str:
+    """What a person reads of some HTML: the text without its tags (money is a span whose
+    title holds the exact amount)."""
+    return htmllib.unescape(re.sub(r"<[^>]+>", "", html))
 
 
 def csrf_of(html: str) -> str:

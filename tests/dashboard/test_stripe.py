@@ -13,7 +13,7 @@ from minitoolai.dashboard.tables import stripe_checkouts
 from minitoolai.db.engine import Database
 from minitoolai.db.tables import ledger_entries
 from tests.conftest import assert_ledger_ok
-from tests.dashboard.conftest import login, make_user, page_token
+from tests.dashboard.conftest import login, make_user, page_token, visible
 from tests.servers import ThreadedServer
 
 WEBHOOK = "/billing/stripe/webhook"
@@ -89,7 +89,7 @@ async def test_checkout_and_webhook(live, database_url, fake_stripe):
     assert account.balance == 12_340_000_000
     assert len(topups) == 1 and topups[0].amount == 12_340_000_000
     assert checkouts[0].status == "paid"
-    assert "$12.34" in http.get(live.url + "/").text
+    assert "$12.34" in visible(http.get(live.url + "/").text)
 
     # events it does not act on
     unknown = fake_stripe.completed_event("cs_test_unknown", 100)

@@ -48,7 +48,9 @@ async def test_filters_paging_and_csv(dash_settings, database_url):
         http = login(live.url, email)
         first = http.get(live.url + "/usage").text
         assert _request_ids(first) == list(range(24, 14, -1))  # newest first, 10 a page
-        assert "25 requests, $0.000000325 in total." in first
+        # shown by the display rule, exact on hover
+        assert ('25 requests, <span class="money" title="$0.000000325">&lt;$0.0001</span>'
+                ' in total.') in first
         older = re.search(r'href="(\?before=\d+)"', first).group(1)
         second = http.get(live.url + "/usage" + older).text
         assert _request_ids(second) == list(range(14, 4, -1))
