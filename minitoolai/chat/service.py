@@ -18,7 +18,12 @@ from starlette.responses import Response
 
 from minitoolai.accounts.auth import Principal
 from minitoolai.catalog import Model
-from minitoolai.chat.pricing import estimate_usage, hold_amount, prompt_token_bound
+from minitoolai.chat.pricing import (
+    estimate_usage,
+    hold_amount,
+    output_token_bound,
+    prompt_token_bound,
+)
 from minitoolai.chat.providers.base import ChatProvider, ChatRequest, ChatStream, Usage
 from minitoolai.chat.validation import validate_chat
 from minitoolai.errors import (
@@ -54,7 +59,7 @@ class ChatService:
     async def respond(self, principal: Principal, body: Any, *, endpoint: str,
                       openai_style: bool) -> Response:
         settings = self._settings
-        request, text_bytes, images = validate_chat(
+        request, shape = validate_chat(
             body, self.runtime.catalog, openai_style=openai_style,
             default_max_tokens=settings.chat.default_max_completion_tokens)
         routes = self.routes_for(request.model)
@@ -63,7 +68,7 @@ class ChatService:
                 f"no provider is configured for the model {request.model.id!r}; the operator"
                 f" must configure the {request.model.provider!r} provider",
                 param="model", code="no_provider")
-        prompt_bound = prompt_token_bound(request, text_bytes, images,
+        prompt_bound = prompt_token_bound(request, shape,
                                           settings.chat.per_message_token_overhead)
         count_exactly = getattr(routes[0], "count_prompt_tokens", None)
         if count_exactly is not None:
@@ -76,8 +81,9 @@ class ChatService:
                       account_id=principal.account_id, key_id=principal.key_id, amount=amount,
                       kind="chat", ttl_seconds=settings.hold_ttl_seconds)
         self.runtime.holds.track(request.request_id)
-        meter = _Meter(endpoint, request, principal.account_id, prompt_bound, text_bytes,
-                       started, amount, images * request.model.image_tokens_max)
+        meter = _Meter(endpoint, request, principal.account_id, prompt_bound, shape.text_bytes,
+                       started, amount, shape.images * request.model.image_tokens_max
+                       + shape.files * request.model.file_tokens_max)
         try:
             if request.stream:
                 stream = await self._first_route(routes, lambda p: p.open_stream(request))
@@ -199,7 +205,7 @@ class _Meter:
 
     def estimate(self) -> Usage:
         return estimate_usage(self.prompt_bound, self.text_bytes, self.chunks,
-                              self.request.max_completion_tokens, self.image_tokens)
+                              output_token_bound(self.request), self.image_tokens)
 
     def record(self, usage: Usage | None, status: str) -> UsageRecord:
         if usage is None and status != "error":

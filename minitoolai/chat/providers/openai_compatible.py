@@ -27,6 +27,8 @@ from minitoolai.errors import InvalidRequest, ServiceUnavailable, UpstreamError,
 USAGE_KEY = b'"usage"'
 USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
 EVENT_END = b"\n\n"
+DELTA = b'"delta"'
+DELTA_OBJECT = re.compile(rb'"delta"\s*:\s*\{(\s*\})?')
 
 
 def _upstream_message(body: bytes) -> str:
@@ -89,6 +91,24 @@ def split_usage_event(complete: bytes) -> tuple[bytes, bytes, bytes, Usage | Non
     return complete[:begin], event, complete[end:], usage
 
 
+def with_role(complete: bytes) -> tuple[bytes, bool]:
+    """Give the first delta of a stream `"role":"assistant"` when the upstream left it out
+    (llama.cpp's server and others do; the Node SDK's finalChatCompletion() needs it).
+    Returns (events, decided): decided once the first event with a delta has been seen."""
+    at = complete.find(DELTA)
+    if at < 0:
+        return complete, False
+    begin = complete.rfind(EVENT_END, 0, at)
+    end = complete.find(EVENT_END, at)
+    if b'"role"' in complete[begin + 1 if begin >= 0 else 0:end]:
+        return complete, True
+    match = DELTA_OBJECT.match(complete, at)
+    if match is None:
+        return complete, True
+    role = b'"delta":{"role":"assistant"}' if match.group(1) else b'"delta":{"role":"assistant",'
+    return complete[:at] + role + complete[match.end():], True
+
+
 class UpstreamStream:
     """An open upstream SSE response, iterated as whole events."""
 
@@ -96,6 +116,7 @@ class UpstreamStream:
         self._provider = provider
         self._response = response
         self.usage: Usage | None = None
+        self._role_seen = False
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._events()
@@ -112,6 +133,8 @@ class UpstreamStream:
                     pending = buffer
                     continue
                 complete, pending = buffer[: end + 2], buffer[end + 2:]
+                if not self._role_seen:
+                    complete, self._role_seen = with_role(complete)
                 if (self.usage is None and USAGE_KEY in complete
                         and USAGE_OBJECT.search(complete) is not None):
                     before, event, after, usage = split_usage_event(complete)
@@ -176,7 +199,10 @@ class OpenAICompatibleProvider:
         model = request.model
         body: dict[str, Any] = {"model": model.upstream_model, "messages": request.messages}
         body.update(request.extra)
-        body[self.cfg.max_tokens_field] = request.max_completion_tokens
+        if request.n != 1:
+            body["n"] = request.n
+        if request.max_tokens_set:  # else: no cap, as the client asked OpenAI for none
+            body[self.cfg.max_tokens_field] = request.max_completion_tokens
         if request.temperature_set and model.forwards_temperature(request.reasoning_effort):
             body["temperature"] = request.temperature
         if request.reasoning_effort is not None:
