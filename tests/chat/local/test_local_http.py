@@ -295,6 +295,13 @@ def test_full_queue_is_a_503_and_costs_nothing(server, database_url):
     ({"messages": [{"role": "user", "content": "hello " * 3000}]}, 400, "messages"),
     ({"messages": MESSAGES, "tools": [{"type": "function", "function": {"name": "f"}}]},
      400, "tools"),
+    ({"messages": MESSAGES + [
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "18 C"}]}, 400, "messages["),
+    ({"messages": MESSAGES, "functions": [{"name": "f"}]}, 400, "functions"),
+    ({"messages": MESSAGES, "logprobs": True}, 400, "logprobs"),
+    ({"messages": MESSAGES, "n": 2}, 400, "n"),
 ])
 def test_refusals_are_clear_and_free(server, database_url, body, status, param):
     customer = run(make_customer(database_url, CREDIT))
