@@ -19,6 +19,8 @@ from minitoolai.catalog import Model
 from minitoolai.errors import InvalidRequest
 
 ROLES = ("developer", "system", "user", "assistant", "tool", "function")
+PLAIN_ROLES = ("developer", "system", "user")  # a string content is all they need (a tuple:
+# a malformed, unhashable role must not raise TypeError)
 DETAILS = ("auto", "high", "low")
 AUDIO_FORMATS = ("wav", "mp3")
 UNSUPPORTED_IMAGE_TYPES = ("bmp", "svg", "tif", "tiff", "heic", "heif", "avif", "ico", "pdf")
@@ -228,10 +230,15 @@ def validate_messages(messages: Any, model: Model) -> PromptShape:
     shape = PromptShape()
     left_out = 0
     for i, message in enumerate(messages):
-        where = f"messages[{i}]"
         if not isinstance(message, dict):
-            raise _bad(f"{where} must be an object", where)
+            raise _bad(f"messages[{i}] must be an object", f"messages[{i}]")
         role = message.get("role")
+        if role in PLAIN_ROLES and message.get("content").__class__ is str \
+                and "name" not in message:
+            # the common case, on the hot path: nothing more to check
+            shape.text_bytes += len(orjson.dumps(message))
+            continue
+        where = f"messages[{i}]"
         if role not in ROLES:
             raise _bad(f"{where}.role must be one of {', '.join(ROLES)} (got {role!r})",
                        f"{where}.role")

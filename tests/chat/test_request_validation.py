@@ -26,6 +26,8 @@ def with_call(**fields):
 
 
 MALFORMED = [
+    ([{"role": ["user"], "content": "hi"}], "messages[0].role"),
+    ([{"role": "user", "content": [{"type": {"text": 1}}]}], "messages[0].content[0].type"),
     ([USER, ASSISTANT, {"role": "tool", "content": "18 C"}], "messages[2].tool_call_id"),
     ([USER, ASSISTANT, {"role": "tool", "tool_call_id": 1, "content": "x"}],
      "messages[2].tool_call_id"),
