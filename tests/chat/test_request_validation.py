@@ -189,3 +189,16 @@ def test_max_output_tokens_is_configurable_per_model(chat_settings, database_url
         _, response = post_with_credit(live, database_url, hold, body)
         assert response.status_code == 200, response.text
     run(assert_ledger_ok(database_url))
+
+
+def test_prediction_adds_its_bytes_to_the_output_bound(server, database_url):
+    """Rejected prediction tokens are billed as output, beyond max_completion_tokens."""
+    prediction = {"type": "content", "content": "def f():\n    return 1\n" * 20}
+    body = {"model": "gpt-4o-mini", "messages": [USER], "prediction": prediction,
+            "max_completion_tokens": 30}
+    hold = hold_of([USER], {"prediction": prediction}, 30 + len(orjson.dumps(prediction)))
+    _, short = post_with_credit(server, database_url, hold - 1, body)
+    check(short, 402, code="insufficient_credit")
+    _, response = post_with_credit(server, database_url, hold, body)
+    assert response.status_code == 200, response.text
+    run(assert_ledger_ok(database_url))
