@@ -24,7 +24,8 @@ PLAIN_ROLES = ("developer", "system", "user")  # a string content is all they ne
 DETAILS = ("auto", "high", "low")
 AUDIO_FORMATS = ("wav", "mp3")
 UNSUPPORTED_IMAGE_TYPES = ("bmp", "svg", "tif", "tiff", "heic", "heif", "avif", "ico", "pdf")
-_DATA_URL = re.compile(r"^data:image/(jpeg|jpg|png|webp|gif);base64,[A-Za-z0-9+/=\s]+$", re.IGNORECASE)
+_DATA_URL = re.compile(r"^data:image/(jpeg|jpg|png|webp|gif);base64,[A-Za-z0-9+/=\s]+$",
+                       re.IGNORECASE)
 _URL_EXT = re.compile(r"\.([A-Za-z0-9]{1,5})$")
 
 # the part types each role's content array may hold (OpenAI's schema)
