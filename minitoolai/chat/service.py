@@ -75,20 +75,30 @@ class ChatService:
             # an in-process model knows its prompt exactly (its template may add a default
             # system prompt that the byte bound does not see)
             prompt_bound = max(prompt_bound, await count_exactly(request))
+        image_tokens = (shape.images * request.model.image_tokens_max
+                        + shape.files * request.model.file_tokens_max)
+        return await self.serve(principal, request, endpoint, prompt_bound, shape.text_bytes,
+                                image_tokens, routes, lambda p: p.open_stream(request),
+                                lambda p: p.complete(request))
+
+    async def serve(self, principal: Principal, request: ChatRequest, endpoint: str,
+                    prompt_bound: int, text_bytes: int, image_tokens: int,
+                    routes: list[ChatProvider], open_stream, complete) -> Response:
+        """Hold, call the first route that answers, relay, settle (chat completions and
+        the Responses API alike: `open_stream` / `complete` call a provider)."""
         amount = hold_amount(request, prompt_bound)
         started = time.monotonic()
         await reserve(self.runtime.db, request_id=request.request_id,
                       account_id=principal.account_id, key_id=principal.key_id, amount=amount,
-                      kind="chat", ttl_seconds=settings.hold_ttl_seconds)
+                      kind="chat", ttl_seconds=self._settings.hold_ttl_seconds)
         self.runtime.holds.track(request.request_id)
-        meter = _Meter(endpoint, request, principal.account_id, prompt_bound, shape.text_bytes,
-                       started, amount, shape.images * request.model.image_tokens_max
-                       + shape.files * request.model.file_tokens_max)
+        meter = _Meter(endpoint, request, principal.account_id, prompt_bound, text_bytes,
+                       started, amount, image_tokens)
         try:
             if request.stream:
-                stream = await self._first_route(routes, lambda p: p.open_stream(request))
+                stream = await self._first_route(routes, open_stream)
             else:
-                obj, usage = await self._first_route(routes, lambda p: p.complete(request))
+                obj, usage = await self._first_route(routes, complete)
         except BaseException as exc:
             # nothing was served: give the whole hold back, whatever stopped us
             self._settle_later(meter, meter.record(None, "error"), 0)

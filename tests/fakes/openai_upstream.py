@@ -1,6 +1,7 @@
 """A fake OpenAI-compatible upstream: a real aiohttp HTTP server on loopback.
 
-It answers /v1/chat/completions streamed (the seed's event sequence) and not, and obeys
+It answers /v1/chat/completions streamed (the seed's event sequence) and not, and
+/v1/responses (tests/fakes/openai_responses.py), and obeys
 directives written in the last user message, so concurrent tests can mix behaviours:
 
   [fail:CODE]   answer HTTP CODE with an OpenAI error body
@@ -35,6 +36,7 @@ import time
 import orjson
 from aiohttp import web
 
+from tests.fakes.openai_responses import responses_endpoint
 from tests.servers import free_port
 
 WORDS = ["Alaska", " is", " the", " largest", " U.S.", " state", " by", " area", ".", " Ok"]
@@ -116,6 +118,7 @@ class FakeOpenAI:
         asyncio.set_event_loop(self._loop)
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/v1/responses", self.responses)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         self._loop.run_until_complete(self._runner.setup())
         site = web.TCPSite(self._runner, "127.0.0.1", self.port, backlog=1024)
@@ -135,6 +138,13 @@ class FakeOpenAI:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+    async def responses(self, request: web.Request) -> web.StreamResponse:
+        return await responses_endpoint(self, request)
+
+    @staticmethod
+    def directives_in(text: str) -> list[tuple[str, str]]:
+        return _DIRECTIVE.findall(text)
 
     # ---- the endpoint ---------------------------------------------------------------------------
     async def chat(self, request: web.Request) -> web.StreamResponse:
