@@ -313,3 +313,15 @@ def test_refusals_are_clear_and_free(server, database_url, body, status, param):
     assert (error["param"] or "").startswith(param)
     wait_until(lambda: balance_nano(server, customer) == (CREDIT, 0), "holds released")
     run(assert_ledger_ok(database_url))
+
+
+def test_responses_api_is_refused_for_a_local_model(server, database_url):
+    customer = run(make_customer(database_url, CREDIT))
+    response = requests.post(server.url + "/v1/responses", headers=customer.headers,
+                             json={"model": "smollm2-priced", "input": "hi"})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["param"], error["code"]) == ("model", "unsupported_parameter")
+    assert "chat completions only" in error["message"]
+    assert balance_nano(server, customer) == (CREDIT, 0)
+    run(assert_ledger_ok(database_url))
