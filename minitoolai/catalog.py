@@ -65,6 +65,12 @@ class Model:
     # upper bound of the input tokens one image part can cost (for the hold): gpt-4o-mini
     # bills an image as up to 2833 + 8 x 5667 tokens; the others stay under 4000
     image_tokens_max: int = 0
+    # upper bound of the input tokens one `file` part (a PDF: text plus an image per page)
+    # can cost; 0 = file parts are refused for this model
+    file_tokens_max: int = 0
+    # the most output tokens one choice can have: the hold's bound when a /v1 request sets
+    # no max-tokens field (nothing is forwarded then, as with OpenAI itself)
+    max_output_tokens: int = 16_384
     reasoning: Reasoning | None = None
     # GPT-5-family upstreams reject a non-default temperature while reasoning:
     # "always" forwards it, "never" drops it, "no_reasoning" forwards it only with effort none.
@@ -85,6 +91,21 @@ class Model:
         return prompt_tokens * self.input_nano + completion_tokens * self.output_nano
 
 
+# OpenAI accepts PDFs of up to 100 pages in a `file` part; each page is billed as its text
+# plus an image of it
+FILE_PAGES_MAX = 100
+FILE_TEXT_TOKENS_PER_PAGE = 4_000
+
+
+def seed_max_output_tokens(model_id: str) -> int:
+    """OpenAI's documented output limits of the seed's model families."""
+    if model_id.startswith("gpt-5"):
+        return 128_000
+    if model_id.startswith("gpt-4.1"):
+        return 32_768
+    return 16_384  # gpt-4o, gpt-4o-mini
+
+
 def _seed_chat_model(model_id: str, prices: tuple[str, str]) -> Model:
     if model_id.startswith("gpt-5.") and not model_id.startswith("gpt-5-"):
         reasoning: Reasoning | None = "gpt-5.1"
@@ -98,6 +119,7 @@ def _seed_chat_model(model_id: str, prices: tuple[str, str]) -> Model:
         policy = "no_reasoning"
     else:
         policy = "never"
+    image_tokens_max = 48_200 if model_id == "gpt-4o-mini" else 4_000
     return Model(
         id=model_id,
         kind="chat",
@@ -106,7 +128,9 @@ def _seed_chat_model(model_id: str, prices: tuple[str, str]) -> Model:
         input_nano=per_unit_nano(prices[0]),
         output_nano=per_unit_nano(prices[1]),
         vision=True,
-        image_tokens_max=48_200 if model_id == "gpt-4o-mini" else 4_000,
+        image_tokens_max=image_tokens_max,
+        file_tokens_max=FILE_PAGES_MAX * (image_tokens_max + FILE_TEXT_TOKENS_PER_PAGE),
+        max_output_tokens=seed_max_output_tokens(model_id),
         reasoning=reasoning,
         temperature_policy=policy,
         owned_by="openai",
@@ -162,6 +186,10 @@ def build_catalog(settings) -> Catalog:
             vision=cfg.vision if "vision" in fields or base is None else base.vision,
             image_tokens_max=cfg.image_tokens_max if "image_tokens_max" in fields or base is None
             else base.image_tokens_max,
+            file_tokens_max=cfg.file_tokens_max if "file_tokens_max" in fields or base is None
+            else base.file_tokens_max,
+            max_output_tokens=cfg.max_output_tokens
+            if "max_output_tokens" in fields or base is None else base.max_output_tokens,
             reasoning=cfg.reasoning if "reasoning" in fields or base is None else base.reasoning,
             temperature_policy=("always" if cfg.upstream_temperature else "never")
             if "upstream_temperature" in fields or base is None else base.temperature_policy,

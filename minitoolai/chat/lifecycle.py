@@ -30,7 +30,8 @@ def extend_catalog(settings, catalog) -> None:
     for cfg in local_model_settings(settings):
         catalog.add(Model(id=cfg.id, kind="chat", provider=f"local:{cfg.id}",
                           upstream_model=cfg.id, input_nano=per_unit_nano(cfg.input_price),
-                          output_nano=per_unit_nano(cfg.output_price), owned_by="local"))
+                          output_nano=per_unit_nano(cfg.output_price),
+                          max_output_tokens=cfg.context_size, owned_by="local"))
 
 
 def availability(settings, model) -> tuple[bool, str]:

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from minitoolai.catalog_status import is_available
+from minitoolai.chat import responses
 from minitoolai.core_routes import both
 from minitoolai.errors import NotFound
 from minitoolai.http import authenticate, json_response, read_json, runtime_of
@@ -32,6 +33,13 @@ async def openai_chat_completions(request: Request):
     body = await read_json(request)
     return await runtime_of(request).chat.respond(principal, body, endpoint=OPENAI_ENDPOINT,
                                                   openai_style=True)
+
+
+async def openai_responses(request: Request):
+    """OpenAI's Responses API, relayed (chat/responses.py)."""
+    principal = await authenticate(request)
+    body = await read_json(request)
+    return await responses.respond(runtime_of(request).chat, principal, body)
 
 
 def _servable(runtime) -> list:
@@ -70,6 +78,8 @@ HOT_ROUTES = {path: endpoint
               for path in both(base)}
 for _path, _endpoint in HOT_ROUTES.items():
     router.routes.append(Route(_path, _endpoint, methods=["POST"]))
+for _path in both(responses.ENDPOINT):
+    router.routes.append(Route(_path, openai_responses, methods=["POST"]))
 for _path in both("/v1/models"):
     router.add_api_route(_path, openai_models, methods=["GET"], summary="List models",
                          include_in_schema=not _path.endswith("/"))

@@ -69,7 +69,7 @@ class ChatService:
     async def respond(self, principal: Principal, body: Any, *, endpoint: str,
                       openai_style: bool) -> Response:
         settings = self._settings
-        request, text_bytes, images = validate_chat(
+        request, shape = validate_chat(
             body, self.runtime.catalog, openai_style=openai_style,
             default_max_tokens=settings.chat.default_max_completion_tokens)
         routes = self.routes_for(request.model)
@@ -81,7 +81,7 @@ class ChatService:
                 f"the model {request.model.id!r} is not available on this server:"
                 f" {unavailable_reason(self.runtime, request.model)}",
                 param="model", code="no_provider")
-        prompt_bound = prompt_token_bound(request, text_bytes, images,
+        prompt_bound = prompt_token_bound(request, shape,
                                           settings.chat.per_message_token_overhead)
         count_exactly = getattr(routes[0], "count_prompt_tokens", None)
         prompt_exact = None
@@ -90,19 +90,31 @@ class ChatService:
             # system prompt that the byte bound does not see)
             prompt_exact = await count_exactly(request)
             prompt_bound = max(prompt_bound, prompt_exact)
+        image_tokens = (shape.images * request.model.image_tokens_max
+                        + shape.files * request.model.file_tokens_max)
+        return await self.serve(principal, request, endpoint, prompt_bound, prompt_exact,
+                                image_tokens, routes, lambda p: p.open_stream(request),
+                                lambda p: p.complete(request))
+
+    async def serve(self, principal: Principal, request: ChatRequest, endpoint: str,
+                    prompt_bound: int, prompt_exact: int | None, image_tokens: int,
+                    routes: list[ChatProvider], open_stream, complete) -> Response:
+        """Hold, call the first route that answers, relay, settle (chat completions and
+        the Responses API alike: `open_stream` / `complete` call a provider).
+        `prompt_exact`: the prompt's tokens when an in-process model counted them."""
         amount = hold_amount(request, prompt_bound)
         started = time.monotonic()
         await reserve(self.runtime.db, request_id=request.request_id,
                       account_id=principal.account_id, key_id=principal.key_id, amount=amount,
-                      kind="chat", ttl_seconds=settings.hold_ttl_seconds)
+                      kind="chat", ttl_seconds=self._settings.hold_ttl_seconds)
         self.runtime.holds.track(request.request_id)
         meter = _Meter(endpoint, request, principal.account_id, prompt_bound, prompt_exact,
-                       started, amount, images * request.model.image_tokens_max)
+                       started, amount, image_tokens)
         try:
             if request.stream:
-                stream = await self._first_route(routes, lambda p: p.open_stream(request))
+                stream = await self._first_route(routes, open_stream)
             else:
-                obj, usage = await self._first_route(routes, lambda p: p.complete(request))
+                obj, usage = await self._first_route(routes, complete)
         except BaseException as exc:
             # nothing was served: give the whole hold back, whatever stopped us
             self._settle_later(meter, meter.record(None, "error"), 0)

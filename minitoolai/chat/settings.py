@@ -35,6 +35,9 @@ class ChatModelSettings(BaseModel):
     output_price: str = "0"  # USD per 1M output tokens
     vision: bool = False
     image_tokens_max: int = Field(4000, ge=0)  # upper bound of one image part's input tokens
+    file_tokens_max: int = Field(0, ge=0)  # ... of one `file` part's (0: file parts refused)
+    # the most output tokens one choice can have (the hold of a /v1 request with no max)
+    max_output_tokens: int = Field(16_384, ge=1)
     reasoning: Literal["gpt-5", "gpt-5.1"] | None = None
     upstream_temperature: bool = True  # whether the upstream accepts a non-default temperature
     enabled: bool = True
@@ -47,7 +50,7 @@ class LocalModelSettings(BaseModel):
 
     id: str
     path: Path
-    context_size: int = Field(2048, ge=128)
+    context_size: int = Field(2048, ge=128)  # also the most output tokens of one answer
     threads: int | None = Field(None, ge=1)
     input_price: str = "0"
     output_price: str = "0"

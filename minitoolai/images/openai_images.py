@@ -19,6 +19,7 @@ from minitoolai.images.request import MAX_SEED
 
 ENDPOINT = "/v1/images/generations"
 SIZE = re.compile(r"^(\d{2,5})x(\d{2,5})$")
+RESPONSE_SIZES = ("1024x1024", "1024x1536", "1536x1024")  # ImagesResponse.size's enum
 IGNORED = {"quality", "style", "user", "moderation", "background"}
 EXTRAS = {"negative_prompt": "negativePrompt", "scheduler": "scheduler", "steps": "steps",
           "cfg_scale": "cfgScale", "seed": "seed"}
@@ -98,5 +99,8 @@ async def generations(request: Request):
         else:
             url = await service.storage.url(row.image_key, as_utc(row.expires_at))
             data.append({"url": url, "revised_prompt": row.prompt})
-    return json_response({"created": int(time.time()), "data": data,
-                          "output_format": "png", "size": f"{req.width}x{req.height}"})
+    answer = {"created": int(time.time()), "data": data, "output_format": "png"}
+    size = f"{req.width}x{req.height}"
+    if size in RESPONSE_SIZES:  # OpenAI's schema allows only these; other sizes go unsaid
+        answer["size"] = size
+    return json_response(answer)

@@ -80,7 +80,8 @@ BAD_BODIES = [
     ({"model": "gpt-5.1", "messages": HELLO, "reasoning_effort": "minimal"},
      "reasoning_effort"),
     ({"model": "gpt-4o", "messages": HELLO, "stream": "yes"}, "stream"),
-    ({"model": "gpt-4o", "messages": HELLO, "n": 2}, "n"),
+    ({"model": "gpt-4o", "messages": HELLO, "n": 0}, "n"),
+    ({"model": "gpt-4o", "messages": HELLO, "n": "2"}, "n"),
     ({"model": "gpt-4o", "messages": HELLO, "frobnicate": True}, "frobnicate"),
 ]
 

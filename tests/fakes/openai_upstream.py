@@ -1,6 +1,7 @@
 """A fake OpenAI-compatible upstream: a real aiohttp HTTP server on loopback.
 
-It answers /v1/chat/completions streamed (the seed's event sequence) and not, and obeys
+It answers /v1/chat/completions streamed (the seed's event sequence) and not, and
+/v1/responses (tests/fakes/openai_responses.py), and obeys
 directives written in the last user message, so concurrent tests can mix behaviours:
 
   [fail:CODE]   answer HTTP CODE with an OpenAI error body
@@ -12,11 +13,20 @@ directives written in the last user message, so concurrent tests can mix behavio
   [reasoning:N] N hidden reasoning tokens: billed in completion_tokens, never streamed
   [late_first:MS]  wait MS milliseconds before the first content chunk
   [late_usage:MS]  wait MS milliseconds between the finish chunk and the usage event
+  [norole]      the stream's first delta without "role" (llama.cpp's server and others)
+  [rounds:N]    with `tools` (or legacy `functions`): call a tool in each of the first N
+                assistant turns of the conversation (default 1), then answer with text
 
-Usage is deterministic: prompt_tokens = words in all messages + 3 per message,
-completion_tokens = content chunks + reasoning tokens. Every request body is kept in
-`requests`; `completed` counts the streams written to their [DONE], `disconnects` those
-the client (the gateway) dropped before.
+Tool calling: while the conversation has fewer assistant tool-call turns than [rounds:N],
+a request with `tools` is answered with one call of the tool named by `tool_choice` (else
+the tools in turn), arguments `{"round": R, "city": "Paris"}`; with legacy `functions`,
+with a `function_call`. `n` choices are answered (each the same).
+
+Usage is deterministic: prompt_tokens = words in all messages' text + 3 per message + the
+words of every tool call's arguments + 10 per tool defined; completion_tokens = content
+chunks (or argument fragments) per choice, times n, plus reasoning tokens. Every request body
+is kept in `requests`; `completed` counts the streams written to their [DONE], `disconnects`
+those the client (the gateway) dropped before.
 """
 
 from __future__ import annotations
@@ -30,11 +40,13 @@ import time
 import orjson
 from aiohttp import web
 
+from tests.fakes.openai_responses import responses_endpoint
 from tests.servers import free_port
 
 WORDS = ["Alaska", " is", " the", " largest", " U.S.", " state", " by", " area", ".", " Ok"]
 _DIRECTIVE = re.compile(
-    r"\[(fail|hang|cut|slow|chunks|spaced|reasoning|late_first|late_usage)(?::(\d+))?\]")
+    r"\[(fail|hang|cut|slow|chunks|spaced|reasoning|late_first|late_usage|norole|rounds)"
+    r"(?::(\d+))?\]")
 
 
 def _text_of(message: dict) -> str:
@@ -46,8 +58,43 @@ def _text_of(message: dict) -> str:
     return ""
 
 
-def count_prompt_tokens(messages: list[dict]) -> int:
-    return sum(len(_text_of(m).split()) + 3 for m in messages)
+def _arguments_of(message: dict) -> str:
+    calls = [c.get("function", {}).get("arguments", "") for c in message.get("tool_calls") or ()]
+    if isinstance(message.get("function_call"), dict):
+        calls.append(message["function_call"].get("arguments", ""))
+    return " ".join(calls)
+
+
+def count_prompt_tokens(messages: list[dict], tools: list | None = None) -> int:
+    return (sum(len(_text_of(m).split()) + len(_arguments_of(m).split()) + 3
+                for m in messages) + 10 * len(tools or ()))
+
+
+def tool_rounds(messages: list[dict]) -> int:
+    """How many assistant turns of the conversation called a tool."""
+    return sum(1 for m in messages if m.get("role") == "assistant"
+               and (m.get("tool_calls") or m.get("function_call")))
+
+
+def argument_fragments(round_: int) -> list[str]:
+    """The arguments of the tool call of round `round_`, in the pieces they are streamed."""
+    return ['{"round": ', str(round_), ', "city": ', '"Paris"}']
+
+
+def _tool_call_plan(body: dict, directives: dict) -> tuple[str, str] | None:
+    """(kind, function name) when this request is answered with a tool call, else None."""
+    messages = body.get("messages", [])
+    if tool_rounds(messages) >= int(directives.get("rounds") or 1):
+        return None
+    if body.get("tools") and body.get("tool_choice") != "none":
+        choice = body.get("tool_choice")
+        if isinstance(choice, dict) and choice.get("type") == "function":
+            return "tool", choice["function"]["name"]
+        tools = body["tools"]
+        return "tool", tools[tool_rounds(messages) % len(tools)]["function"]["name"]
+    if body.get("functions") and body.get("function_call") != "none":
+        return "function", body["functions"][0]["name"]
+    return None
 
 
 class FakeOpenAI:
@@ -78,6 +125,7 @@ class FakeOpenAI:
         asyncio.set_event_loop(self._loop)
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/v1/responses", self.responses)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         self._loop.run_until_complete(self._runner.setup())
         site = web.TCPSite(self._runner, "127.0.0.1", self.port, backlog=1024)
@@ -98,6 +146,13 @@ class FakeOpenAI:
     def __exit__(self, *exc) -> None:
         self.stop()
 
+    async def responses(self, request: web.Request) -> web.StreamResponse:
+        return await responses_endpoint(self, request)
+
+    @staticmethod
+    def directives_in(text: str) -> list[tuple[str, str]]:
+        return _DIRECTIVE.findall(text)
+
     # ---- the endpoint ---------------------------------------------------------------------------
     async def chat(self, request: web.Request) -> web.StreamResponse:
         if self.api_key and request.headers.get("Authorization") != f"Bearer {self.api_key}":
@@ -114,27 +169,43 @@ class FakeOpenAI:
                                                 "type": "server_error"}}, status=code)
         if "hang" in directives:
             await asyncio.sleep(30)
-        chunks = int(directives.get("chunks") or self.default_chunks)
-        prompt_tokens = count_prompt_tokens(messages)
+        n = body.get("n") or 1
+        plan = _tool_call_plan(body, directives)
+        round_ = tool_rounds(messages) + 1
+        pieces = argument_fragments(round_) if plan else None
+        chunks = len(pieces) if plan else int(directives.get("chunks") or self.default_chunks)
+        prompt_tokens = count_prompt_tokens(messages, body.get("tools") or body.get("functions"))
         chat_id = "chatcmpl-fake" + str(len(self.requests))
+        call_id = f"call_{round_}_{len(self.requests)}"
         created = int(time.time())
         model = body.get("model", "gpt-4o-mini") + "-2024-07-18"
         reasoning = int(directives.get("reasoning") or 0)
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": chunks + reasoning,
-                 "total_tokens": prompt_tokens + chunks + reasoning,
+        completion = chunks * n + reasoning
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
+                 "total_tokens": prompt_tokens + completion,
                  "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
                  "completion_tokens_details": {"reasoning_tokens": reasoning, "audio_tokens": 0,
                                                "accepted_prediction_tokens": 0,
                                                "rejected_prediction_tokens": 0}}
         text = [WORDS[i % len(WORDS)] for i in range(chunks)]
+        finish = {None: "stop", "tool": "tool_calls", "function": "function_call"}[
+            plan and plan[0]]
         if not body.get("stream"):
+            message = {"role": "assistant", "content": "".join(text), "refusal": None,
+                       "annotations": []}
+            if plan:
+                call = {"name": plan[1], "arguments": "".join(pieces)}
+                message["content"] = None
+                if plan[0] == "tool":
+                    message["tool_calls"] = [{"id": call_id, "type": "function",
+                                              "function": call}]
+                else:
+                    message["function_call"] = call
             return web.json_response({
                 "id": chat_id, "object": "chat.completion", "created": created, "model": model,
                 "service_tier": "default", "system_fingerprint": "fp_fake",
-                "choices": [{"index": 0, "message": {"role": "assistant",
-                                                     "content": "".join(text),
-                                                     "refusal": None, "annotations": []},
-                             "logprobs": None, "finish_reason": "stop"}],
+                "choices": [{"index": i, "message": message, "logprobs": None,
+                             "finish_reason": finish} for i in range(n)],
                 "usage": usage}, dumps=lambda o: orjson.dumps(o).decode())
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
@@ -148,19 +219,23 @@ class FakeOpenAI:
         try:
             if late_first:
                 await asyncio.sleep(late_first)
-            for i, word in enumerate(text):
+            for i in range(chunks):
                 if cut_at is not None and i == cut_at:
                     request.transport.close()
                     return response
-                delta = {"content": word} if i else {"role": "assistant", "content": word,
-                                                     "refusal": None}
-                await response.write(b"data: " + head + orjson.dumps(
-                    [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
-                    + b',"usage":null}\n\n')
+                for index in range(n):
+                    delta = self._delta(plan, i, text, pieces, call_id)
+                    if i == 0 and "norole" not in directives:
+                        delta = {"role": "assistant", **delta, "refusal": None}
+                    await response.write(b"data: " + head + orjson.dumps(
+                        [{"index": index, "delta": delta, "logprobs": None,
+                          "finish_reason": None}]) + b',"usage":null}\n\n')
                 if delay:
                     await asyncio.sleep(delay)
-            await response.write(b"data: " + head + b'[{"index":0,"delta":{},"logprobs":null,'
-                                 b'"finish_reason":"stop"}],"usage":null}\n\n')
+            for index in range(n):
+                await response.write(b"data: " + head + b'[{"index":' + str(index).encode()
+                                     + b',"delta":{},"logprobs":null,"finish_reason":"'
+                                     + finish.encode() + b'"}],"usage":null}\n\n')
             if late_usage:
                 await asyncio.sleep(late_usage)
             if "spaced" in directives:
@@ -175,3 +250,19 @@ class FakeOpenAI:
             self.disconnects += 1
             raise
         return response
+
+    @staticmethod
+    def _delta(plan, i: int, text: list[str], pieces: list[str] | None, call_id: str) -> dict:
+        if plan is None:
+            return {"content": text[i]}
+        if plan[0] == "function":
+            call = {"arguments": pieces[i]}
+            if i == 0:
+                call["name"] = plan[1]
+            return {"content": None, "function_call": call} if i == 0 else {"function_call": call}
+        call = {"index": 0, "function": {"arguments": pieces[i]}}
+        if i == 0:
+            call = {"index": 0, "id": call_id, "type": "function",
+                    "function": {"name": plan[1], "arguments": pieces[i]}}
+            return {"content": None, "tool_calls": [call]}
+        return {"tool_calls": [call]}

@@ -30,6 +30,7 @@ async def test_sdk_generates_urls_and_b64(database_url, image_settings, serve):
     sdk = client(server, customer)
     result = sdk.images.generate(model="realvision", prompt="a harbour", n=2, size="512x384")
     assert len(result.data) == 2 and result.data[0].url != result.data[1].url
+    assert result.size is None  # 512x384 is not in OpenAI's enum of response sizes
     for item in result.data:
         image = Image.open(io.BytesIO(requests.get(item.url, timeout=10).content))
         assert image.size == (512, 384)

@@ -6,6 +6,7 @@ type, after checking the Bearer key. Directives in `input` change its behaviour:
   [fail:CODE]   answer HTTP CODE with an OpenAI error body
   [hang]        accept, then send nothing (for timeouts)
   [cut]         send half the audio, then drop the connection
+  [json200]     answer 200 with a JSON body (a misbehaving upstream), not audio
 
 Every request body is kept in `requests` (with its Authorization header).
 """
@@ -22,7 +23,7 @@ from aiohttp import web
 
 from tests.servers import free_port
 
-_DIRECTIVE = re.compile(r"\[(fail|hang|cut)(?::(\d+))?\]")
+_DIRECTIVE = re.compile(r"\[(fail|hang|cut|json200)(?::(\d+))?\]")
 CONTENT_TYPES = {"mp3": "audio/mpeg", "opus": "audio/ogg", "aac": "audio/aac",
                  "flac": "audio/flac", "wav": "audio/wav", "pcm": "audio/pcm"}
 
@@ -79,6 +80,9 @@ class FakeSpeechUpstream:
             code = int(directive.group(2) or 500)
             return web.json_response({"error": {"message": f"upstream says {code}",
                                                 "type": "server_error"}}, status=code)
+        if directive and directive.group(1) == "json200":
+            return web.json_response({"error": {"message": "upstream says no audio today",
+                                                "type": "server_error"}})
         if directive and directive.group(1) == "hang":
             await asyncio.sleep(5)
         audio = audio_for(body)

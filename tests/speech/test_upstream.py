@@ -91,6 +91,7 @@ async def test_configured_upstream_model_name_and_price(speech_settings, speech_
     ("[fail:400]", 502, "upstream_error"),
     ("[fail:429]", 502, "upstream_error"),
     ("[hang]", 504, "upstream_timeout"),
+    ("[json200]", 502, "upstream_error"),  # a 200 that is not audio is not served as audio
 ])
 async def test_upstream_failures_are_answered_and_free(server, database_url, directive,
                                                        status, error_type):

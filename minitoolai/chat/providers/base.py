@@ -44,11 +44,15 @@ class ChatRequest:
     messages: list[dict[str, Any]]  # validated, as the client sent them
     temperature: float  # 0..2; forwarded upstream only where the model accepts it
     temperature_set: bool  # whether the client sent one
-    max_completion_tokens: int
+    max_completion_tokens: int  # per choice: the client's, or the default / model's maximum
     reasoning_effort: str | None  # resolved (default applied) for reasoning models, else None
     stream: bool  # the client wants SSE
     include_usage: bool  # the client wants the usage chunk (always for /api)
     extra: dict[str, Any] = field(default_factory=dict)  # other OpenAI fields, passed through
+    n: int = 1  # choices asked for: each may use max_completion_tokens
+    # whether max_completion_tokens is forwarded upstream (False: a /v1 request with no
+    # max-tokens field, held at the model's maximum output and sent with no cap)
+    max_tokens_set: bool = True
 
 
 class ChatStream(Protocol):

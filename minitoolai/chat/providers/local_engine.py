@@ -98,12 +98,42 @@ def _float(extra: dict, key: str, low: float, high: float, default: float) -> fl
     return float(value)
 
 
-def sampling_of(temperature: float, extra: dict[str, Any]) -> Sampling:
-    """The sampling options a local model honours, from the request's OpenAI fields."""
-    for key in ("tools", "tool_choice", "logit_bias"):
+# what a local model cannot do: refused with a 400 rather than silently ignored
+UNSUPPORTED = ("tools", "tool_choice", "functions", "function_call", "logit_bias", "logprobs",
+               "top_logprobs", "audio", "prediction", "web_search_options")
+
+
+def refuse_unsupported(messages: list[dict[str, Any]], extra: dict[str, Any], n: int) -> None:
+    """400 for a request a local model cannot serve: tool calling, logprobs, audio, n > 1."""
+    for key in UNSUPPORTED:
         if extra.get(key):
             raise InvalidRequest(f"'{key}' is not supported by local models", param=key,
                                  code="unsupported_parameter")
+    if any(m != "text" for m in extra.get("modalities") or ()):
+        raise InvalidRequest("local models only produce text: 'modalities' must be"
+                             " [\"text\"]", param="modalities", code="unsupported_parameter")
+    if n != 1:
+        raise InvalidRequest("local models produce one choice: 'n' must be 1", param="n",
+                             code="unsupported_parameter")
+    for i, message in enumerate(messages):
+        role = message.get("role")
+        if role in ("tool", "function") or message.get("tool_calls") \
+                or message.get("function_call"):
+            raise InvalidRequest(f"messages[{i}]: local models do not support tool calling"
+                                 " (tool results, tool calls)", param=f"messages[{i}]",
+                                 code="unsupported_parameter")
+        content = message.get("content")
+        if isinstance(content, list):
+            for j, part in enumerate(content):
+                if part.get("type") not in ("text", "refusal"):
+                    raise InvalidRequest(f"messages[{i}].content[{j}]: local models read text"
+                                         f" only (got a {part.get('type')!r} part)",
+                                         param=f"messages[{i}].content[{j}]",
+                                         code="unsupported_parameter")
+
+
+def sampling_of(temperature: float, extra: dict[str, Any]) -> Sampling:
+    """The sampling options a local model honours, from the request's OpenAI fields."""
     response_format = extra.get("response_format")
     if response_format and not (isinstance(response_format, dict)
                                 and response_format.get("type") == "text"):

@@ -22,7 +22,13 @@ import orjson
 from minitoolai.catalog import Model
 from minitoolai.chat.local_models import problem
 from minitoolai.chat.providers.base import ChatRequest, Usage
-from minitoolai.chat.providers.local_engine import Engine, Outcome, Prepared, sampling_of
+from minitoolai.chat.providers.local_engine import (
+    Engine,
+    Outcome,
+    Prepared,
+    refuse_unsupported,
+    sampling_of,
+)
 from minitoolai.chat.providers.local_queue import Channel, Job, LocalQueue
 from minitoolai.chat.settings import LocalModelSettings
 from minitoolai.errors import ConfigError, ServiceUnavailable, UpstreamError
@@ -201,6 +207,7 @@ class LocalGGUFProvider:
 
     # ---- requests ----------------------------------------------------------------------------
     async def _prepare(self, request: ChatRequest) -> Prepared:
+        refuse_unsupported(request.messages, request.extra, request.n)  # before any loading
         if self._queue is None and self.is_available():
             await self._load_on_first_use()
         if not self.is_available():

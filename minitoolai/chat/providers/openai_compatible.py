@@ -8,7 +8,6 @@ parses or re-serialises a content chunk.
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -27,6 +26,8 @@ from minitoolai.errors import InvalidRequest, ServiceUnavailable, UpstreamError,
 USAGE_KEY = b'"usage"'
 USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
 EVENT_END = b"\n\n"
+DELTA = b'"delta"'
+DELTA_OBJECT = re.compile(rb'"delta"\s*:\s*\{(\s*\})?')
 
 
 def _upstream_message(body: bytes) -> str:
@@ -70,7 +71,31 @@ def usage_from(obj: dict[str, Any] | None) -> Usage | None:
     return Usage(prompt, completion, raw=obj)
 
 
-def split_usage_event(complete: bytes) -> tuple[bytes, bytes, bytes, Usage | None]:
+def responses_usage(obj: dict[str, Any] | None) -> Usage | None:
+    """A Responses API usage object (input_tokens, output_tokens; reasoning tokens are part
+    of output_tokens, cached ones of input_tokens)."""
+    if not isinstance(obj, dict):
+        return None
+    prompt, completion = obj.get("input_tokens"), obj.get("output_tokens")
+    if not isinstance(prompt, int) or not isinstance(completion, int):
+        return None
+    return Usage(prompt, completion, raw=obj)
+
+
+def responses_usage_of(event: dict[str, Any]) -> Usage | None:
+    """The usage of a Responses API stream event: the final one (response.completed,
+    .incomplete or .failed) carries the whole response, usage included."""
+    response = event.get("response")
+    return responses_usage(response.get("usage")) if isinstance(response, dict) else None
+
+
+def chat_usage_of(event: dict[str, Any]) -> Usage | None:
+    """The usage of a chat.completion.chunk event (None when it carries none)."""
+    return usage_from(event.get("usage"))
+
+
+def split_usage_event(complete: bytes, usage_of=chat_usage_of
+                      ) -> tuple[bytes, bytes, bytes, Usage | None]:
     """Cut the usage event out of a run of whole events: (before, event, after, usage)."""
     start = USAGE_OBJECT.search(complete).start()
     begin = complete.rfind(EVENT_END, 0, start)
@@ -78,10 +103,11 @@ def split_usage_event(complete: bytes) -> tuple[bytes, bytes, bytes, Usage | Non
     end = complete.find(EVENT_END, start) + 2
     event = complete[begin:end]
     usage = None
-    payload = event.strip()
-    if payload.startswith(b"data:"):
+    # an event may have an `event:` line before its data line (the Responses API's do)
+    data_at = event.find(b"data:")
+    if data_at >= 0:
         try:
-            usage = usage_from(orjson.loads(payload[5:]).get("usage"))
+            usage = usage_of(orjson.loads(event[data_at + 5:].strip()))
         except (orjson.JSONDecodeError, AttributeError):
             usage = None
     if usage is None:  # not a usage event after all (the text contained the mark)
@@ -89,15 +115,36 @@ def split_usage_event(complete: bytes) -> tuple[bytes, bytes, bytes, Usage | Non
     return complete[:begin], event, complete[end:], usage
 
 
+def with_role(complete: bytes) -> tuple[bytes, bool]:
+    """Give the first delta of a stream `"role":"assistant"` when the upstream left it out
+    (llama.cpp's server and others do; the Node SDK's finalChatCompletion() needs it).
+    Returns (events, decided): decided once the first event with a delta has been seen."""
+    at = complete.find(DELTA)
+    if at < 0:
+        return complete, False
+    begin = complete.rfind(EVENT_END, 0, at)
+    end = complete.find(EVENT_END, at)
+    if b'"role"' in complete[begin + 1 if begin >= 0 else 0:end]:
+        return complete, True
+    match = DELTA_OBJECT.match(complete, at)
+    if match is None:
+        return complete, True
+    role = b'"delta":{"role":"assistant"}' if match.group(1) else b'"delta":{"role":"assistant",'
+    return complete[:at] + role + complete[match.end():], True
+
+
 class UpstreamStream:
     """An open upstream SSE response, iterated as whole events."""
 
     counts_exactly = False  # the upstream bills what it generates, read or not
 
-    def __init__(self, provider: str, response: aiohttp.ClientResponse) -> None:
+    def __init__(self, provider: str, response: aiohttp.ClientResponse,
+                 usage_of=chat_usage_of, add_role: bool = True) -> None:
         self._provider = provider
         self._response = response
+        self._usage_of = usage_of
         self.usage: Usage | None = None
+        self._role_seen = not add_role
 
     def client_left(self) -> None:
         """Nothing to do: the gateway reads on to the usage event (or closes us)."""
@@ -117,9 +164,12 @@ class UpstreamStream:
                     pending = buffer
                     continue
                 complete, pending = buffer[: end + 2], buffer[end + 2:]
+                if not self._role_seen:
+                    complete, self._role_seen = with_role(complete)
                 if (self.usage is None and USAGE_KEY in complete
                         and USAGE_OBJECT.search(complete) is not None):
-                    before, event, after, usage = split_usage_event(complete)
+                    before, event, after, usage = split_usage_event(complete,
+                                                                    self._usage_of)
                     if before:
                         yield before
                     self.usage = usage  # set just before its event: the gateway's signal
@@ -148,7 +198,9 @@ class OpenAICompatibleProvider:
     def __init__(self, name: str, cfg: ProviderSettings) -> None:
         self.name = name
         self.cfg = cfg
-        self._url = (cfg.base_url or OPENAI_DEFAULT_BASE_URL).rstrip("/") + "/chat/completions"
+        base = (cfg.base_url or OPENAI_DEFAULT_BASE_URL).rstrip("/")
+        self._url = base + "/chat/completions"
+        self._responses_url = base + "/responses"
         self._headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
         if cfg.api_key:
             self._headers["Authorization"] = f"Bearer {cfg.api_key}"
@@ -181,7 +233,10 @@ class OpenAICompatibleProvider:
         model = request.model
         body: dict[str, Any] = {"model": model.upstream_model, "messages": request.messages}
         body.update(request.extra)
-        body[self.cfg.max_tokens_field] = request.max_completion_tokens
+        if request.n != 1:
+            body["n"] = request.n
+        if request.max_tokens_set:  # else: no cap, as the client asked OpenAI for none
+            body[self.cfg.max_tokens_field] = request.max_completion_tokens
         if request.temperature_set and model.forwards_temperature(request.reasoning_effort):
             body["temperature"] = request.temperature
         if request.reasoning_effort is not None:
@@ -192,11 +247,13 @@ class OpenAICompatibleProvider:
         return orjson.dumps(body)
 
     async def _post(self, request: ChatRequest, stream: bool) -> aiohttp.ClientResponse:
+        return await self._post_to(self._url, self.payload(request, stream))
+
+    async def _post_to(self, url: str, data: bytes) -> aiohttp.ClientResponse:
         if self._session is None:
             raise ServiceUnavailable(f"provider {self.name!r} is not started")
         try:
-            response = await self._session.post(self._url, data=self.payload(request, stream),
-                                                 headers=self._headers)
+            response = await self._session.post(url, data=data, headers=self._headers)
         except (aiohttp.ServerTimeoutError, TimeoutError):
             raise UpstreamTimeout(f"upstream {self.name!r} did not answer in time") from None
         except aiohttp.ClientError as exc:
@@ -211,14 +268,10 @@ class OpenAICompatibleProvider:
             raise_for_upstream_status(self.name, response.status, body)
         return response
 
-    async def open_stream(self, request: ChatRequest) -> UpstreamStream:
-        return UpstreamStream(self.name, await self._post(request, stream=True))
-
-    async def complete(self, request: ChatRequest) -> tuple[dict[str, Any], Usage]:
-        response = await self._post(request, stream=False)
+    async def _read_object(self, response: aiohttp.ClientResponse) -> dict[str, Any]:
         try:
             body = await response.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (aiohttp.ClientError, TimeoutError) as exc:
             raise UpstreamError(f"upstream {self.name!r} broke off the response: {exc}") \
                 from None
         finally:
@@ -227,7 +280,28 @@ class OpenAICompatibleProvider:
             obj = orjson.loads(body)
         except orjson.JSONDecodeError:
             raise UpstreamError(f"upstream {self.name!r} answered with invalid JSON") from None
-        usage = usage_from(obj.get("usage") if isinstance(obj, dict) else None)
+        if not isinstance(obj, dict):
+            raise UpstreamError(f"upstream {self.name!r} answered with a non-object")
+        return obj
+
+    async def open_stream(self, request: ChatRequest) -> UpstreamStream:
+        return UpstreamStream(self.name, await self._post(request, stream=True))
+
+    async def complete(self, request: ChatRequest) -> tuple[dict[str, Any], Usage]:
+        obj = await self._read_object(await self._post(request, stream=False))
+        usage = usage_from(obj.get("usage"))
+        if usage is None:
+            raise UpstreamError(f"upstream {self.name!r} answered without usage")
+        return obj, usage
+
+    # ---- the Responses API (POST {base_url}/responses), relayed as is ---------------------------
+    async def open_responses_stream(self, payload: bytes) -> UpstreamStream:
+        response = await self._post_to(self._responses_url, payload)
+        return UpstreamStream(self.name, response, usage_of=responses_usage_of, add_role=False)
+
+    async def create_response(self, payload: bytes) -> tuple[dict[str, Any], Usage]:
+        obj = await self._read_object(await self._post_to(self._responses_url, payload))
+        usage = responses_usage(obj.get("usage"))
         if usage is None:
             raise UpstreamError(f"upstream {self.name!r} answered without usage")
         return obj, usage

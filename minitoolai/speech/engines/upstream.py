@@ -26,6 +26,13 @@ def _upstream_message(body: bytes) -> str:
     return body[:300].decode("utf-8", "replace").strip() or "(empty body)"
 
 
+def is_audio(content_type: str) -> bool:
+    """Whether an upstream's Content-Type may carry audio (aiohttp reads a missing one as
+    application/octet-stream)."""
+    return content_type.startswith("audio/") or content_type in (
+        "application/octet-stream", "binary/octet-stream", "application/ogg")
+
+
 class UpstreamSpeech:
     """One aiohttp session per provider, opened at start and closed at stop."""
 
@@ -77,6 +84,13 @@ class UpstreamSpeech:
                 body = await response.read()
                 raise UpstreamError(f"speech provider {self.name!r} answered "
                                     f"{response.status}: {_upstream_message(body)}")
+            if not is_audio(response.content_type):
+                # a 200 that is not audio (an error page, a JSON body) must not be served as
+                # audio and charged
+                body = await response.content.read(300)
+                raise UpstreamError(f"speech provider {self.name!r} answered"
+                                    f" {response.content_type} instead of audio: "
+                                    f"{_upstream_message(body)}")
             try:
                 async for chunk in response.content.iter_any():
                     if chunk:

@@ -347,6 +347,13 @@ def test_full_queue_is_a_503_and_costs_nothing(server, database_url):
     ({"messages": [{"role": "user", "content": "hello " * 3000}]}, 400, "messages"),
     ({"messages": MESSAGES, "tools": [{"type": "function", "function": {"name": "f"}}]},
      400, "tools"),
+    ({"messages": MESSAGES + [
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "18 C"}]}, 400, "messages["),
+    ({"messages": MESSAGES, "functions": [{"name": "f"}]}, 400, "functions"),
+    ({"messages": MESSAGES, "logprobs": True}, 400, "logprobs"),
+    ({"messages": MESSAGES, "n": 2}, 400, "n"),
 ])
 def test_refusals_are_clear_and_free(server, database_url, body, status, param):
     customer = run(make_customer(database_url, CREDIT))
@@ -357,4 +364,16 @@ def test_refusals_are_clear_and_free(server, database_url, body, status, param):
     assert error["type"] == "invalid_request_error" and error["message"]
     assert (error["param"] or "").startswith(param)
     wait_until(lambda: balance_nano(server, customer) == (CREDIT, 0), "holds released")
+    run(assert_ledger_ok(database_url))
+
+
+def test_responses_api_is_refused_for_a_local_model(server, database_url):
+    customer = run(make_customer(database_url, CREDIT))
+    response = requests.post(server.url + "/v1/responses", headers=customer.headers,
+                             json={"model": "smollm2-priced", "input": "hi"})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["param"], error["code"]) == ("model", "unsupported_parameter")
+    assert "chat completions only" in error["message"]
+    assert balance_nano(server, customer) == (CREDIT, 0)
     run(assert_ledger_ok(database_url))
