@@ -23,6 +23,7 @@ SEARCH_CONTEXT_SIZES = ("low", "medium", "high")
 MAX_STOP = 4
 MAX_FUNCTIONS = 128
 MAX_METADATA = 16
+MAX_ID_CHARS = 512  # user, prompt_cache_key: forwarded and stored upstream, kept bounded
 
 
 def _bad(message: str, param: str, code: str = "invalid_value") -> InvalidRequest:
@@ -169,6 +170,8 @@ def check_stop(value: Any, param: str = "stop") -> None:
 
 def check_logit_bias(value: Any, param: str = "logit_bias") -> None:
     for token, bias in _obj(value, param).items():
+        if not (token.isascii() and token.isdigit()):  # keys are token ids
+            raise _bad(f"'{param}' keys must be token ids (digits), got {token[:20]!r}", param)
         if not _is_int(bias):
             raise _wrong_type(f"{param}.{token}", "an integer", bias)
         if not -100 <= bias <= 100:
@@ -258,7 +261,7 @@ CHECKS: dict[str, Callable[[Any], None]] = {
     "audio": check_audio,
     "seed": lambda v: _int(v, "seed", -(2**63), 2**63 - 1),
     "stop": check_stop,
-    "user": lambda v: _str(v, "user"),
+    "user": lambda v: _str(v, "user", MAX_ID_CHARS),
     "metadata": check_metadata,
     "store": lambda v: _bool(v, "store"),
     "response_format": check_response_format,
@@ -267,7 +270,7 @@ CHECKS: dict[str, Callable[[Any], None]] = {
     "logit_bias": check_logit_bias,
     "top_p": lambda v: _number(v, "top_p", 0, 1),
     "verbosity": lambda v: _one_of(v, "verbosity", VERBOSITY),
-    "prompt_cache_key": lambda v: _str(v, "prompt_cache_key"),
+    "prompt_cache_key": lambda v: _str(v, "prompt_cache_key", MAX_ID_CHARS),
     "prompt_cache_retention": lambda v: _one_of(v, "prompt_cache_retention",
                                                 ("in_memory", "24h")),
     "safety_identifier": lambda v: _str(v, "safety_identifier", 64),
