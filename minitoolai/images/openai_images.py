@@ -79,12 +79,15 @@ async def generations(request: Request):
     tickets = await service.submit_many(principal, reqs, endpoint=ENDPOINT)
     ids = [t.jobid for t in tickets]
     rows = await service.wait(ids, service.settings.openai_wait_seconds)
-    unfinished = [row.id for row in rows if row.state not in ("success", "error")]
-    if unfinished:
-        await service.cancel_queued(unfinished, "the /v1 request waiting for it timed out")
-        raise UpstreamTimeout(
-            f"the image(s) did not finish within {service.settings.openai_wait_seconds:g} s;"
-            " they were cancelled and nothing was charged")
+    if any(row.state not in ("success", "error") for row in rows):
+        # cancel and look again in one transaction: a job that finished meanwhile is
+        # charged and delivered; the rest are cancelled, uncharged. Only when none finished
+        # is the answer a 504, and then nothing was charged.
+        rows = await service.cancel_unfinished(ids, "the /v1 request waiting for it timed out")
+        if not any(row.state == "success" and row.image_key for row in rows):
+            raise UpstreamTimeout(
+                f"the image(s) did not finish within {service.settings.openai_wait_seconds:g}"
+                " s; they were cancelled and nothing was charged")
     done = [row for row in rows if row.state == "success" and row.image_key]
     if not done:
         reasons = "; ".join(sorted({row.error or "failed" for row in rows}))

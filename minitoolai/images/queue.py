@@ -92,7 +92,8 @@ def _when(value) -> datetime:
 
 
 def _row_to_job(row) -> ClaimedJob:
-    values = row._asdict()
+    """The job of a row that has at least ClaimedJob's columns."""
+    values = {name: getattr(row, name) for name in ClaimedJob.__slots__}
     values["created_at"] = as_utc(values["created_at"])
     return ClaimedJob(**values)
 
@@ -109,25 +110,32 @@ async def insert_jobs(db: Database, rows: list[dict]) -> None:
             await tx.execute(INSERT_JOB, row)
 
 
-async def cancel_queued(db: Database, job_ids: list[int], reason: str) -> None:
-    """Fail jobs that have not finished, queued or running, and release their holds,
-    together. A running job's lease is taken away, so its worker's success no longer
+async def cancel_unfinished(db: Database, job_ids: list[int], reason: str) -> list:
+    """Fail the jobs that have not finished, queued or running, release their holds, and
+    return every job's row as it stands after, all in one transaction: a job that finished
+    just before is seen finished (and charged: its image is the client's), one that had not
+    is cancelled and charges nothing, with no instant between the two for a worker to
+    complete it. A running job's lease is taken away, so its worker's success no longer
     matches and is neither stored nor charged (the client who gave up never gets it)."""
     now = utcnow()
     async with db.write() as conn:
-        query = (select(*_CLAIM_COLUMNS)
-                 .where(image_jobs.c.id.in_(job_ids),
-                        image_jobs.c.state.in_(("queued", "processing")))
-                 .order_by(image_jobs.c.account_id))
-        if not db.is_sqlite:  # wait for a claim in progress rather than skip its rows
+        query = (select(image_jobs).where(image_jobs.c.id.in_(job_ids))
+                 .order_by(image_jobs.c.account_id, image_jobs.c.id))
+        if not db.is_sqlite:
+            # wait for a completion in progress (it holds these rows) instead of reading
+            # the state from before it; the same (account, id) order as `complete`
             query = query.with_for_update()
-        rows = (await conn.execute(query)).all()
-        for row in rows:
+        for row in (await conn.execute(query)).all():
+            if row.state not in ("queued", "processing"):
+                continue
             job = _row_to_job(row)
             await conn.execute(update(image_jobs).where(image_jobs.c.id == job.id).values(
                 state="error", error=reason, finished_at=now, lease_token=None,
                 lease_expires_at=None))
             await settle_in(conn, job.request_id, 0, _usage(job, images=0, status="cancelled"))
+        after = (await conn.execute(select(image_jobs).where(image_jobs.c.id.in_(job_ids))))
+        by_id = {row.id: row for row in after.all()}
+    return [by_id[job_id] for job_id in job_ids if job_id in by_id]
 
 
 async def count_queued(db: Database) -> int:
@@ -227,9 +235,10 @@ async def complete(db: Database, token: str, done: list[tuple[ClaimedJob, str]],
     now = utcnow()
     won = []
     async with db.ledger() as tx:
-        # settle in account order: two workers completing batches that share accounts lock
-        # the account rows in the same order, so they wait for each other, never deadlock
-        for job, image_key in sorted(done, key=lambda pair: pair[0].account_id):
+        # settle in (account, job) order: two workers completing batches that share accounts
+        # (or a /v1 request cancelling its jobs, see cancel_unfinished) lock the rows in the
+        # same order, so they wait for each other, never deadlock
+        for job, image_key in sorted(done, key=lambda pair: (pair[0].account_id, pair[0].id)):
             changed = await tx.execute(MARK_SUCCESS, {
                 "id": job.id, "token": token, "image_key": image_key,
                 "expires_at": expires_at, "now": now})
