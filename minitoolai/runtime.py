@@ -15,6 +15,7 @@ from minitoolai.accounts.ratelimit import RateLimiter
 from minitoolai.catalog import Catalog, build_catalog
 from minitoolai.config import Settings, ensure_secret_key
 from minitoolai.db.engine import Database
+from minitoolai.ledger.journal import SettlementJournal
 from minitoolai.ledger.keeper import HoldKeeper
 
 
@@ -44,5 +45,6 @@ class Runtime:
             auth=Authenticator(db, settings.auth_cache_seconds),
             rate_limiter=RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
             secret_key=ensure_secret_key(settings),
-            holds=HoldKeeper(db, settings.hold_ttl_seconds),
+            holds=HoldKeeper(db, settings.hold_ttl_seconds,
+                             journal=SettlementJournal(settings.settlement_journal_dir)),
         )

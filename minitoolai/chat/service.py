@@ -27,7 +27,7 @@ from minitoolai.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from minitoolai.ledger.holds import UsageRecord, reserve, settle
+from minitoolai.ledger.holds import UsageRecord, reserve
 from minitoolai.money import usd_number
 from minitoolai.sse import EventStreamResponse
 
@@ -130,10 +130,12 @@ class ChatService:
                     # for it, so a client that has read [DONE] sees the charge
                     settled = True
                     cost = meter.charge_for(usage)
-                    settling = self._settle_later(meter, meter.record(usage, "ok"), cost)
+                    # the cost goes out once the charge is in the database or, if that
+                    # fails, in the settlement journal (HoldKeeper.settle)
+                    await asyncio.shield(self._settle_later(
+                        meter, meter.record(usage, "ok"), cost))
                     if request.include_usage:
                         yield self._with_cost(item, cost)
-                    await asyncio.shield(settling)
                     continue
                 meter.chunks += item.count(b"data: {")
                 yield item
@@ -162,10 +164,10 @@ class ChatService:
 
     # ---- settlement --------------------------------------------------------------------------
     def _settle_later(self, meter: _Meter, record: UsageRecord, cost: int) -> asyncio.Task:
-        """Settle in a task of its own (see HoldKeeper.finish)."""
-        request_id = meter.request.request_id
-        return self.runtime.holds.finish(request_id, settle(
-            self.runtime.db, request_id, cost, record, account_id=meter.account_id))
+        """Settle in a task of its own, journaled if the database refuses it (see
+        HoldKeeper.settle)."""
+        return self.runtime.holds.settle(meter.request.request_id, cost, record,
+                                         account_id=meter.account_id)
 
 
 class _Meter:

@@ -13,8 +13,9 @@ app = typer.Typer(help="Check and repair the credit ledger.", no_args_is_help=Tr
 
 @app.command("verify")
 def verify():
-    """Check every ledger invariant; exits non-zero if any fails."""
-    problems = with_db(lambda s, db: verify_ledger(db))
+    """Check every ledger invariant, and that no settlement waits in the journal; exits
+    non-zero if any fails."""
+    problems = with_db(lambda s, db: verify_ledger(db, s.settlement_journal_dir))
     if problems:
         for line in problems:
             err_console.print(f"[red]FAIL[/red] {line}", highlight=False)
