@@ -9,7 +9,9 @@
         ├── InsufficientCredit      402  balance too low for the hold
         ├── PermissionDenied        403  not yours / not an admin / disabled account
         ├── NotFound                404  unknown model, job, route
+        ├── Conflict                409  an Idempotency-Key whose first request still runs
         ├── PayloadTooLarge         413  body over the configured limit
+        ├── Unprocessable           422  an Idempotency-Key reused for another request
         ├── RateLimited             429  per-key request rate
         ├── UpstreamError           502  the upstream failed
         ├── ServiceUnavailable      503  no provider for the model, a full queue
@@ -100,6 +102,18 @@ class NotFound(APIError):
     status_code = 404
     error_type = "not_found_error"
     default_code = "not_found"
+
+
+class Conflict(APIError):
+    status_code = 409
+    error_type = "idempotency_error"
+    default_code = "idempotency_key_in_use"
+
+
+class Unprocessable(APIError):
+    status_code = 422
+    error_type = "idempotency_error"
+    default_code = "idempotency_key_reused"
 
 
 class PayloadTooLarge(APIError):

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from minitoolai.clock import as_utc
 from minitoolai.errors import InvalidRequest, UpstreamError, UpstreamTimeout
 from minitoolai.http import authenticate, json_response, read_json, runtime_of
+from minitoolai.idempotency.responses import idempotent
 from minitoolai.images.request import MAX_SEED
 
 ENDPOINT = "/v1/images/generations"
@@ -74,6 +75,11 @@ async def generations(request: Request):
         raise UpstreamError("image generation is not running on this server")
     seed, n, fmt = _seed_body(body, service)
     req = service.parse(seed)
+    return await idempotent(request, runtime_of(request).idempotency, principal.account_id,
+                            ENDPOINT, body, lambda: _generate(service, principal, req, n, fmt))
+
+
+async def _generate(service, principal, req, n: int, fmt: str):
     # n different pictures: consecutive seeds (reproducible when the client gave one)
     reqs = [replace(req, seed=(req.seed + i) % (MAX_SEED + 1)) for i in range(n)]
     tickets = await service.submit_many(principal, reqs, endpoint=ENDPOINT)
