@@ -11,6 +11,7 @@ from starlette.routing import Route
 from minitoolai.core_routes import both, is_available
 from minitoolai.errors import NotFound
 from minitoolai.http import authenticate, json_response, read_json, runtime_of
+from minitoolai.idempotency.responses import HEADER as IDEMPOTENCY_HEADER
 from minitoolai.idempotency.responses import idempotent
 
 router = APIRouter(redirect_slashes=False)
@@ -32,6 +33,9 @@ async def _chat(request: Request, endpoint: str, *, openai_style: bool):
     principal = await authenticate(request)
     body = await read_json(request)
     runtime = runtime_of(request)
+    if IDEMPOTENCY_HEADER not in request.headers:  # the hot path: no closure, no extra frame
+        return await runtime.chat.respond(principal, body, endpoint=endpoint,
+                                          openai_style=openai_style)
     return await idempotent(request, runtime.idempotency, principal.account_id, endpoint, body,
                             lambda: runtime.chat.respond(principal, body, endpoint=endpoint,
                                                          openai_style=openai_style))
