@@ -80,7 +80,7 @@ class HoldKeeper:
         try:
             return await settle(self._db, entry.request_id, entry.cost, entry.record,
                                 account_id=entry.account_id)
-        except Exception as exc:
+        except Exception as exc:  # whatever the database raised
             if self.journal is None or entry.cost <= 0:
                 # a release (nothing to charge): the sweeper frees the hold in time
                 raise
@@ -168,7 +168,7 @@ class HoldKeeper:
                     await post_late_charge(self._db, entry)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # still failing: the next round tries again
+            except Exception as exc:  # noqa: BLE001 - still failing: the next round retries
                 log.warning("journaled settlement %s still fails: %s: %s", request_id,
                             exc.__class__.__name__, exc)
                 continue

@@ -5,6 +5,7 @@ during the outage and a restart that replays its journal."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -109,7 +110,7 @@ async def wait_until_sound(database_url: str, journal_dir: Path, limit: float = 
     deadline = time.monotonic() + limit
     while (found := await problems(database_url, journal_dir)) and \
             time.monotonic() < deadline:
-        time.sleep(0.2)
+        await asyncio.sleep(0.2)
     assert found == [], found
 
 
@@ -188,7 +189,7 @@ def start_server(env: dict, port: int) -> subprocess.Popen:
 
 def cli(env: dict, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "minitoolai.cli.main", *args], env=env,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, check=False)
 
 
 async def expire_holds(database_url: str, account_id: int) -> None:

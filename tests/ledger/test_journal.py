@@ -88,7 +88,7 @@ def test_a_live_process_file_is_left_alone_a_dead_one_adopted(tmp_path):
         adopter = SettlementJournal(tmp_path)
         assert adopter.adopt() == []  # its owner is alive
         dead = subprocess.run([sys.executable, "-c", script, "die"], capture_output=True,
-                              text=True, timeout=60)
+                              text=True, timeout=60, check=False)
         assert dead.returncode == -9 and dead.stdout.strip() == "journaled"
         adopted = adopter.adopt()
         assert [(e.request_id, e.account_id, e.cost) for e in adopted] == \
@@ -164,7 +164,7 @@ async def test_swept_hold_is_charged_late_exactly_once(db, database_url, tmp_pat
                   amount=1_000, kind="chat", ttl_seconds=-1)  # expired already
     dead = SettlementJournal(tmp_path)
     dead.record([entry("served", account, 640)])
-    dead._file.close()  # the process died: its file stays, its lock goes  # noqa: SLF001
+    dead._file.close()  # the process died: its file stays, its lock goes
     assert await sweep_expired(db) == 1  # another process's sweeper releases the hold
     assert (await usage_of(db, "served")).status == "expired"
 
