@@ -9,9 +9,10 @@ import sys
 import textwrap
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from minitoolai.accounts.store import get_account
+from minitoolai.clock import utcnow
 from minitoolai.db.engine import Database
 from minitoolai.db.tables import ledger_entries, usage
 from minitoolai.ledger.holds import UsageRecord, reserve, settle
@@ -234,3 +235,14 @@ async def test_a_release_is_not_journaled(database_url, tmp_path, short_busy_tim
         finally:
             outage.end()
             await db.dispose()
+
+
+async def test_verify_reports_usage_without_its_charge(db, database_url):
+    """A usage record with a cost and no charge entry: served, shown, never charged."""
+    customer = await make_customer(database_url, CREDIT)
+    async with db.write() as conn:
+        await conn.execute(insert(usage).values(
+            request_id="shown-not-charged", account_id=customer.account_id, key_id=None,
+            created_at=utcnow(), endpoint="/v1/chat/completions", model="gpt-4o-mini",
+            cost=5, status="ok"))
+    assert await verify(db) == ["usage shown-not-charged: cost 5 has no charge in the ledger"]
