@@ -20,7 +20,7 @@ from tests.conftest import assert_ledger_ok, make_customer
 from tests.images.conftest import PRICE
 
 ROUNDS = 200
-WAIT = 0.05  # the /v1 request's wait; the backend takes 0 to 2 x WAIT
+WAIT = 0.15  # the /v1 request's wait; the backend takes 0 to 2 x WAIT
 
 
 async def _counts(database_url: str, account_id: int) -> tuple[int, int, int]:
