@@ -38,6 +38,10 @@ _CODECS = {
 }
 
 
+# the loudest a sample of "nothing said" gets: -36 dBFS; speech peaks at thousands
+SILENCE = 512
+
+
 def missing_encoders() -> list[str]:
     """The formats this installation cannot encode (PyAV absent or built without a codec)."""
     missing = []
@@ -109,11 +113,12 @@ class Encoder:
         self.costly = fmt not in ("wav", "pcm") or self._tempo is not None
         self._started = False
         self._pts = 0
-        # whether anything was said: punctuation alone makes the engine produce a pause of
-        # digital silence (of a length that depends on what it said before), which the
-        # tempo filter may swallow whole, leaving at most a resampler's or codec's padding.
-        # That is not audio to sell as an empty, header-only or silent file: `audible`
-        # needs a non-zero sample from the engine and samples out of the tempo filter
+        # whether anything was said: punctuation alone makes the engine produce a pause
+        # (of a length that depends on what it said before): silence, or the faint tail of
+        # the previous utterance's filters (measured: peaks of 158), which the tempo filter
+        # may swallow whole, leaving at most a resampler's or codec's padding. That is not
+        # audio to sell as an empty, header-only or silent file: `audible` needs a sample
+        # louder than SILENCE from the engine and samples out of the tempo filter
         # (speech/streaming.py holds bytes back until then)
         self.voiced = False
         self.samples = 0
@@ -150,7 +155,7 @@ class Encoder:
             return head
         samples = np.frombuffer(pcm, dtype="<i2")
         if not self.voiced:
-            self.voiced = bool(samples.any())
+            self.voiced = bool((np.abs(samples, dtype=np.int32) > SILENCE).any())
         if self._tempo is None and self._resampler is None:
             self.samples += samples.size
             return head + samples.astype("<i2", copy=False).tobytes()
