@@ -108,11 +108,14 @@ def create_app(settings: Settings, *, migrate: bool = True, workers: bool = True
         app.state.runtime = runtime
         started = []
         try:
+            # settlements a dead process journaled: adopted before the sweeper's first round
+            await runtime.holds.open_journal()
             for capability in CAPABILITIES:
                 await capability.start(runtime)
                 started.append(capability)
             runtime.background.append(asyncio.create_task(
-                run_sweeper(runtime.db, settings.sweep_interval_seconds), name="hold-sweeper"))
+                run_sweeper(runtime.db, settings.sweep_interval_seconds,
+                            keep=runtime.holds.pending), name="hold-sweeper"))
             runtime.background.append(asyncio.create_task(
                 runtime.db.run_maintenance(), name="db-maintenance"))
             runtime.background.append(asyncio.create_task(
@@ -133,6 +136,7 @@ def create_app(settings: Settings, *, migrate: bool = True, workers: bool = True
                     await capability.stop(runtime)
                 except Exception:  # one capability failing to stop must not block the others
                     log.exception("stopping %s failed", capability.__name__)
+            runtime.holds.close_journal()  # after the settlements drained
             await runtime.db.dispose()
 
     app = GatewayApp(title="MiniToolAI", version=__version__, lifespan=lifespan,

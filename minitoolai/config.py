@@ -82,6 +82,11 @@ class Settings(BaseModel):
         return self.data_dir / "minitoolai.sqlite3"
 
     @property
+    def settlement_journal_dir(self) -> Path:
+        """Where settlements the database refused wait to be replayed (ledger/journal.py)."""
+        return self.data_dir / "settlements"
+
+    @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.sqlite_path.resolve()}"
 

@@ -10,8 +10,10 @@
         ├── PermissionDenied        403  not yours / not an admin / disabled account
         ├── NotFound                404  unknown model, job, route
         ├── RequestTimeout          408  the request body did not arrive in time
+        ├── Conflict                409  an Idempotency-Key whose first request still runs
         ├── PayloadTooLarge         413  body over the configured limit
         ├── UnsupportedMediaType    415  a JSON API called without Content-Type: application/json
+        ├── Unprocessable           422  an Idempotency-Key reused for another request
         ├── RateLimited             429  per-key request rate
         ├── UpstreamError           502  the upstream failed
         ├── ServiceUnavailable      503  no provider for the model, a full queue
@@ -113,6 +115,18 @@ class RequestTimeout(APIError):
         super().__init__(message, **kwargs)
         # the rest of the body may still be on its way: the connection cannot serve another
         self.headers.setdefault("Connection", "close")
+
+
+class Conflict(APIError):
+    status_code = 409
+    error_type = "idempotency_error"
+    default_code = "idempotency_key_in_use"
+
+
+class Unprocessable(APIError):
+    status_code = 422
+    error_type = "idempotency_error"
+    default_code = "idempotency_key_reused"
 
 
 class PayloadTooLarge(APIError):

@@ -15,6 +15,8 @@ from minitoolai.accounts.ratelimit import RateLimiter
 from minitoolai.catalog import Catalog, build_catalog
 from minitoolai.config import Settings, ensure_secret_key
 from minitoolai.db.engine import Database
+from minitoolai.idempotency.store import IdempotencyStore
+from minitoolai.ledger.journal import SettlementJournal
 from minitoolai.ledger.keeper import HoldKeeper
 
 
@@ -27,6 +29,7 @@ class Runtime:
     rate_limiter: RateLimiter
     secret_key: str
     holds: HoldKeeper
+    idempotency: IdempotencyStore
     chat: Any = None
     images: Any = None
     speech: Any = None
@@ -44,5 +47,8 @@ class Runtime:
             auth=Authenticator(db, settings.auth_cache_seconds),
             rate_limiter=RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
             secret_key=ensure_secret_key(settings),
-            holds=HoldKeeper(db, settings.hold_ttl_seconds),
+            holds=HoldKeeper(db, settings.hold_ttl_seconds,
+                             journal=SettlementJournal(settings.settlement_journal_dir)),
+            # a claim left `running` longer than a hold lives belongs to a dead process
+            idempotency=IdempotencyStore(db, settings.hold_ttl_seconds),
         )

@@ -13,6 +13,8 @@ from minitoolai.chat import responses
 from minitoolai.core_routes import both
 from minitoolai.errors import NotFound
 from minitoolai.http import authenticate, json_response, read_json, runtime_of
+from minitoolai.idempotency.responses import HEADER as IDEMPOTENCY_HEADER
+from minitoolai.idempotency.responses import idempotent
 
 router = APIRouter(redirect_slashes=False)
 SEED_ENDPOINT = "/api/chat-completions"
@@ -21,18 +23,24 @@ OPENAI_ENDPOINT = "/v1/chat/completions"
 
 async def seed_chat_completions(request: Request):
     """The seed's endpoint: streams by default, always ends with the usage chunk."""
-    principal = await authenticate(request)
-    body = await read_json(request)
-    return await runtime_of(request).chat.respond(principal, body, endpoint=SEED_ENDPOINT,
-                                                  openai_style=False)
+    return await _chat(request, SEED_ENDPOINT, openai_style=False)
 
 
 async def openai_chat_completions(request: Request):
     """OpenAI's endpoint: `stream` defaults to false, `stream_options` honoured."""
+    return await _chat(request, OPENAI_ENDPOINT, openai_style=True)
+
+
+async def _chat(request: Request, endpoint: str, *, openai_style: bool):
     principal = await authenticate(request)
     body = await read_json(request)
-    return await runtime_of(request).chat.respond(principal, body, endpoint=OPENAI_ENDPOINT,
-                                                  openai_style=True)
+    runtime = runtime_of(request)
+    if IDEMPOTENCY_HEADER not in request.headers:  # the hot path: no closure, no extra frame
+        return await runtime.chat.respond(principal, body, endpoint=endpoint,
+                                          openai_style=openai_style)
+    return await idempotent(request, runtime.idempotency, principal.account_id, endpoint, body,
+                            lambda: runtime.chat.respond(principal, body, endpoint=endpoint,
+                                                         openai_style=openai_style))
 
 
 async def openai_responses(request: Request):

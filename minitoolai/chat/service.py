@@ -42,7 +42,7 @@ from minitoolai.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from minitoolai.ledger.holds import UsageRecord, reserve, settle
+from minitoolai.ledger.holds import UsageRecord, reserve
 from minitoolai.money import usd_number
 from minitoolai.sse import EventStreamResponse
 
@@ -178,17 +178,18 @@ class ChatService:
             async for item in stream:
                 usage = stream.usage
                 if usage is not None and not settled:
-                    # the usage event: the settlement starts before the event is sent (a
-                    # client hanging up during that send cannot skip it), and [DONE] waits
-                    # for it, so a client that has read [DONE] sees the charge
+                    # the usage event: settled before it is sent, so a client that reads a
+                    # cost has been charged it
                     settled = True
                     cost = meter.charge_for(usage)
-                    settling = self._settle_later(
+                    # the cost goes out once the charge is in the database or, if that
+                    # fails, in the settlement journal (HoldKeeper.settle); shielded, so a
+                    # client hanging up meanwhile cannot skip it
+                    await asyncio.shield(self._settle_later(
                         meter, meter.record(usage, "cancelled" if meter.client_gone else "ok"),
-                        cost)
+                        cost))
                     if request.include_usage:
                         yield self._with_cost(item, cost)
-                    await asyncio.shield(settling)
                     continue
                 # kept (not copied) for an estimate, should the usage never come
                 if meter.kept < KEEP_SENT_BYTES:
@@ -227,10 +228,10 @@ class ChatService:
 
     # ---- settlement --------------------------------------------------------------------------
     def _settle_later(self, meter: _Meter, record: UsageRecord, cost: int) -> asyncio.Task:
-        """Settle in a task of its own (see HoldKeeper.finish)."""
-        request_id = meter.request.request_id
-        return self.runtime.holds.finish(request_id, settle(
-            self.runtime.db, request_id, cost, record, account_id=meter.account_id))
+        """Settle in a task of its own, journaled if the database refuses it (see
+        HoldKeeper.settle)."""
+        return self.runtime.holds.settle(meter.request.request_id, cost, record,
+                                         account_id=meter.account_id)
 
     async def _settle_estimate(self, meter: _Meter, status: str) -> None:
         """Settle a stream that ended without usage at an estimate (run via holds.finish:

@@ -28,8 +28,9 @@ app = typer.Typer(help="The credit ledger: history, checks, repair.", no_args_is
 
 @app.command("verify")
 def verify(as_json: bool = json_option()):
-    """Check every ledger invariant; exits non-zero if any fails."""
-    problems = with_db(lambda s, db: verify_ledger(db))
+    """Check every ledger invariant, and that no settlement waits in the journal; exits
+    non-zero if any fails."""
+    problems = with_db(lambda s, db: verify_ledger(db, s.settlement_journal_dir))
     if as_json:
         print_json({"ok": not problems, "problems": problems})
     elif problems:

@@ -17,6 +17,7 @@ order (GroupCommit), like every other transaction on several accounts.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -110,9 +111,15 @@ class PgLedger(GroupCommit):
         # one connection kept for the flushes: acquiring from the pool each time would cost
         # a reset round trip per batch
         pool = await self._connection_pool()
-        if self._flusher is not None and self._flusher.is_closed():
-            await pool.release(self._flusher)  # broken: the pool replaces it
-            self._flusher = None
+        if self._flusher is not None:
+            try:
+                broken = self._flusher.is_closed()
+            except asyncpg.InterfaceError:  # the pool took back a connection that was lost
+                broken = True
+            if broken:
+                conn, self._flusher = self._flusher, None
+                with contextlib.suppress(asyncpg.InterfaceError):
+                    await pool.release(conn)  # the pool replaces it
         if self._flusher is None:
             self._flusher = await pool.acquire()
         return self._flusher

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from minitoolai.clock import as_utc
 from minitoolai.errors import InvalidRequest, UpstreamError, UpstreamTimeout
 from minitoolai.http import authenticate, json_response, read_json, runtime_of
+from minitoolai.idempotency.responses import idempotent
 from minitoolai.images.request import MAX_SEED
 
 ENDPOINT = "/v1/images/generations"
@@ -75,17 +76,25 @@ async def generations(request: Request):
         raise UpstreamError("image generation is not running on this server")
     seed, n, fmt = _seed_body(body, service)
     req = service.parse(seed)
+    return await idempotent(request, runtime_of(request).idempotency, principal.account_id,
+                            ENDPOINT, body, lambda: _generate(service, principal, req, n, fmt))
+
+
+async def _generate(service, principal, req, n: int, fmt: str):
     # n different pictures: consecutive seeds (reproducible when the client gave one)
     reqs = [replace(req, seed=(req.seed + i) % (MAX_SEED + 1)) for i in range(n)]
     tickets = await service.submit_many(principal, reqs, endpoint=ENDPOINT)
     ids = [t.jobid for t in tickets]
     rows = await service.wait(ids, service.settings.openai_wait_seconds)
-    unfinished = [row.id for row in rows if row.state not in ("success", "error")]
-    if unfinished:
-        await service.cancel_queued(unfinished, "the /v1 request waiting for it timed out")
-        raise UpstreamTimeout(
-            f"the image(s) did not finish within {service.settings.openai_wait_seconds:g} s;"
-            " they were cancelled and nothing was charged")
+    if any(row.state not in ("success", "error") for row in rows):
+        # cancel and look again in one transaction: a job that finished meanwhile is
+        # charged and delivered; the rest are cancelled, uncharged. Only when none finished
+        # is the answer a 504, and then nothing was charged.
+        rows = await service.cancel_unfinished(ids, "the /v1 request waiting for it timed out")
+        if not any(row.state == "success" and row.image_key for row in rows):
+            raise UpstreamTimeout(
+                f"the image(s) did not finish within {service.settings.openai_wait_seconds:g}"
+                " s; they were cancelled and nothing was charged")
     done = [row for row in rows if row.state == "success" and row.image_key]
     if not done:
         reasons = "; ".join(sorted({row.error or "failed" for row in rows}))

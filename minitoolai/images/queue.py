@@ -14,6 +14,7 @@ them (and refunds) after `max_attempts` runs.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from dataclasses import dataclass, replace
@@ -24,7 +25,7 @@ from sqlalchemy import and_, func, or_, select, update
 from minitoolai.clock import as_utc, utcnow
 from minitoolai.db.engine import Database
 from minitoolai.images.tables import image_jobs
-from minitoolai.ledger.holds import UsageRecord, settle_in, settle_tx
+from minitoolai.ledger.holds import UsageRecord, release, settle_in, settle_tx
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,8 @@ def _when(value) -> datetime:
 
 
 def _row_to_job(row) -> ClaimedJob:
-    values = row._asdict()
+    """The job of a row that has at least ClaimedJob's columns."""
+    values = {name: getattr(row, name) for name in ClaimedJob.__slots__}
     values["created_at"] = as_utc(values["created_at"])
     return ClaimedJob(**values)
 
@@ -112,25 +114,40 @@ async def insert_jobs(db: Database, rows: list[dict]) -> None:
             await tx.execute(INSERT_JOB, row)
 
 
-async def cancel_queued(db: Database, job_ids: list[int], reason: str) -> None:
-    """Fail jobs that have not finished, queued or running, and release their holds,
-    together. A running job's lease is taken away, so its worker's success no longer
-    matches and is neither stored nor charged (the client who gave up never gets it)."""
+async def cancel_unfinished(db: Database, job_ids: list[int], reason: str) -> list:
+    """Fail the jobs that have not finished, queued or running, and return every job's row
+    as it stands after, in one transaction: a job that finished just before is seen
+    finished (and charged: its image is the client's), one that had not is cancelled, with
+    no instant between the two for a worker to complete it. A running job's lease is taken
+    away, so its worker's success no longer matches and is neither stored nor charged (the
+    client who gave up never gets it). The cancelled jobs' holds are released right after,
+    each in a transaction of its own: once a job is cancelled nothing can charge it, and
+    taking no account's row lock while holding job rows keeps this from deadlocking with a
+    worker completing a batch (job row, then account, then the next job row). If the
+    process dies in between, the sweeper releases those holds."""
     now = utcnow()
+    cancelled: list[ClaimedJob] = []
     async with db.write() as conn:
-        query = (select(*_CLAIM_COLUMNS)
-                 .where(image_jobs.c.id.in_(job_ids),
-                        image_jobs.c.state.in_(("queued", "processing")))
-                 .order_by(image_jobs.c.account_id))
-        if not db.is_sqlite:  # wait for a claim in progress rather than skip its rows
+        query = (select(image_jobs).where(image_jobs.c.id.in_(job_ids))
+                 .order_by(image_jobs.c.account_id, image_jobs.c.id))
+        if not db.is_sqlite:
+            # wait for a completion in progress (it holds these rows) instead of reading
+            # the state from before it; rows in the same (account, id) order as `complete`
             query = query.with_for_update()
-        rows = (await conn.execute(query)).all()
-        for row in rows:
-            job = _row_to_job(row)
-            await conn.execute(update(image_jobs).where(image_jobs.c.id == job.id).values(
+        for row in (await conn.execute(query)).all():
+            if row.state not in ("queued", "processing"):
+                continue
+            cancelled.append(_row_to_job(row))
+            await conn.execute(update(image_jobs).where(image_jobs.c.id == row.id).values(
                 state="error", error=reason, finished_at=now, lease_token=None,
                 lease_expires_at=None))
-            await settle_in(conn, job.request_id, 0, _usage(job, images=0, status="cancelled"))
+        after = (await conn.execute(select(image_jobs).where(image_jobs.c.id.in_(job_ids))))
+        by_id = {row.id: row for row in after.all()}
+    for job in cancelled:
+        await asyncio.shield(release(db, job.request_id,
+                                     _usage(job, images=0, status="cancelled"),
+                                     account_id=job.account_id))
+    return [by_id[job_id] for job_id in job_ids if job_id in by_id]
 
 
 async def count_queued(db: Database) -> int:
@@ -230,9 +247,10 @@ async def complete(db: Database, token: str, done: list[tuple[ClaimedJob, str]],
     now = utcnow()
     won = []
     async with db.ledger() as tx:
-        # settle in account order: two workers completing batches that share accounts lock
-        # the account rows in the same order, so they wait for each other, never deadlock
-        for job, image_key in sorted(done, key=lambda pair: pair[0].account_id):
+        # settle in (account, job) order: two workers completing batches that share accounts
+        # (or a /v1 request cancelling its jobs, see cancel_unfinished) lock the rows in the
+        # same order, so they wait for each other, never deadlock
+        for job, image_key in sorted(done, key=lambda pair: (pair[0].account_id, pair[0].id)):
             changed = await tx.execute(MARK_SUCCESS, {
                 "id": job.id, "token": token, "image_key": image_key,
                 "expires_at": expires_at, "now": now})

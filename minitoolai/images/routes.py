@@ -11,6 +11,7 @@ from minitoolai.clock import as_utc, utcnow
 from minitoolai.core_routes import both
 from minitoolai.errors import InvalidRequest, NotFound, ServiceUnavailable
 from minitoolai.http import authenticate, json_response, read_json, runtime_of
+from minitoolai.idempotency.responses import idempotent
 from minitoolai.images.openai_images import generations
 from minitoolai.images.queue import find_by_image_key
 from minitoolai.images.storage import FILES_PATH, LocalStorage
@@ -29,10 +30,16 @@ def service_of(request: Request):
 async def submit(request: Request):
     service = service_of(request)
     principal = await authenticate(request)
-    req = service.parse(await read_json(request))
-    ticket = await service.submit(principal, req)
-    return json_response({"status": "success", "jobid": ticket.jobid,
-                          "signature": ticket.signature})
+    body = await read_json(request)
+    req = service.parse(body)
+
+    async def submit_once():
+        ticket = await service.submit(principal, req)
+        return json_response({"status": "success", "jobid": ticket.jobid,
+                              "signature": ticket.signature})
+
+    return await idempotent(request, runtime_of(request).idempotency, principal.account_id,
+                            "/api/texttoimage", body, submit_once)
 
 
 async def jobs(request: Request):

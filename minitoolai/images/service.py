@@ -108,8 +108,9 @@ class ImagesService:
             self._queued_at = now
         return self._queued_count
 
-    async def cancel_queued(self, job_ids: list[int], reason: str) -> None:
-        await queue.cancel_queued(self.db, job_ids, reason)
+    async def cancel_unfinished(self, job_ids: list[int], reason: str) -> list:
+        """Cancel the jobs not finished yet; every job's row after (queue.cancel_unfinished)."""
+        return await queue.cancel_unfinished(self.db, job_ids, reason)
 
     # ---- status ----
     async def job_for_ticket(self, jobid, signature):

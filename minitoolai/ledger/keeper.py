@@ -1,4 +1,4 @@
-"""Keep the holds of work still in progress from expiring.
+"""Keep the holds of work still in progress from expiring, and see every settlement through.
 
 A hold's TTL is how the sweeper tells a dead process's holds from live ones. Work that
 outlives the TTL (a long stream, a client that stops reading and lets the server wait in
@@ -7,6 +7,16 @@ work would be free. Every process tracks its live holds here and renews them all
 timer, whatever the request is doing. Settlements run through `finish`, in tasks of their
 own (a request cancelled by its client cannot cancel its settlement), and forget the hold
 when done; `drain` waits for those in flight at shutdown.
+
+`settle` adds what makes a served request always charged: a charge the database refuses
+is written to the settlement journal (ledger/journal.py, fsync'd) before the task ends, so
+before the caller shows the client its cost; it is then retried in the background until
+the database takes it. Its hold stays tracked meanwhile (renewed, and skipped by this
+process's sweeper). If the hold is gone when the retry lands (the process died, and the
+hold expired and was swept before a new process replayed the journal), the charge is
+posted late (`post_late_charge`): the swept hold's usage row gets the real usage and the
+charge is taken from the balance, even below zero. The happy path costs nothing more: no
+file is opened and nothing is fsync'd unless a settlement fails.
 """
 
 from __future__ import annotations
@@ -21,18 +31,26 @@ from datetime import timedelta
 from minitoolai.clock import utcnow
 from minitoolai.db.engine import Database
 from minitoolai.db.tx import Tx
+from minitoolai.ledger.holds import UsageRecord, settle
+from minitoolai.ledger.journal import PendingSettlement, SettlementJournal
+from minitoolai.ledger.late import post_late_charge
 
 log = logging.getLogger(__name__)
 CHUNK = 500
+RETRY_FIRST, RETRY_MAX = 0.5, 10.0  # seconds between retries of journaled settlements
 
 
 class HoldKeeper:
-    def __init__(self, db: Database, ttl_seconds: int, max_age_seconds: float = 86_400) -> None:
+    def __init__(self, db: Database, ttl_seconds: int, max_age_seconds: float = 86_400,
+                 journal: SettlementJournal | None = None) -> None:
         self._db = db
         self._ttl = ttl_seconds
         self._max_age = max_age_seconds  # past this, a hold is someone's bug: let it expire
         self._live: dict[str, float] = {}
         self._settling: set[asyncio.Task] = set()
+        self.journal = journal
+        self.pending: dict[str, PendingSettlement] = {}  # journaled, not yet in the database
+        self._retry_now = asyncio.Event()
 
     def track(self, request_id: str) -> None:
         self._live[request_id] = time.monotonic()
@@ -48,9 +66,39 @@ class HoldKeeper:
         task.add_done_callback(functools.partial(self._settled, request_id))
         return task
 
+    def settle(self, request_id: str, cost: int, record: UsageRecord, *,
+               account_id: int | None) -> asyncio.Task:
+        """`finish` a settlement that is journaled if the database refuses it."""
+        return self.finish(request_id, self.settle_or_journal(
+            request_id, cost, record, account_id=account_id))
+
+    async def settle_or_journal(self, request_id: str, cost: int, record: UsageRecord, *,
+                                account_id: int | None) -> int | None:
+        """Settle; if the database fails, journal the settlement (fsync'd) and return None:
+        the background retry makes it. Raises only if the journal cannot be written."""
+        entry = PendingSettlement(request_id, account_id, cost, record)
+        try:
+            return await settle(self._db, entry.request_id, entry.cost, entry.record,
+                                account_id=entry.account_id)
+        except Exception as exc:  # whatever the database raised
+            if self.journal is None or entry.cost <= 0:
+                # a release (nothing to charge): the sweeper frees the hold in time
+                raise
+            log.error("settling %s failed (%s: %s); journaled, and retried until the"
+                      " database takes it", entry.request_id, exc.__class__.__name__, exc)
+        self.pending[entry.request_id] = entry  # before the await: _settled keeps the hold
+        try:
+            await asyncio.to_thread(self.journal.record, [entry])
+        except BaseException:
+            self.pending.pop(entry.request_id, None)
+            raise
+        self._retry_now.set()
+        return None
+
     def _settled(self, request_id: str, task: asyncio.Task) -> None:
         self._settling.discard(task)
-        self.forget(request_id)
+        if request_id not in self.pending:  # a journaled hold stays live until settled
+            self.forget(request_id)
         if not task.cancelled() and task.exception() is not None:
             log.error("settling %s failed (the sweeper will release its hold)", request_id,
                       exc_info=task.exception())
@@ -87,8 +135,72 @@ class HoldKeeper:
             await self._db.run_ledger(push_back)
         return len(ids)
 
+    # ---- the journal ----------------------------------------------------------------------
+    async def open_journal(self) -> int:
+        """At start: adopt the journals of processes that died, to be replayed by `run`.
+        Returns how many settlements were adopted."""
+        if self.journal is None:
+            return 0
+        adopted = await asyncio.to_thread(self.journal.adopt)
+        for entry in adopted:
+            self.pending[entry.request_id] = entry
+            self.track(entry.request_id)  # renewed (if the hold still exists) and not swept
+        if adopted:
+            log.warning("replaying %d settlement(s) journaled by a process that stopped",
+                        len(adopted))
+            self._retry_now.set()
+        return len(adopted)
+
+    def close_journal(self) -> None:
+        if self.journal is not None:
+            if self.pending:
+                log.error("%d settlement(s) still not in the database stay journaled in %s;"
+                          " the next start replays them", len(self.pending), self.journal.path)
+            self.journal.close()
+
+    async def retry_pending(self) -> int:
+        """Try every journaled settlement once; returns how many are still pending."""
+        for request_id, entry in list(self.pending.items()):
+            try:
+                charged = await settle(self._db, request_id, entry.cost, entry.record,
+                                       account_id=entry.account_id)
+                if charged is None:  # the hold is gone: settled already, or swept
+                    await post_late_charge(self._db, entry)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - still failing: the next round retries
+                log.warning("journaled settlement %s still fails: %s: %s", request_id,
+                            exc.__class__.__name__, exc)
+                continue
+            self.pending.pop(request_id, None)
+            self.forget(request_id)
+            self.journal.resolve(request_id)
+            log.info("journaled settlement %s is in the database", request_id)
+        return len(self.pending)
+
+    async def run_retries(self) -> None:
+        """Retry journaled settlements, sooner after a new one, forever (in `run`)."""
+        delay = RETRY_FIRST
+        while True:
+            if not self.pending:
+                await self._retry_now.wait()
+                delay = RETRY_FIRST
+            self._retry_now.clear()
+            await asyncio.sleep(delay)  # give the database a moment to come back
+            if await self.retry_pending():
+                delay = min(delay * 2, RETRY_MAX)
+
     async def run(self) -> None:
-        """Renew every third of the TTL, forever (a lifespan task)."""
+        """Renew every third of the TTL, and retry journaled settlements, forever (a
+        lifespan task)."""
+        retries = asyncio.create_task(self.run_retries(), name="settlement-retries")
+        try:
+            await self._run_renewals()
+        finally:
+            retries.cancel()
+            await asyncio.gather(retries, return_exceptions=True)
+
+    async def _run_renewals(self) -> None:
         while True:
             await asyncio.sleep(max(0.05, self._ttl / 3))
             try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Container
 
 from sqlalchemy import select
 
@@ -15,8 +16,10 @@ from minitoolai.ledger.holds import UsageRecord, release
 log = logging.getLogger(__name__)
 
 
-async def sweep_expired(db: Database, *, kinds: tuple[str, ...] | None = None) -> int:
-    """Release every expired hold; returns how many were released."""
+async def sweep_expired(db: Database, *, kinds: tuple[str, ...] | None = None,
+                        keep: Container[str] = ()) -> int:
+    """Release every expired hold but those in `keep` (this process's journaled
+    settlements: their holds are charged, not released); returns how many were released."""
     query = (select(holds.c.id, holds.c.kind, holds.c.account_id)
              .where(holds.c.expires_at < utcnow()).order_by(holds.c.account_id))
     if kinds:
@@ -25,6 +28,8 @@ async def sweep_expired(db: Database, *, kinds: tuple[str, ...] | None = None) -
         expired = (await conn.execute(query)).all()
     released = 0
     for row in expired:
+        if row.id in keep:
+            continue
         record = UsageRecord(endpoint=row.kind, model="(expired hold)", status="expired")
         if await release(db, row.id, record, account_id=row.account_id) is not None:
             released += 1
@@ -34,11 +39,12 @@ async def sweep_expired(db: Database, *, kinds: tuple[str, ...] | None = None) -
     return released
 
 
-async def run_sweeper(db: Database, interval_seconds: float) -> None:
+async def run_sweeper(db: Database, interval_seconds: float,
+                      keep: Container[str] = ()) -> None:
     """Sweep forever (a lifespan task); errors are logged and the loop goes on."""
     while True:
         try:
-            await sweep_expired(db)
+            await sweep_expired(db, keep=keep)
         except asyncio.CancelledError:
             raise
         except Exception:  # the sweeper must outlive a transient database error

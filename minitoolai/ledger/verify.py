@@ -1,23 +1,37 @@
 """`ledger verify`: the invariants that must hold at every committed instant.
 
 Per account: balance = sum of its ledger entries; held = sum of its open holds;
-balance - held >= 0 (nothing was ever served without its hold). Per key: held = sum of
-its open holds; spent = sum of its usage costs. Every charge entry has a usage record
-with the same cost.
+balance - held >= 0 (nothing was ever served without its hold; a late charge can break
+this, see ledger/late.py). Per key: held = sum of its open holds; spent = sum of its usage
+costs. Every charge entry has a usage record with the same cost, and every usage record
+with a cost has its charge entry. And, given the settlement journal's directory, no
+journaled settlement is still waiting for the database (served, not yet charged).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from sqlalchemy import func, select
 
 from minitoolai.db.engine import Database
 from minitoolai.db.tables import accounts, api_keys, holds, ledger_entries, usage
+from minitoolai.ledger.journal import pending_in
 from minitoolai.money import format_usd
 
 
-async def verify(db: Database) -> list[str]:
+async def verify(db: Database, journal_dir: Path | None = None) -> list[str]:
     """Return one line per broken invariant (empty when the ledger is sound)."""
     problems: list[str] = []
+    if journal_dir is not None:
+        for path, entries in pending_in(journal_dir).items():
+            shown = ", ".join(entry.request_id for entry in entries[:5])
+            more = f" and {len(entries) - 5} more" if len(entries) > 5 else ""
+            problems.append(
+                f"settlement journal {path}: {len(entries)} settlement(s) of"
+                f" ${format_usd(sum(entry.cost for entry in entries))} not yet in the"
+                f" database ({shown}{more}); the server retries them, or replays them at"
+                " its next start")
     async with db.read() as conn:
         if not db.is_sqlite:
             # one snapshot for every query below: under traffic, READ COMMITTED would let
@@ -68,4 +82,12 @@ async def verify(db: Database) -> list[str]:
         for row in mismatched:
             problems.append(f"charge {row.request_id}: ledger {-row.amount} != usage cost"
                             f" {row.cost}")
+        uncharged = (await conn.execute(
+            select(usage.c.request_id, usage.c.cost)
+            .select_from(usage.outerjoin(
+                ledger_entries, ledger_entries.c.request_id == usage.c.request_id))
+            .where(usage.c.cost > 0, ledger_entries.c.id.is_(None)))).all()
+        for row in uncharged:
+            problems.append(f"usage {row.request_id}: cost {row.cost} has no charge in the"
+                            " ledger")
     return problems

@@ -38,6 +38,10 @@ _CODECS = {
 }
 
 
+# the loudest a sample of "nothing said" gets: -36 dBFS; speech peaks at thousands
+SILENCE = 512
+
+
 def missing_encoders() -> list[str]:
     """The formats this installation cannot encode (PyAV absent or built without a codec)."""
     missing = []
@@ -109,6 +113,15 @@ class Encoder:
         self.costly = fmt not in ("wav", "pcm") or self._tempo is not None
         self._started = False
         self._pts = 0
+        # whether anything was said: punctuation alone makes the engine produce a pause
+        # (of a length that depends on what it said before): silence, or the faint tail of
+        # the previous utterance's filters (measured: peaks of 158), which the tempo filter
+        # may swallow whole, leaving at most a resampler's or codec's padding. That is not
+        # audio to sell as an empty, header-only or silent file: `audible` needs a sample
+        # louder than SILENCE from the engine and samples out of the tempo filter
+        # (speech/streaming.py holds bytes back until then)
+        self.voiced = False
+        self.samples = 0
         self._container = None
         self._resampler = None
         if fmt == "wav":
@@ -141,13 +154,21 @@ class Encoder:
         if not pcm:
             return head
         samples = np.frombuffer(pcm, dtype="<i2")
+        if not self.voiced:
+            self.voiced = bool((np.abs(samples, dtype=np.int32) > SILENCE).any())
         if self._tempo is None and self._resampler is None:
+            self.samples += samples.size
             return head + samples.astype("<i2", copy=False).tobytes()
         frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
         frame.sample_rate = self.rate
         frame.pts = self._pts
         self._pts += samples.size
         return head + self._after_tempo(frame)
+
+    @property
+    def audible(self) -> bool:
+        """Whether the engine said something and some of it came out."""
+        return self.voiced and self.samples > 0
 
     def finish(self) -> bytes:
         out = self.feed(b"") if not self._started else b""
@@ -171,8 +192,11 @@ class Encoder:
     # ---- stages ---------------------------------------------------------------------------
     def _after_tempo(self, frame: av.AudioFrame | None) -> bytes:
         if self._tempo is None:
+            if frame is not None:
+                self.samples += frame.samples
             return self._after_resample(frame)
         frames = self._tempo.process(frame)
+        self.samples += sum(f.samples for f in frames)
         out = b"".join(self._after_resample(f) for f in frames)
         if frame is None:
             out += self._after_resample(None)

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from minitoolai.core_routes import both
 from minitoolai.errors import ServiceUnavailable
 from minitoolai.http import authenticate, json_response, read_json, runtime_of
+from minitoolai.idempotency.responses import idempotent
 from minitoolai.speech.validation import parse_speech
 
 router = APIRouter(redirect_slashes=False)
@@ -32,7 +33,8 @@ async def _speak(request: Request, *, openai_style: bool, endpoint: str):
     service = _service(request)
     body = await read_json(request)
     speech = parse_speech(body, service, openai_style=openai_style)
-    return await service.speak(principal, speech, endpoint)
+    return await idempotent(request, runtime_of(request).idempotency, principal.account_id,
+                            endpoint, body, lambda: service.speak(principal, speech, endpoint))
 
 
 async def texttospeech(request: Request):

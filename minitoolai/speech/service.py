@@ -2,7 +2,7 @@
 
 speak(): reserve the exact price of the input (characters x price per character), start the
 engine, wait for its first bytes (a failure here releases the hold and answers an error
-status), then stream the rest and settle once the stream ends. A client that goes away
+status; so does an input that ends without a byte of audio: 400 no_audio), then stream the rest and settle once the stream ends. A client that goes away
 mid-stream is charged the full price (the work was asked for and done, or stopped at its
 request); a failure of the engine or upstream mid-stream releases the hold.
 """
@@ -16,7 +16,7 @@ import uuid
 
 from minitoolai.catalog import Model
 from minitoolai.errors import APIError, InvalidRequest, ServiceUnavailable
-from minitoolai.ledger.holds import UsageRecord, release, reserve, settle
+from minitoolai.ledger.holds import UsageRecord, release, reserve
 from minitoolai.money import format_usd
 from minitoolai.speech import models as speech_models
 from minitoolai.speech.engines.base import EngineError
@@ -26,6 +26,10 @@ from minitoolai.speech.streaming import AudioResponse, LocalStream
 from minitoolai.speech.validation import SpeechRequest
 
 log = logging.getLogger(__name__)
+
+
+class NoAudio(InvalidRequest):
+    default_code = "no_audio"
 
 
 class EngineFailed(APIError):
@@ -187,6 +191,9 @@ class SpeechService:
         try:
             stream = await self._open(req)
             first = await anext(stream, b"")
+            if not first:  # the stream ended without a byte of audio: nothing to sell
+                raise NoAudio("the input produced no audio (nothing in it is spoken at this"
+                              " speed); nothing was charged", param="input")
         except BaseException as exc:
             if stream is not None:
                 await stream.aclose()
@@ -201,8 +208,9 @@ class SpeechService:
                 await stream.aclose()  # stops a local engine still speaking
             finally:
                 charged = cost if status in ("ok", "cancelled") else 0
-                await settle(db, request_id, charged, record(status),
-                             account_id=principal.account_id)
+                # journaled if the database refuses it: the audio was served
+                await self.runtime.holds.settle_or_journal(
+                    request_id, charged, record(status), account_id=principal.account_id)
 
         headers = {"X-Request-Id": request_id, "X-Characters": str(characters),
                    "X-Cost-USD": format_usd(cost)}

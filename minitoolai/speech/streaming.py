@@ -62,6 +62,9 @@ class LocalStream:
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         finished = False
+        # bytes (a wav or flac header) held back until some audio has been encoded: an
+        # input that yields none ends with nothing at all, which speak() refuses (400)
+        held = b""
         try:
             while True:
                 item = await self._queue.get()
@@ -71,8 +74,11 @@ class LocalStream:
                     data = await self._run(self.encoder.feed, item)
                 except Exception as exc:
                     raise EngineError(f"encoding failed: {exc}") from exc
-                if data:
-                    yield data
+                if not self.encoder.audible:
+                    held += data
+                elif held or data:
+                    yield held + data
+                    held = b""
             # an engine failure, whatever raised it, is an EngineError here
             try:
                 self._future.result()
@@ -80,8 +86,8 @@ class LocalStream:
             except Exception as exc:
                 raise EngineError(f"{exc.__class__.__name__}: {exc}") from exc
             finished = True
-            if tail:
-                yield tail
+            if self.encoder.audible and (held or tail):
+                yield held + tail
         finally:
             if not finished:
                 self._stop.set()

@@ -7,7 +7,7 @@ import requests
 from minitoolai.app import create_app
 from tests.conftest import assert_ledger_ok, make_customer
 from tests.servers import ThreadedServer
-from tests.speech.conftest import envelope_of
+from tests.speech.conftest import decode, envelope_of
 from tests.speech.helpers import account_state, usage_rows
 
 CREDIT = 10**9
@@ -147,3 +147,52 @@ async def test_disabled_local_engine_is_unknown(make_settings, database_url):
         assert response.status_code == 400
         assert envelope_of(response)["param"] == "model"
     assert await account_state(database_url, customer.account_id) == (CREDIT, 0)
+
+
+
+
+NO_AUDIO = ("...", "?!", "—", " - ", ".")
+SPEEDS = (0.25, 0.26, 1.0, 3.99)
+
+
+def _no_audio_then_audio(server, customer) -> None:
+    for fmt in ("mp3", "opus", "aac", "flac", "wav", "pcm"):
+        for speed in SPEEDS:
+            for text in NO_AUDIO:
+                response = requests.post(server.url + "/v1/audio/speech",
+                                         headers=customer.headers, json={
+                                             "model": "espeak-ng", "input": text,
+                                             "voice": "alloy", "response_format": fmt,
+                                             "speed": speed})
+                assert response.status_code == 400, (fmt, speed, text, response.content)
+                assert envelope_of(response) == {
+                    "message": "the input produced no audio (nothing in it is spoken at this"
+                               " speed); nothing was charged",
+                    "type": "invalid_request_error", "param": "input", "code": "no_audio"}
+    # the same formats and speeds with words in them are audio, and are charged
+    for fmt in ("mp3", "opus", "aac", "flac", "wav", "pcm"):
+        for speed in SPEEDS:
+            spoken = requests.post(server.url + "/v1/audio/speech", headers=customer.headers,
+                                   json={"model": "espeak-ng", "input": "Hi.", "voice": "alloy",
+                                         "response_format": fmt, "speed": speed})
+            assert spoken.status_code == 200, (fmt, speed)
+            assert decode(spoken.content, fmt)[0] > 0
+
+
+async def test_input_that_yields_no_audio_is_400_and_free(speech_settings, database_url):
+    """Punctuation alone makes eSpeak NG produce only a pause (silence, or the faint tail of
+    what it said before, depending on earlier requests in this process), which at the
+    slowest and fastest speeds the tempo filter can swallow whole: in every format the
+    local engine answers 400 no_audio, not a charged empty (mp3, opus, aac, pcm),
+    header-only (wav, flac) or silent file."""
+    customer = await make_customer(database_url, CREDIT)
+    with ThreadedServer(create_app(speech_settings(rate_limit_per_minute=0))) as server:
+        _no_audio_then_audio(server, customer)
+    rows = await usage_rows(database_url, customer.account_id)
+    refused = [r for r in rows if r.status == "error"]
+    assert len(refused) == 6 * len(SPEEDS) * len(NO_AUDIO)
+    assert all(r.cost == 0 for r in refused)
+    assert [r.cost for r in rows if r.status == "ok"] == [3 * 1_000] * 6 * len(SPEEDS)
+    assert await account_state(database_url, customer.account_id) == \
+        (CREDIT - 6 * len(SPEEDS) * 3 * 1_000, 0)
+    await assert_ledger_ok(database_url)

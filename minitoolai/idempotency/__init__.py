@@ -1,0 +1,1 @@
+"""Idempotency keys on the billed POSTs: a retry returns the first result, never a second charge."""
