@@ -117,6 +117,9 @@ def create_app(settings: Settings, *, migrate: bool = True, workers: bool = True
                 runtime.db.run_maintenance(), name="db-maintenance"))
             runtime.background.append(asyncio.create_task(
                 runtime.holds.run(), name="hold-keeper"))
+            if runtime.redis.configured:  # revocations pushed by the other processes
+                runtime.background.append(asyncio.create_task(
+                    runtime.revocations.run(), name="revocation-subscriber"))
             # everything built at start lives as long as the process: keep it out of the
             # collector's sight, and collect less often (the hot path allocates many small,
             # short-lived objects; measured at about -15% CPU per request)
@@ -134,6 +137,7 @@ def create_app(settings: Settings, *, migrate: bool = True, workers: bool = True
                 except Exception:  # one capability failing to stop must not block the others
                     log.exception("stopping %s failed", capability.__name__)
             await runtime.db.dispose()
+            await runtime.redis.close()
 
     app = GatewayApp(title="MiniToolAI", version=__version__, lifespan=lifespan,
                      hot_routes=chat_hot_routes, redirect_slashes=False,

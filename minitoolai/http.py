@@ -43,7 +43,7 @@ async def authenticate(request: Request) -> Principal:
     """Authenticate the Bearer key and apply the key's rate limit."""
     runtime = runtime_of(request)
     principal = await runtime.auth.authenticate(request.headers.get("authorization"))
-    runtime.rate_limiter.check(principal.key_id)
+    await runtime.rate_limiter.check(principal.key_id)
     return principal
 
 
