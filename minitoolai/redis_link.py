@@ -49,7 +49,9 @@ class RedisLink:
             self.client = self.make_client(settings)
         self._down_until = 0.0  # 0: closed (Redis in use); else monotonic time of next probe
         self._probing = False
-        self._outages = 0  # a call begun before the current outage proves nothing about it
+        # bumped at every change of state: a call begun before the last change proves nothing
+        # about the state now (a connection left from before an outage fails after it)
+        self._generation = 0
 
     @staticmethod
     def make_client(settings: Settings, **options) -> aioredis.Redis:
@@ -82,20 +84,21 @@ class RedisLink:
         if self._down_until:
             self._down_until = 0.0
             self._probing = False
+            self._generation += 1
             log.info("Redis is reachable again: limits and revocations are shared again")
 
     def failed(self, exc: BaseException) -> None:
         """Open the breaker; only the first failure of an outage is logged."""
         first = not self._down_until
         if first:
-            self._outages += 1
+            self._generation += 1
         self._down_until = time.monotonic() + self.retry_seconds
         self._probing = False
         if first:
             log.warning("Redis unreachable (%s: %s): rate limits and throttles are per process"
                         " and revocations reach other processes within auth_cache_seconds"
                         " until it is back; retrying every %g s",
-                        type(exc).__name__, exc or f"no answer within {self.timeout:g} s",
+                        type(exc).__name__, str(exc) or f"no answer within {self.timeout:g} s",
                         self.retry_seconds)
 
     async def call(self, factory: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
@@ -103,24 +106,29 @@ class RedisLink:
         Unavailable instead of any Redis failure."""
         if not self.usable():
             raise Unavailable
-        outage = self._outages
+        generation = self._generation
         try:
             async with asyncio.timeout(self.timeout):
                 result = await factory(self.client)
         except FAILURES as exc:
-            self.failed(exc)
-            # the idle pooled connections went with Redis: the probe starts afresh
-            try:
-                await self.client.connection_pool.disconnect(inuse_connections=False)
-            except FAILURES:
-                pass  # closing a socket that is already gone: nothing more to do
+            if generation == self._generation:
+                await self.lost(exc)
             raise Unavailable from exc
         except BaseException:  # cancelled (the client left) mid-probe: let another probe
             self._probing = False
             raise
-        if self._down_until and outage == self._outages:
+        if self._down_until and generation == self._generation:
             self.succeeded()
         return result
+
+    async def lost(self, exc: BaseException) -> None:
+        """Redis failed a call: open the breaker, and drop the idle pooled connections (they
+        went with Redis, and redis-py would hand each out once more to fail)."""
+        self.failed(exc)
+        try:
+            await self.client.connection_pool.disconnect(inuse_connections=False)
+        except FAILURES:
+            pass  # closing sockets that are already gone: nothing more to do
 
     @property
     def healthy(self) -> bool:

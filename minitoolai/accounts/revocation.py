@@ -78,7 +78,7 @@ class Revocations:
                 await self._listen(pubsub)
             except FAILURES as exc:
                 lost = True
-                self._link.failed(exc)
+                await self._link.lost(exc)
                 await asyncio.sleep(self._link.retry_seconds)
             finally:
                 try:

@@ -174,11 +174,7 @@ def test_losing_redis_degrades_to_per_process_limits_and_recovers(
     caplog.set_level(logging.INFO, logger="minitoolai.redis_link")
     proxy = TcpProxy("127.0.0.1", int(REDIS_URL.rsplit(":", 1)[1].split("/")[0])).start()
     before, during, after, load = (run(make_customer(database_url, CREDIT)) for _ in range(4))
-    # the proxy, three servers and forty clients share one interpreter here: a timeout well
-    # above the default's 250 ms keeps a busy moment from passing for a cut (the cut itself
-    # fails at once: refused and reset connections)
     settings = [shared_settings(redis_url=proxy.url, redis_retry_seconds="1",
-                                redis_timeout_seconds="2",
                                 auth_cache_seconds="60", **LIMITS) for _ in range(3)]
     statuses: list[int] = []
     stop = threading.Event()
