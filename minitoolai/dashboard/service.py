@@ -11,6 +11,7 @@ from minitoolai import __version__
 from minitoolai.config import Settings
 from minitoolai.dashboard.throttle import FailureThrottle
 from minitoolai.money import format_usd
+from minitoolai.redis_link import RedisLink
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 STATIC_DIR = Path(__file__).parent / "static"
@@ -26,13 +27,17 @@ def when(value) -> str:
 
 
 class DashboardService:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, redis: RedisLink | None = None) -> None:
         self.settings = settings
         self.config = settings.dashboard
-        self.login_throttle = FailureThrottle(self.config.login_failures_per_15min)
+        # counted for the whole platform through Redis when configured, else per process
+        self.login_throttle = FailureThrottle.for_link(
+            "login", self.config.login_failures_per_15min, redis)
         # an address may try several accounts (an office behind one NAT), not endlessly
-        self.address_throttle = FailureThrottle(5 * self.config.login_failures_per_15min)
-        self.redeem_throttle = FailureThrottle(self.config.redeem_failures_per_15min)
+        self.address_throttle = FailureThrottle.for_link(
+            "login-address", 5 * self.config.login_failures_per_15min, redis)
+        self.redeem_throttle = FailureThrottle.for_link(
+            "redeem", self.config.redeem_failures_per_15min, redis)
         self.templates = Environment(loader=FileSystemLoader(TEMPLATES_DIR),
                                      autoescape=select_autoescape(("html", "xml")),
                                      trim_blocks=True, lstrip_blocks=True)

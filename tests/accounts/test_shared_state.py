@@ -22,7 +22,7 @@ import requests
 from minitoolai.accounts.revocation import CHANNEL
 from minitoolai.app import create_app
 from minitoolai.db.engine import Database
-from tests.accounts.conftest import REDIS_URL
+from tests.redis_fixtures import REDIS_URL
 from tests.conftest import assert_ledger_ok, make_customer, run
 from tests.fakes.openai_upstream import count_prompt_tokens
 from tests.redis_proxy import TcpProxy

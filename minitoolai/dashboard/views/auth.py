@@ -53,19 +53,19 @@ async def login(ctx: Ctx) -> Response:
     target = _safe_next(ctx.form.get("next"))
     by_email, by_address = ctx.service.login_throttle, ctx.service.address_throttle
     address = _client(ctx)
-    if by_email.blocked(email) or by_address.blocked(address):
+    if await by_email.blocked(email) or await by_address.blocked(address):
         return ctx.render("login.html", status_code=429, next=target, email=email,
                           error="Too many failed attempts. Wait 15 minutes and try again.")
     account = await check_login(ctx.db, email, password)
     if account is None:
-        by_email.fail(email)
-        by_address.fail(address)
+        await by_email.fail(email)
+        await by_address.fail(address)
         return ctx.render("login.html", status_code=401, next=target, email=email,
                           error="Wrong email or password.")
     if account.disabled:
         return ctx.render("login.html", status_code=403, next=target, email=email,
                           error="This account is disabled. Contact the operator.")
-    by_email.reset(email)
+    await by_email.reset(email)
     return await _logged_in(ctx, account.id, target)
 
 
