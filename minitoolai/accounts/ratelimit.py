@@ -44,35 +44,44 @@ class RateLimiter:
         self._burst = float(burst)
         self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, last time)
         self._link = link if link is not None and link.configured else None
+        self.shared = self._link is not None  # then call check_shared, else check
         if self._link is not None:
             self._script = self._link.client.register_script(TOKEN_BUCKET)
             self._args = (repr(self._rate), repr(self._burst))
             self._prefix = self._link.prefix + "rate:"
 
-    async def check(self, key_id: str) -> None:
-        """Take one request from the key's bucket, or raise RateLimited (429, Retry-After)."""
+    def check(self, key_id: str) -> None:
+        """Without Redis: take one request from this process's bucket for the key, or raise
+        RateLimited (429, Retry-After). Synchronous: the hot path pays no coroutine."""
+        if self._rate > 0:
+            wait = self._take_local(key_id)
+            if wait is not None:
+                self._refuse(wait)
+
+    async def check_shared(self, key_id: str) -> None:
+        """With Redis (`shared`): the same, from the bucket every process shares; this
+        process's own while Redis is away."""
         if self._rate <= 0:
             return
-        if self._link is None:
-            wait = self._take_local(key_id)
-        else:
-            wait = await self._take_shared(key_id)
-        if wait is not None:
-            retry = max(1, math.ceil(wait))
-            raise RateLimited(
-                f"rate limit reached for this API key: {self._per_minute} requests per"
-                f" minute; retry in {retry} s",
-                headers={"Retry-After": str(retry)},
-            )
-
-    async def _take_shared(self, key_id: str) -> float | None:
         keys = (self._prefix + key_id,)
         try:
             wait = await self._link.call(
                 lambda client: self._script(keys=keys, args=self._args, client=client))
         except Unavailable:  # Redis away: this process's own bucket, never an error
-            return self._take_local(key_id)
-        return None if wait is None else float(wait)
+            self._refuse(self._take_local(key_id))
+            return
+        if wait is not None:
+            self._refuse(float(wait))
+
+    def _refuse(self, wait: float | None) -> None:
+        if wait is None:
+            return
+        retry = max(1, math.ceil(wait))
+        raise RateLimited(
+            f"rate limit reached for this API key: {self._per_minute} requests per"
+            f" minute; retry in {retry} s",
+            headers={"Retry-After": str(retry)},
+        )
 
     def _take_local(self, key_id: str) -> float | None:
         now = time.monotonic()

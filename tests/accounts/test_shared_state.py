@@ -22,9 +22,9 @@ import requests
 from minitoolai.accounts.revocation import CHANNEL
 from minitoolai.app import create_app
 from minitoolai.db.engine import Database
-from tests.redis_fixtures import REDIS_URL
 from tests.conftest import assert_ledger_ok, make_customer, run
 from tests.fakes.openai_upstream import count_prompt_tokens
+from tests.redis_fixtures import REDIS_URL
 from tests.redis_proxy import TcpProxy
 from tests.servers import ThreadedServer
 
@@ -108,6 +108,7 @@ def cli(database_url, tmp_path, prefix, redis_url, *args):
            "MINITOOLAI_DATA_DIR": str(tmp_path / "cli-data"), "MINITOOLAI_REDIS_URL": redis_url,
            "MINITOOLAI_REDIS_KEY_PREFIX": prefix, "OPENAI_API_KEY": "", "COLUMNS": "200"}
     result = subprocess.run([sys.executable, "-m", "minitoolai.cli.main", *args], env=env,
+                            check=False,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
