@@ -4,10 +4,13 @@ test's own, deleted after. Import the fixture into a conftest to use it."""
 from __future__ import annotations
 
 import os
+import time
 import uuid
 
 import pytest
 import redis
+
+from minitoolai.accounts.revocation import CHANNEL
 
 REDIS_URL = os.environ.get("MTAI_TEST_REDIS", "redis://127.0.0.1:6379/0")
 # a slow moment of a busy test machine (servers and clients share one interpreter) must not
@@ -30,4 +33,17 @@ def redis_prefix():
         keys = list(client.scan_iter(match=prefix + "*", count=1000))
         if keys:
             client.delete(*keys)
+        client.close()
+
+
+def wait_subscribers(prefix: str, count: int, timeout: float = 10.0) -> None:
+    """Until `count` servers listen for revocations under this prefix."""
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        deadline = time.monotonic() + timeout
+        while dict(client.pubsub_numsub(prefix + CHANNEL))[(prefix + CHANNEL).encode()] \
+                != count:
+            assert time.monotonic() < deadline, "the servers did not subscribe"
+            time.sleep(0.02)
+    finally:
         client.close()

@@ -16,15 +16,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 
-import redis
 import requests
 
-from minitoolai.accounts.revocation import CHANNEL
 from minitoolai.app import create_app
 from minitoolai.db.engine import Database
 from tests.conftest import assert_ledger_ok, make_customer, run
 from tests.fakes.openai_upstream import count_prompt_tokens
-from tests.redis_fixtures import REDIS_URL
+from tests.redis_fixtures import REDIS_URL, wait_subscribers
 from tests.redis_proxy import TcpProxy
 from tests.servers import ThreadedServer
 
@@ -89,18 +87,6 @@ def assert_charged(database_url, expected: dict[int, int]) -> None:
         time.sleep(0.05)
     assert {a: got[a] for a in expected} == want
     run(assert_ledger_ok(database_url))
-
-
-def wait_subscribers(prefix: str, count: int, timeout: float = 10.0) -> None:
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        deadline = time.monotonic() + timeout
-        while dict(client.pubsub_numsub(prefix + CHANNEL))[(prefix + CHANNEL).encode()] \
-                != count:
-            assert time.monotonic() < deadline, "the servers did not subscribe"
-            time.sleep(0.02)
-    finally:
-        client.close()
 
 
 def cli(database_url, tmp_path, prefix, redis_url, *args):
