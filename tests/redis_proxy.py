@@ -1,5 +1,6 @@
 """A TCP proxy of the test's own, between the servers and the real Redis, that the test can
-cut (stop listening, drop every open connection) and restore, without touching Redis."""
+cut (stop listening, drop every open connection), stall (keep connections, forward nothing)
+and restore, without touching Redis."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ class TcpProxy:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.base_events.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self.stalled = False  # read and drop everything: Redis looks alive but never answers
 
     def _do(self, coro):
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(10)
@@ -59,6 +61,8 @@ class TcpProxy:
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter):
             try:
                 while data := await src.read(65536):
+                    if self.stalled:
+                        continue
                     dst.write(data)
                     await dst.drain()
             except (ConnectionError, OSError):
