@@ -61,7 +61,12 @@ class RedisLink:
         timeout = settings.redis_timeout_seconds
         options = {"socket_timeout": timeout, "socket_connect_timeout": timeout,
                    "retry": Retry(NoBackoff(), 1), **options}
-        return aioredis.Redis.from_url(settings.redis_url, **options)
+        # a bounded pool (redis-py's default grows without limit: one connection per request
+        # in flight); waiting for a free connection counts against the call's timeout
+        pool = aioredis.BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=settings.redis_max_connections,
+            timeout=timeout, **options)
+        return aioredis.Redis(connection_pool=pool)
 
     @property
     def configured(self) -> bool:
@@ -136,4 +141,13 @@ class RedisLink:
 
     async def close(self) -> None:
         if self.client is not None:
-            await self.client.aclose()
+            await close_client(self.client)
+
+
+async def close_client(client: aioredis.Redis) -> None:
+    """Close a client made by `make_client`, and its pool (which the client does not own)."""
+    try:
+        await client.aclose()
+        await client.connection_pool.disconnect()
+    except FAILURES:
+        pass  # already gone with Redis

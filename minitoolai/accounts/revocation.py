@@ -17,7 +17,7 @@ import time
 
 from minitoolai.accounts.auth import Authenticator
 from minitoolai.config import Settings
-from minitoolai.redis_link import FAILURES, RedisLink, Unavailable
+from minitoolai.redis_link import FAILURES, RedisLink, Unavailable, close_client
 
 log = logging.getLogger(__name__)
 CHANNEL = "auth-evict"
@@ -118,4 +118,4 @@ async def announce(settings: Settings, *, key_id: str | None = None,
         log.warning("could not tell the other processes through Redis: %s", exc)
         return False
     finally:
-        await client.aclose()
+        await close_client(client)
