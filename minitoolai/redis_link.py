@@ -56,8 +56,7 @@ class RedisLink:
     @staticmethod
     def make_client(settings: Settings, **options) -> aioredis.Redis:
         """A client whose every call ends within the timeout: short connect and read
-        timeouts, one immediate retry on a fresh connection (a pooled one may be dead after
-        Redis restarted), no backoff (the breaker is the backoff)."""
+        timeouts, at most one immediate retry, no backoff (the breaker is the backoff)."""
         timeout = settings.redis_timeout_seconds
         options = {"socket_timeout": timeout, "socket_connect_timeout": timeout,
                    "retry": Retry(NoBackoff(), 1), **options}
