@@ -120,6 +120,9 @@ def create_app(settings: Settings, *, migrate: bool = True, workers: bool = True
                 runtime.db.run_maintenance(), name="db-maintenance"))
             runtime.background.append(asyncio.create_task(
                 runtime.holds.run(), name="hold-keeper"))
+            if runtime.redis.configured:  # revocations pushed by the other processes
+                runtime.background.append(asyncio.create_task(
+                    runtime.revocations.run(), name="revocation-subscriber"))
             # everything built at start lives as long as the process: keep it out of the
             # collector's sight, and collect less often (the hot path allocates many small,
             # short-lived objects; measured at about -15% CPU per request)
@@ -138,6 +141,7 @@ def create_app(settings: Settings, *, migrate: bool = True, workers: bool = True
                     log.exception("stopping %s failed", capability.__name__)
             runtime.holds.close_journal()  # after the settlements drained
             await runtime.db.dispose()
+            await runtime.redis.close()
 
     app = GatewayApp(title="MiniToolAI", version=__version__, lifespan=lifespan,
                      hot_routes=chat_hot_routes, redirect_slashes=False,

@@ -46,6 +46,12 @@ class Settings(BaseModel):
     hold_ttl_seconds: int = Field(900, ge=1)  # a hold older than this belongs to a dead process
     sweep_interval_seconds: float = Field(30.0, gt=0)
     auth_cache_seconds: float = Field(2.0, ge=0)  # how long a key lookup is trusted in-process
+    # shared state across processes (rate limits, throttles, revocation); None: per process
+    redis_url: str | None = None
+    redis_key_prefix: str = "minitoolai:"  # keys and the pub/sub channel start with it
+    redis_timeout_seconds: float = Field(0.25, gt=0, le=10)  # per Redis call
+    redis_retry_seconds: float = Field(5.0, gt=0)  # after losing Redis, per process till then
+    redis_max_connections: int = Field(50, ge=2)  # per process, the subscription's included
     demo_account: bool = True  # `serve` creates a demo account and key on first run
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
 
@@ -61,6 +67,14 @@ class Settings(BaseModel):
                                                         "postgres://")):
             raise ValueError("must be sqlite:///PATH or postgresql://USER:PASSWORD@HOST/DB")
         return value.replace("postgres://", "postgresql://", 1) if value else value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be redis://[:PASSWORD@]HOST[:PORT][/DB], rediss://... or"
+                             " unix://PATH")
+        return value or None
 
     @field_validator("public_url")
     @classmethod

@@ -82,7 +82,11 @@ async def authenticate(request: Request) -> Principal:
     """Authenticate the Bearer key and apply the key's rate limit."""
     runtime = runtime_of(request)
     principal = await runtime.auth.authenticate(request.headers.get("authorization"))
-    runtime.rate_limiter.check(principal.key_id)
+    limiter = runtime.rate_limiter
+    if limiter.shared:  # one Redis round trip; without Redis the check stays synchronous
+        await limiter.check_shared(principal.key_id)
+    else:
+        limiter.check(principal.key_id)
     return principal
 
 

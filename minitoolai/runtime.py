@@ -12,12 +12,14 @@ from typing import Any
 
 from minitoolai.accounts.auth import Authenticator
 from minitoolai.accounts.ratelimit import RateLimiter
+from minitoolai.accounts.revocation import Revocations
 from minitoolai.catalog import Catalog, build_catalog
 from minitoolai.config import Settings, ensure_secret_key
 from minitoolai.db.engine import Database
 from minitoolai.idempotency.store import IdempotencyStore
 from minitoolai.ledger.journal import SettlementJournal
 from minitoolai.ledger.keeper import HoldKeeper
+from minitoolai.redis_link import RedisLink
 
 
 @dataclass
@@ -30,6 +32,8 @@ class Runtime:
     secret_key: str
     holds: HoldKeeper
     idempotency: IdempotencyStore
+    redis: RedisLink  # `redis.configured` is False without redis_url
+    revocations: Revocations
     chat: Any = None
     images: Any = None
     speech: Any = None
@@ -40,15 +44,20 @@ class Runtime:
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
         db = Database(settings.resolved_database_url)
+        auth = Authenticator(db, settings.auth_cache_seconds)
+        link = RedisLink(settings)
         return cls(
             settings=settings,
             db=db,
             catalog=build_catalog(settings),
-            auth=Authenticator(db, settings.auth_cache_seconds),
-            rate_limiter=RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
+            auth=auth,
+            rate_limiter=RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst,
+                                     link),
             secret_key=ensure_secret_key(settings),
             holds=HoldKeeper(db, settings.hold_ttl_seconds,
                              journal=SettlementJournal(settings.settlement_journal_dir)),
             # a claim left `running` longer than a hold lives belongs to a dead process
             idempotency=IdempotencyStore(db, settings.hold_ttl_seconds),
+            redis=link,
+            revocations=Revocations(auth, link),
         )

@@ -1,8 +1,9 @@
 """Bearer-key authentication, with a short in-process cache so the hot path skips a query.
 
-The cache trusts a lookup for `auth_cache_seconds` (default 2 s): a key revoked through
-another process stops working within that time; revoking through this process (dashboard,
-API) evicts it at once. Unknown keys are not cached, so a new key works immediately.
+The cache trusts a lookup for `auth_cache_seconds` (default 2 s). Revoking a key or
+disabling an account evicts it from this process at once and, with Redis, from every process
+at once (accounts/revocation.py); without Redis other processes refuse it within that time.
+Unknown keys are not cached, so a new key works immediately.
 """
 
 from __future__ import annotations
@@ -87,3 +88,7 @@ class Authenticator:
         for digest, (_, principal) in list(self._cache.items()):
             if principal.account_id == account_id:
                 del self._cache[digest]
+
+    def forget_all(self) -> None:
+        """Trust nothing cached (after missing revocation messages)."""
+        self._cache.clear()

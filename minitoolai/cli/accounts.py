@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from minitoolai.accounts.revocation import announce
 from minitoolai.accounts.store import create_account, find_account, list_accounts, set_account_flags
 from minitoolai.cli.common import (
     console,
@@ -76,11 +77,14 @@ def grant_admin(email: str, revoke: bool = typer.Option(False, "--revoke",
 
 @app.command("disable")
 def disable(email: str, enable: bool = typer.Option(False, "--enable", help="re-enable")):
-    """Disable (or re-enable) an account: its keys stop working."""
+    """Disable (or re-enable) an account: its keys stop working (with Redis, on every server
+    at once; without, within auth_cache_seconds)."""
 
     async def action(settings, db):
         account = await find_account(db, email)
         await set_account_flags(db, account.id, disabled=not enable)
+        if not enable:
+            await announce(settings, account_id=account.id)
         return account
 
     account = with_db(action)

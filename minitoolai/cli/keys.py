@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from minitoolai.accounts.revocation import announce
 from minitoolai.accounts.store import create_key, find_account, list_keys, revoke_key
 from minitoolai.cli.common import (
     console,
@@ -63,6 +64,17 @@ def list_(email: str, as_json: bool = json_option()):
 
 @app.command("revoke")
 def revoke(key_id: str):
-    """Revoke a key by its id (key_...): it stops working at once."""
-    key = with_db(lambda s, db: revoke_key(db, key_id))
-    console.print(f"revoked {key.id}")
+    """Revoke a key by its id (key_...). With Redis (redis_url) every server refuses it at
+    once; without, each server refuses it within auth_cache_seconds (2 s)."""
+
+    async def action(settings, db):
+        key = await revoke_key(db, key_id)
+        return key, await announce(settings, key_id=key.id), settings
+
+    key, pushed, settings = with_db(action)
+    console.print(f"revoked {key.id}", highlight=False)
+    if not pushed:
+        console.print(f"servers refuse it within auth_cache_seconds"
+                      f" ({settings.auth_cache_seconds:g} s)"
+                      + ("" if settings.redis_url else ": set redis_url to push it at once"),
+                      highlight=False)

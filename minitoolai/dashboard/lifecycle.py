@@ -37,7 +37,7 @@ async def start(runtime) -> None:
     if not runtime.settings.dashboard.enabled:
         runtime.dashboard = None
         return
-    runtime.dashboard = DashboardService(runtime.settings)
+    runtime.dashboard = DashboardService(runtime.settings, runtime.redis)
     runtime.background.append(asyncio.create_task(_purge_sessions(runtime.db),
                                                   name="dashboard-session-purge"))
 

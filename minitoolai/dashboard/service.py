@@ -12,6 +12,7 @@ from minitoolai import __version__
 from minitoolai.config import Settings
 from minitoolai.dashboard.throttle import BackoffThrottle, FailureThrottle
 from minitoolai.money import display_usd, format_usd
+from minitoolai.redis_link import RedisLink
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 STATIC_DIR = Path(__file__).parent / "static"
@@ -34,15 +35,21 @@ def when(value) -> str:
 
 
 class DashboardService:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, redis: RedisLink | None = None) -> None:
         self.settings = settings
         self.config = settings.dashboard
-        # per (client address, account), with backoff: a guesser slows down, the owner logging
-        # in from their own address does not (issue 15: per account alone locked them out)
-        self.login_throttle = BackoffThrottle(self.config.login_failures_per_15min)
+        # per (client address, account), so that a guesser cannot lock the account's owner
+        # out (issue 15): in this process with doubling backoff, and, with Redis, also
+        # counted over every process (a pair over the limit anywhere waits the window out)
+        self.login_backoff = BackoffThrottle(self.config.login_failures_per_15min)
+        self.login_throttle = (FailureThrottle.for_link(
+            "login", self.config.login_failures_per_15min, redis)
+            if redis is not None and redis.configured else None)
         # an address may try several accounts (an office behind one NAT), not endlessly
-        self.address_throttle = FailureThrottle(5 * self.config.login_failures_per_15min)
-        self.redeem_throttle = FailureThrottle(self.config.redeem_failures_per_15min)
+        self.address_throttle = FailureThrottle.for_link(
+            "login-address", 5 * self.config.login_failures_per_15min, redis)
+        self.redeem_throttle = FailureThrottle.for_link(
+            "redeem", self.config.redeem_failures_per_15min, redis)
         self.templates = Environment(loader=FileSystemLoader(TEMPLATES_DIR),
                                      autoescape=select_autoescape(("html", "xml")),
                                      trim_blocks=True, lstrip_blocks=True)

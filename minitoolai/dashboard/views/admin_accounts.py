@@ -111,9 +111,9 @@ async def set_disabled(ctx: Ctx) -> Response:
         return ctx.redirect(f"/admin/accounts/{account_id}", "You cannot disable yourself.")
     await set_account_flags(ctx.db, account_id, disabled=disable)
     if disable:
-        # keys stop at once in this process (others within the auth cache's seconds), and
-        # the dashboard sessions go too
-        ctx.runtime.auth.forget_account(account_id)
+        # keys stop at once in this process and, with Redis, in every other (without it,
+        # within the auth cache's seconds); the dashboard sessions go too
+        await ctx.runtime.revocations.account_disabled(account_id)
         await end_all_sessions(ctx.db, account_id)
     return ctx.redirect(f"/admin/accounts/{account_id}",
                         "Account disabled." if disable else "Account enabled.")

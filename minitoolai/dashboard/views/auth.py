@@ -21,6 +21,8 @@ from minitoolai.money import parse_usd
 
 MAX_PASSWORD = 1024  # argon2 takes any length; this only bounds the work per attempt
 
+WINDOW_SECONDS = 900  # the failure throttles' window (FailureThrottle default)
+
 
 def _safe_next(target: str | None) -> str:
     """Only same-site paths: never let ?next= send a user to another site."""
@@ -53,12 +55,16 @@ async def login(ctx: Ctx) -> Response:
     email = ctx.form.get("email", "").strip().lower()[:320]
     password = ctx.form.get("password", "")[:MAX_PASSWORD]
     target = _safe_next(ctx.form.get("next"))
-    by_pair, by_address = ctx.service.login_throttle, ctx.service.address_throttle
+    service = ctx.service
+    backoff, by_pair, by_address = (service.login_backoff, service.login_throttle,
+                                    service.address_throttle)
     address = _client(ctx)
     pair = f"{address} {email}"
-    wait = by_pair.retry_after(pair)
-    if wait > 0 or by_address.blocked(address):
-        seconds = math.ceil(wait) if wait > 0 else 900
+    wait = backoff.retry_after(pair)
+    if wait <= 0 and by_pair is not None and await by_pair.blocked(pair):
+        wait = WINDOW_SECONDS
+    if wait > 0 or await by_address.blocked(address):
+        seconds = math.ceil(wait) if wait > 0 else WINDOW_SECONDS
         minutes = max(1, round(seconds / 60))
         response = ctx.render("login.html", status_code=429, next=target, email=email,
                               error=f"Too many failed attempts. Wait {minutes} minute"
@@ -67,14 +73,18 @@ async def login(ctx: Ctx) -> Response:
         return response
     account = await check_login(ctx.db, email, password)
     if account is None:
-        by_pair.fail(pair)
-        by_address.fail(address)
+        backoff.fail(pair)
+        if by_pair is not None:
+            await by_pair.fail(pair)
+        await by_address.fail(address)
         return ctx.render("login.html", status_code=401, next=target, email=email,
                           error="Wrong email or password.")
     if account.disabled:
         return ctx.render("login.html", status_code=403, next=target, email=email,
                           error="This account is disabled. Contact the operator.")
-    by_pair.reset(pair)
+    backoff.reset(pair)
+    if by_pair is not None:
+        await by_pair.reset(pair)
     return await _logged_in(ctx, account.id, target)
 
 

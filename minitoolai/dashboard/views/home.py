@@ -44,13 +44,13 @@ async def overview(ctx: Ctx) -> Response:
 async def redeem(ctx: Ctx) -> Response:
     throttle = ctx.service.redeem_throttle
     key = f"account:{ctx.account.id}"
-    if throttle.blocked(key):
+    if await throttle.blocked(key):
         return ctx.redirect("/", "Too many invalid codes. Wait 15 minutes and try again.")
     try:
         amount, balance = await redeem_code(ctx.db, ctx.account.id, ctx.form.get("code", ""),
                                            by=ctx.account.email)
     except InvalidRequest as exc:
-        throttle.fail(key)
+        await throttle.fail(key)
         return ctx.redirect("/", exc.message[:1].upper() + exc.message[1:] + ".")
     return ctx.redirect("/", f"Code redeemed: +${format_usd(amount)}. "
                              f"Your balance is ${format_usd(balance)}.")

@@ -76,7 +76,7 @@ async def update(ctx: Ctx) -> Response:
 async def revoke(ctx: Ctx) -> Response:
     key_id = ctx.request.path_params["key_id"]
     key = await revoke_key(ctx.db, key_id, ctx.account.id)
-    ctx.runtime.auth.forget_key(key.id)
+    await ctx.runtime.revocations.key_revoked(key.id)
     return ctx.redirect("/keys", f"Revoked {key.name} ({key.prefix}…). It stops working now.")
 
 
