@@ -41,6 +41,16 @@ def start_worker(settings, fake_url: str, log_path, **images) -> subprocess.Pope
                             stdout=log_path.open("w"), stderr=subprocess.STDOUT)
 
 
+def stop_all(processes) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
 def wait_for(predicate, timeout: float = 60.0, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -91,13 +101,7 @@ async def test_worker_killed_mid_job_runs_again_and_charges_once(
         assert balance["balance"] == "0.9985" and balance["held"] == "0"
         await assert_ledger_ok(database_url)
     finally:
-        for process in workers:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+        stop_all(workers)
         fake.stop()
 
 
@@ -189,11 +193,5 @@ async def test_sigterm_past_the_drain_time_hands_the_job_back_at_once(
         assert (job.attempts, charges) == (1, (1, -PRICE))
         await assert_ledger_ok(database_url)
     finally:
-        for process in processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+        stop_all(processes)
         fake.stop()
