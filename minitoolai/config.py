@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from minitoolai.chat.settings import ChatSettings, ProviderSettings
 from minitoolai.dashboard.settings import DashboardSettings
+from minitoolai.db.settings import DatabaseSettings
 from minitoolai.errors import ConfigError
 from minitoolai.images.settings import ImagesSettings
 from minitoolai.speech.settings import SpeechSettings
@@ -45,6 +46,7 @@ class Settings(BaseModel):
     demo_account: bool = True  # `serve` creates a demo account and key on first run
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
 
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     chat: ChatSettings = Field(default_factory=ChatSettings)
     images: ImagesSettings = Field(default_factory=ImagesSettings)
     speech: SpeechSettings = Field(default_factory=SpeechSettings)

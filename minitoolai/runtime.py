@@ -36,7 +36,7 @@ class Runtime:
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
-        db = Database(settings.resolved_database_url)
+        db = Database.from_settings(settings)
         return cls(
             settings=settings,
             db=db,
