@@ -107,6 +107,10 @@ class PgLedger(GroupCommit):
         self.batches_undone = 0  # batches rolled back and run again op by op
         self.reconnects = 0  # flush connections replaced after an error
 
+    def _connect_options(self) -> dict[str, Any]:
+        return {"timeout": self._connect_timeout, "command_timeout": self._statement_timeout,
+                "server_settings": {"application_name": "minitoolai-ledger"}}
+
     async def _connection_pool(self) -> asyncpg.Pool:
         if self._closed:
             raise RuntimeError("the ledger's database connections are closed")
@@ -114,12 +118,10 @@ class PgLedger(GroupCommit):
             async with self._pool_lock:
                 if self._pool is None:
                     # min_size=0: making the pool connects nothing, so it cannot fail while
-                    # the database is away; each acquire connects (or reconnects) as needed.
-                    # Group commit keeps one connection; the others serve transaction().
+                    # the database is away; each acquire connects (or reconnects) as needed
                     self._pool = await asyncpg.create_pool(
-                        self._dsn, min_size=0, max_size=self._pool_size,
-                        timeout=self._connect_timeout, command_timeout=self._statement_timeout,
-                        server_settings={"application_name": "minitoolai-ledger"})
+                        self._dsn, min_size=0, max_size=self._pool_size - 1,
+                        **self._connect_options())
         return self._pool
 
     async def _acquire(self) -> asyncpg.Connection:
@@ -127,9 +129,9 @@ class PgLedger(GroupCommit):
         try:
             return await pool.acquire(timeout=self._acquire_timeout)
         except TimeoutError as exc:
-            if pool.get_idle_size() == 0 and pool.get_size() >= self._pool_size:
+            if pool.get_idle_size() == 0 and pool.get_size() >= self._pool_size - 1:
                 raise DatabaseUnavailable(
-                    f"all {self._pool_size} ledger connections are busy; retry shortly",
+                    f"all {self._pool_size - 1} ledger connections are busy; retry shortly",
                     code="database_busy") from exc
             raise  # connecting timed out: the database is away (db/faults.py)
 
@@ -143,35 +145,38 @@ class PgLedger(GroupCommit):
                 yield _PgTx(conn)
         except BaseException as exc:
             if connection_lost(exc):
-                conn.terminate()
+                _terminate(conn)
             raise
         finally:
             await self._release(conn)
 
     async def _release(self, conn: asyncpg.Connection) -> None:
+        # a connection the database closed was already handed back by asyncpg (the proxy
+        # is detached): releasing it again does nothing
         try:
             await self._pool.release(conn, timeout=self._connect_timeout)
         except Exception:  # noqa: BLE001 - resetting a broken connection: drop it instead
-            conn.terminate()
+            _terminate(conn)
             log.warning("a ledger connection could not be reset; it was closed")
 
     async def _flush_connection(self) -> asyncpg.Connection:
-        # one connection kept for the flushes: acquiring from the pool each time would cost
-        # a reset round trip per batch
+        # one connection of its own, outside the pool, kept for the flushes: acquiring from
+        # the pool each time would cost a reset round trip per batch (and asyncpg detaches
+        # a pooled connection that the database closes, so it cannot be kept from a pool)
+        if self._closed:
+            raise RuntimeError("the ledger's database connections are closed")
         if self._flusher is not None and self._flusher.is_closed():
             await self._drop_flusher()
         if self._flusher is None:
-            self._flusher = await self._acquire()
+            self._flusher = await asyncpg.connect(self._dsn, **self._connect_options())
         return self._flusher
 
     async def _drop_flusher(self) -> None:
-        """Throw the kept connection away (closed, so the pool opens a new one); the next
-        flush acquires another. Never leaves `_flusher` pointing at a released proxy."""
+        """Throw the kept connection away; the next flush opens another."""
         conn, self._flusher = self._flusher, None
         if conn is not None:
             self.reconnects += 1
             conn.terminate()
-            await self._release(conn)
 
     async def _execute(self, ops: list[Op]) -> list[Outcome]:
         """Run the batch; if its connection is lost, once more on a fresh connection.
@@ -234,9 +239,19 @@ class PgLedger(GroupCommit):
     async def close(self) -> None:
         self._closed = True  # a flush still queued fails instead of opening a new pool
         async with self._lock:  # let a flush in progress finish
+            if self._flusher is not None:
+                try:
+                    await self._flusher.close(timeout=self._connect_timeout)
+                except Exception:  # noqa: BLE001 - gone or stalled: just drop it
+                    self._flusher.terminate()
+                self._flusher = None
             if self._pool is not None:
-                if self._flusher is not None:
-                    await self._release(self._flusher)
-                    self._flusher = None
                 await self._pool.close()
                 self._pool = None
+
+
+def _terminate(conn: asyncpg.Connection) -> None:
+    try:
+        conn.terminate()
+    except asyncpg.InterfaceError:  # already closed and handed back to the pool
+        pass
