@@ -174,7 +174,9 @@ def test_database_unreachable_answers_503_then_recovers(pg_name, fault_settings)
                     break
                 assert time.monotonic() - restored < RECOVERY_SECONDS
                 time.sleep(0.1)
-            assert time.monotonic() - restored < RECOVERY_SECONDS
+            recovery = time.monotonic() - restored
+            assert recovery < RECOVERY_SECONDS
+            print(f"served again {recovery:.2f} s after the database came back")
             assert http.get("/health/ready").json()["status"] == "ready"
             assert http.get("/api/balance/").status_code == 200
             for n in range(5, 10):
