@@ -121,6 +121,7 @@ def create_app(settings: Settings, *, migrate: bool = True, workers: bool = True
         if migrate:
             await asyncio.to_thread(upgrade, settings.resolved_database_url)
         runtime = Runtime.build(settings)
+        await runtime.resolve_secret_key()
         runtime.run_workers = workers
         app.state.runtime = runtime
         started = []

@@ -13,7 +13,7 @@ from typing import Any
 from minitoolai.accounts.auth import Authenticator
 from minitoolai.accounts.ratelimit import RateLimiter
 from minitoolai.catalog import Catalog, build_catalog
-from minitoolai.config import Settings, ensure_secret_key
+from minitoolai.config import Settings
 from minitoolai.db.engine import Database
 from minitoolai.ledger.keeper import HoldKeeper
 
@@ -25,7 +25,7 @@ class Runtime:
     catalog: Catalog
     auth: Authenticator
     rate_limiter: RateLimiter
-    secret_key: str
+    secret_key: str  # signs image tickets and file URLs
     holds: HoldKeeper
     chat: Any = None
     images: Any = None
@@ -43,6 +43,14 @@ class Runtime:
             catalog=build_catalog(settings),
             auth=Authenticator(db, settings.auth_cache_seconds),
             rate_limiter=RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
-            secret_key=ensure_secret_key(settings),
+            secret_key=settings.secret_key or "",  # unset: resolve_secret_key()
             holds=HoldKeeper(db, settings.hold_ttl_seconds),
         )
+
+    async def resolve_secret_key(self) -> None:
+        """Without a configured `secret_key`, use the one shared through the database
+        (db/secrets.py), so that every server on it agrees."""
+        if not self.secret_key:
+            from minitoolai.db.secrets import shared_signing_key
+
+            self.secret_key = await shared_signing_key(self.db, self.settings.data_dir)
