@@ -26,8 +26,12 @@ from minitoolai.errors import DatabaseUnavailable
 _UNAVAILABLE_SQLSTATE = ("08", "53", "57")
 _BUSY_SQLSTATE = "53"
 _SQLITE_TRANSIENT = ("locked", "busy", "unable to open", "disk i/o")
-_ASYNCPG_LOST = (asyncpg.PostgresConnectionError, asyncpg.exceptions.AdminShutdownError, asyncpg.exceptions.CrashShutdownError,
-                 asyncpg.exceptions.CannotConnectNowError)
+_ASYNCPG_LOST = (asyncpg.PostgresConnectionError, asyncpg.exceptions.AdminShutdownError,
+                 asyncpg.exceptions.CrashShutdownError,
+                 asyncpg.exceptions.CannotConnectNowError,
+                 # the server's "terminating connection" arriving while asyncpg is between
+                 # two states: "cannot switch to state 11; another operation is in progress"
+                 asyncpg.exceptions.InternalClientError)
 
 
 def _chain(exc: BaseException):
