@@ -122,6 +122,7 @@ def create_app(settings: Settings, *, migrate: bool = True, workers: bool = True
             await asyncio.to_thread(upgrade, settings.resolved_database_url)
         runtime = Runtime.build(settings)
         await runtime.resolve_secret_key()
+        await runtime.db.sync_clock()  # holds and leases run on the database's clock
         runtime.run_workers = workers
         app.state.runtime = runtime
         started = []

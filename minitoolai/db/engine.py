@@ -11,14 +11,17 @@ group-committed on a connection of their own (db/tx.py, db/pg_ledger.py).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from minitoolai.clock import utcnow
 from minitoolai.db.faults import as_unavailable
 from minitoolai.db.settings import DatabaseSettings
 from minitoolai.errors import DatabaseUnavailable
@@ -84,6 +87,7 @@ class Database:
                                         ledger_connections=max(2, pool_size))
         self.url = url
         self.settings = settings
+        self._clock_offset = timedelta(0)  # database clock - local clock (sync_clock)
         self.retry_after = settings.retry_after_seconds
         self.is_sqlite = make_url(url).get_backend_name() == "sqlite"
         pool = {"pool_size": settings.pool_size, "max_overflow": settings.max_overflow,
@@ -118,6 +122,24 @@ class Database:
                 settings.ledger_connections, acquire_timeout=settings.pool_timeout_seconds,
                 connect_timeout=settings.connect_timeout_seconds,
                 statement_timeout=settings.statement_timeout_seconds)
+
+    def now(self) -> datetime:
+        """The database's clock (UTC), read on this machine: the local clock corrected by
+        the offset `sync_clock` measured. Every time that decides money (a hold's expiry,
+        an image job's lease) comes from here, so machines whose clocks drift apart still
+        agree on when a hold or a lease has run out. SQLite: the local clock (one machine)."""
+        return utcnow() + self._clock_offset
+
+    async def sync_clock(self) -> timedelta:
+        """Measure how far the database's clock is from this machine's (PostgreSQL)."""
+        if self.is_sqlite:
+            return self._clock_offset
+        began, local = time.monotonic(), utcnow()
+        async with self.read() as conn:
+            remote = (await conn.exec_driver_sql("SELECT clock_timestamp()")).scalar_one()
+        round_trip = time.monotonic() - began
+        self._clock_offset = remote - (local + timedelta(seconds=round_trip / 2))
+        return self._clock_offset
 
     @classmethod
     def from_settings(cls, settings) -> Database:
@@ -197,10 +219,17 @@ class Database:
             raise DatabaseUnavailable(f"the database did not answer within {timeout:g} s",
                                       retry_after=self.retry_after) from exc
 
-    async def run_maintenance(self) -> None:
-        """Background upkeep for as long as the server runs (SQLite: WAL checkpoints)."""
+    async def run_maintenance(self, clock_interval: float = 60.0) -> None:
+        """Background upkeep for as long as the server runs (SQLite: WAL checkpoints;
+        PostgreSQL: the clock offset measured again every minute)."""
         if self._inline is not None:
             await self._inline.run_checkpoints()
+        while not self.is_sqlite:
+            await asyncio.sleep(clock_interval)
+            try:
+                await self.sync_clock()
+            except DatabaseUnavailable:  # the last offset holds until the database is back
+                continue
 
     async def dispose(self) -> None:
         if self._inline is not None:

@@ -192,7 +192,7 @@ class PgLedger(GroupCommit):
                 conn = await self._flush_connection()
                 await self._run(conn, ops, outcomes)
                 return outcomes  # type: ignore[return-value]
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any failure: drop the connection
                 await self._drop_flusher()
                 if attempt == 2 or not connection_lost(exc):
                     # the callers of what did not commit get the error (503, db/faults.py)

@@ -113,7 +113,7 @@ async def cancel_queued(db: Database, job_ids: list[int], reason: str) -> None:
     """Fail jobs that have not finished, queued or running, and release their holds,
     together. A running job's lease is taken away, so its worker's success no longer
     matches and is neither stored nor charged (the client who gave up never gets it)."""
-    now = utcnow()
+    now = db.now()
     async with db.write() as conn:
         query = (select(*_CLAIM_COLUMNS)
                  .where(image_jobs.c.id.in_(job_ids),
@@ -174,7 +174,7 @@ async def claim(db: Database, *, models: list[str], max_batch: int, lease_second
     One row at a time (select, then mark processing): each statement is microseconds on
     SQLite's inline connection, and a row marked processing drops out of the next select."""
     token = secrets.token_hex(16)
-    now = utcnow()
+    now = db.now()
     names = {f"m{i}": model for i, model in enumerate(models)}
     head_sql = _claim_sql(db, "model IN (" + ", ".join(":" + k for k in names) + ")")
     mate_sql = _claim_sql(db, "model = :model AND width = :width AND height = :height"
@@ -210,7 +210,7 @@ async def renew(db: Database, token: str, lease_seconds: float) -> int:
     """Extend the lease of the jobs this token holds; returns how many it still holds."""
     async with db.ledger() as tx:
         return await tx.execute(RENEW_LEASE, {
-            "token": token, "lease_expires_at": utcnow() + timedelta(seconds=lease_seconds)})
+            "token": token, "lease_expires_at": db.now() + timedelta(seconds=lease_seconds)})
 
 
 def _usage(job: ClaimedJob, *, images: int, status: str) -> UsageRecord:
@@ -224,7 +224,7 @@ async def complete(db: Database, token: str, done: list[tuple[ClaimedJob, str]],
     """Mark jobs successful with their stored image and charge each one, together.
     A job whose lease this token lost is left alone (its new owner finishes it).
     Returns the ids this call completed."""
-    now = utcnow()
+    now = db.now()
     won = []
     async with db.ledger() as tx:
         # settle in account order: two workers completing batches that share accounts lock
@@ -246,7 +246,7 @@ async def fail(db: Database, token: str, jobs: list[ClaimedJob], reason: str, *,
                retry: bool, max_attempts: int) -> None:
     """A run failed: queue the jobs again while attempts remain (retry), else fail them
     and release their holds, in the same transaction."""
-    now = utcnow()
+    now = db.now()
     async with db.ledger() as tx:
         for job in sorted(jobs, key=lambda job: job.account_id):  # lock order: see complete
             params = {"id": job.id, "token": token, "error": reason, "now": now}
@@ -260,7 +260,7 @@ async def recover(db: Database, *, max_attempts: int, queue_timeout_seconds: int
     """Requeue jobs whose worker stopped renewing its lease (or fail them after
     max_attempts runs), and fail jobs queued for too long. Holds are released with the
     failures, in the same transaction. Returns how many jobs changed."""
-    now = utcnow()
+    now = db.now()
     changed = 0
     async with db.write() as conn:
         stale = (await conn.execute(_locking(

@@ -7,7 +7,6 @@ import logging
 
 from sqlalchemy import select
 
-from minitoolai.clock import utcnow
 from minitoolai.db.engine import Database
 from minitoolai.db.tables import holds
 from minitoolai.ledger.holds import UsageRecord, release
@@ -18,7 +17,7 @@ log = logging.getLogger(__name__)
 async def sweep_expired(db: Database, *, kinds: tuple[str, ...] | None = None) -> int:
     """Release every expired hold; returns how many were released."""
     query = (select(holds.c.id, holds.c.kind, holds.c.account_id)
-             .where(holds.c.expires_at < utcnow()).order_by(holds.c.account_id))
+             .where(holds.c.expires_at < db.now()).order_by(holds.c.account_id))
     if kinds:
         query = query.where(holds.c.kind.in_(kinds))
     async with db.read() as conn:
