@@ -91,7 +91,7 @@ class Database:
         self.retry_after = settings.retry_after_seconds
         self.is_sqlite = make_url(url).get_backend_name() == "sqlite"
         pool = {"pool_size": settings.pool_size, "max_overflow": settings.max_overflow,
-                "pool_timeout": settings.pool_timeout_seconds, "pool_pre_ping": True}
+                "pool_timeout": settings.pool_timeout_seconds}
         if self.is_sqlite:
             path = make_url(url).database
             if path and path != ":memory:":
@@ -108,9 +108,10 @@ class Database:
         else:
             # pre-ping: one round trip per checkout (the chat hot path checks none out:
             # keys are cached, the ledger has its own connections) so that a connection the
-            # database dropped is replaced before a request uses it
+            # database dropped is replaced before a request uses it (SQLite's file never
+            # drops one: no ping there)
             engine = create_async_engine(
-                async_url(url), **pool,
+                async_url(url), **pool, pool_pre_ping=True,
                 connect_args={"timeout": settings.connect_timeout_seconds,
                               "command_timeout": settings.statement_timeout_seconds})
             self._reader = self._writer = engine
