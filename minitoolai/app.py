@@ -28,7 +28,7 @@ from minitoolai.core_routes import router as core_router
 from minitoolai.dashboard import lifecycle as dashboard_lifecycle
 from minitoolai.dashboard.routes import router as dashboard_router
 from minitoolai.db.faults import as_unavailable
-from minitoolai.db.migrate import upgrade
+from minitoolai.db.migrate import expected_heads, upgrade
 from minitoolai.errors import APIError, InvalidRequest, NotFound
 from minitoolai.http import error_response, seed_image_error_response
 from minitoolai.images import lifecycle as images_lifecycle
@@ -123,6 +123,7 @@ def create_app(settings: Settings, *, migrate: bool = True, workers: bool = True
         runtime = Runtime.build(settings)
         await runtime.resolve_secret_key()
         await runtime.db.sync_clock()  # holds and leases run on the database's clock
+        expected_heads()  # read the migration scripts now, not in the first /health/ready
         runtime.run_workers = workers
         app.state.runtime = runtime
         started = []

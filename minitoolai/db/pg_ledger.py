@@ -184,13 +184,16 @@ class PgLedger(GroupCommit):
         Only what did not commit runs again: a batch in one transaction is all or nothing,
         and ops run alone record their outcome as they commit. (A connection lost while
         its COMMIT is in flight leaves that commit unknown; a settle is idempotent, a
-        reserve run twice is refused by its hold's primary key and reported unavailable.)
+        reserve run twice is refused by its hold's primary key and reported unavailable:
+        its hold, if the first try did commit, is released by the sweeper.)
         """
         outcomes: list[Outcome | None] = [None] * len(ops)
         for attempt in (1, 2):
             try:
                 conn = await self._flush_connection()
                 await self._run(conn, ops, outcomes)
+                if attempt == 2:
+                    return [_unknown_if_duplicate(o) for o in outcomes]
                 return outcomes  # type: ignore[return-value]
             except Exception as exc:  # noqa: BLE001 - any failure: drop the connection
                 await self._drop_flusher()
@@ -248,6 +251,17 @@ class PgLedger(GroupCommit):
             if self._pool is not None:
                 await self._pool.close()
                 self._pool = None
+
+
+def _unknown_if_duplicate(outcome: Outcome) -> Outcome:
+    """On a retry, a duplicate key means the first try may have committed unseen."""
+    ok, value = outcome
+    if not ok and isinstance(value, asyncpg.UniqueViolationError):
+        unknown = DatabaseUnavailable("the database connection was lost while this request"
+                                      " was being recorded; retry it")
+        unknown.__cause__ = value
+        return False, unknown
+    return outcome
 
 
 def _terminate(conn: asyncpg.Connection) -> None:
