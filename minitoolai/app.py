@@ -82,7 +82,7 @@ async def _answer(endpoint, request: Request) -> Response:
         return Response(status_code=400)
     except StarletteHTTPException as exc:
         return error_response(http_error(request, exc))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the last resort: 503 or a logged 500
         return error_response(unexpected_error(request, exc))
 
 
