@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 
+import asyncpg
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -24,7 +27,8 @@ from minitoolai.config import Settings
 from minitoolai.core_routes import router as core_router
 from minitoolai.dashboard import lifecycle as dashboard_lifecycle
 from minitoolai.dashboard.routes import router as dashboard_router
-from minitoolai.db.migrate import upgrade
+from minitoolai.db.faults import as_unavailable
+from minitoolai.db.migrate import expected_heads, upgrade
 from minitoolai.errors import APIError, InvalidRequest, NotFound
 from minitoolai.http import error_response, seed_image_error_response
 from minitoolai.images import lifecycle as images_lifecycle
@@ -78,9 +82,22 @@ async def _answer(endpoint, request: Request) -> Response:
         return Response(status_code=400)
     except StarletteHTTPException as exc:
         return error_response(http_error(request, exc))
-    except Exception:
-        log.exception("%s %s failed", request.method, request.url.path)
-        return error_response(APIError("internal server error"))
+    except Exception as exc:  # noqa: BLE001 - the last resort: 503 or a logged 500
+        return error_response(unexpected_error(request, exc))
+
+
+def unexpected_error(request: Request, exc: Exception) -> APIError:
+    """What to answer for an error no route meant to raise: 503 with Retry-After when it
+    is the database being away (db/faults.py; the Database class already turns its own
+    errors into that, this catches any that got around it), else a logged 500."""
+    runtime = getattr(request.app.state, "runtime", None)
+    fault = as_unavailable(exc, retry_after=runtime.db.retry_after if runtime else 2)
+    if fault is not None:
+        log.warning("%s %s: the database is unavailable: %s", request.method,
+                    request.url.path, exc)
+        return fault
+    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return APIError("internal server error")
 
 
 def http_error(request: Request, exc: StarletteHTTPException) -> APIError:
@@ -104,6 +121,9 @@ def create_app(settings: Settings, *, migrate: bool = True, workers: bool = True
         if migrate:
             await asyncio.to_thread(upgrade, settings.resolved_database_url)
         runtime = Runtime.build(settings)
+        await runtime.resolve_secret_key()
+        await runtime.db.sync_clock()  # holds and leases run on the database's clock
+        expected_heads()  # read the migration scripts now, not in the first /health/ready
         runtime.run_workers = workers
         app.state.runtime = runtime
         started = []
@@ -171,6 +191,21 @@ def create_app(settings: Settings, *, migrate: bool = True, workers: bool = True
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request: Request, exc: StarletteHTTPException):
         return await on_api_error(request, http_error(request, exc))
+
+    # the drivers' errors that escaped the Database class: answered here, in the route's
+    # envelope, so a database fault is a 503 (see unexpected_error) and never plain text
+    @app.exception_handler(SQLAlchemyError)
+    @app.exception_handler(asyncpg.PostgresError)
+    @app.exception_handler(asyncpg.InterfaceError)
+    @app.exception_handler(sqlite3.Error)
+    async def on_driver_error(request: Request, exc: Exception):
+        return await on_api_error(request, unexpected_error(request, exc))
+
+    @app.exception_handler(Exception)
+    async def on_unexpected_error(request: Request, exc: Exception):
+        # Starlette's last resort (ServerErrorMiddleware): our envelope instead of its
+        # plain-text 500; it still logs the traceback after
+        return await on_api_error(request, unexpected_error(request, exc))
 
     app.include_router(core_router)
     app.include_router(chat_router)

@@ -9,7 +9,6 @@ ConfigError naming the key. This module is the only place that reads the environ
 from __future__ import annotations
 
 import os
-import secrets
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from minitoolai.chat.settings import ChatSettings, ProviderSettings
 from minitoolai.dashboard.settings import DashboardSettings
+from minitoolai.db.settings import DatabaseSettings
 from minitoolai.errors import ConfigError
 from minitoolai.images.settings import ImagesSettings
 from minitoolai.speech.settings import SpeechSettings
@@ -32,7 +32,7 @@ class Settings(BaseModel):
 
     data_dir: Path = Path("./data")
     database_url: str | None = None  # default: sqlite file in data_dir
-    secret_key: str | None = None  # default: generated once, persisted in data_dir
+    secret_key: str | None = None  # default: generated once, shared through the database
     public_url: str | None = None  # default: http://{host}:{port}
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
@@ -55,6 +55,7 @@ class Settings(BaseModel):
     demo_account: bool = True  # `serve` creates a demo account and key on first run
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
 
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     chat: ChatSettings = Field(default_factory=ChatSettings)
     images: ImagesSettings = Field(default_factory=ImagesSettings)
     speech: SpeechSettings = Field(default_factory=SpeechSettings)
@@ -190,23 +191,6 @@ def _apply_openai_defaults(settings: Settings, environ: Mapping[str, str]) -> No
         provider.api_key = environ.get("OPENAI_API_KEY") or None
     if provider.base_url is None:
         provider.base_url = environ.get("OPENAI_BASE_URL") or OPENAI_DEFAULT_BASE_URL
-
-
-def ensure_secret_key(settings: Settings) -> str:
-    """Return the signing secret, generating and persisting one in data_dir on first use."""
-    if settings.secret_key:
-        return settings.secret_key
-    path = settings.data_dir / "secret_key"
-    try:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        if not path.exists():
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(secrets.token_urlsafe(48))
-        settings.secret_key = path.read_text().strip()
-    except OSError as exc:
-        raise ConfigError(f"data_dir: cannot use {settings.data_dir}: {exc.strerror}") from None
-    return settings.secret_key
 
 
 def ensure_data_dir(settings: Settings) -> None:

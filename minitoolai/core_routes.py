@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 
 from minitoolai.accounts.store import get_account
 from minitoolai.catalog import Model
 from minitoolai.catalog_status import unavailable_reason
+from minitoolai.db.migrate import expected_heads
+from minitoolai.errors import DatabaseUnavailable
 from minitoolai.http import authenticate, json_response, runtime_of
 from minitoolai.money import display_usd, to_usd
 
@@ -23,6 +26,46 @@ def both(path: str) -> list[str]:
 @router.get("/health")
 async def health(request: Request):
     return json_response({"status": "ok"})
+
+
+@router.get("/health/live")
+async def live(request: Request):
+    """Liveness: the process runs and answers (it checks nothing else, so a load balancer
+    or Kubernetes never restarts a server only because its database is away)."""
+    return json_response({"status": "live"})
+
+
+@router.get("/health/ready")
+async def ready(request: Request):
+    """Readiness: whether this server can serve billed requests now: the database answers
+    within `database.ready_timeout_seconds` and is migrated to this code's revisions.
+    200 {"status": "ready", "checks": {...}}, or 503 naming each check that failed."""
+    runtime = runtime_of(request)
+    checks = await readiness_checks(runtime)
+    if all(value == "ok" for value in checks.values()):
+        return json_response({"status": "ready", "checks": checks})
+    return json_response({"status": "unavailable", "checks": checks}, 503,
+                         {"Retry-After": str(runtime.db.retry_after),
+                          "Cache-Control": "no-store"})
+
+
+async def readiness_checks(runtime) -> dict[str, str]:
+    """Each check: "ok", or what is wrong (another capability may add its own, e.g. Redis)."""
+    checks = {"database": "ok", "migrations": "ok"}
+    try:
+        found = await runtime.db.revisions(runtime.settings.database.ready_timeout_seconds)
+    except DatabaseUnavailable as exc:
+        checks["database"] = f"unreachable: {exc.message}"
+        checks["migrations"] = "unknown"
+        return checks
+    except SQLAlchemyError as exc:  # reachable, but no alembic_version table
+        checks["migrations"] = f"not migrated: {type(exc).__name__}"
+        return checks
+    expected = expected_heads()
+    if set(found) != expected:
+        checks["migrations"] = (f"database at {sorted(found) or 'no revision'}, this server"
+                                f" needs {sorted(expected)}: run `minitoolai db upgrade`")
+    return checks
 
 
 async def balance(request: Request):

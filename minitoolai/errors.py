@@ -17,6 +17,8 @@
         ├── RateLimited             429  per-key request rate
         ├── UpstreamError           502  the upstream failed
         ├── ServiceUnavailable      503  no provider for the model, a full queue
+        │   └── DatabaseUnavailable 503  the database is away or its pool exhausted
+        │                                (always with Retry-After)
         └── UpstreamTimeout         504  the upstream did not answer in time
 
 Every APIError renders to the OpenAI envelope
@@ -163,3 +165,16 @@ class UpstreamTimeout(APIError):
     status_code = 504
     error_type = "upstream_timeout"
     default_code = "upstream_timeout"
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    """The database cannot be reached, dropped the connection, or every pooled connection
+    is busy (code `database_busy`). Nothing was served: the client may retry after
+    `Retry-After` seconds. Raised by db/engine.py's Database for the driver's errors
+    (db/faults.py says which)."""
+
+    default_code = "database_unavailable"
+
+    def __init__(self, message: str = "the database is unavailable; retry shortly", *,
+                 retry_after: int = 2, code: str | None = None) -> None:
+        super().__init__(message, code=code, headers={"Retry-After": str(retry_after)})

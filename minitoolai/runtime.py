@@ -14,7 +14,7 @@ from minitoolai.accounts.auth import Authenticator
 from minitoolai.accounts.ratelimit import RateLimiter
 from minitoolai.accounts.revocation import Revocations
 from minitoolai.catalog import Catalog, build_catalog
-from minitoolai.config import Settings, ensure_secret_key
+from minitoolai.config import Settings
 from minitoolai.db.engine import Database
 from minitoolai.idempotency.store import IdempotencyStore
 from minitoolai.ledger.journal import SettlementJournal
@@ -29,7 +29,7 @@ class Runtime:
     catalog: Catalog
     auth: Authenticator
     rate_limiter: RateLimiter
-    secret_key: str
+    secret_key: str  # signs image tickets and file URLs
     holds: HoldKeeper
     idempotency: IdempotencyStore
     redis: RedisLink  # `redis.configured` is False without redis_url
@@ -43,7 +43,7 @@ class Runtime:
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
-        db = Database(settings.resolved_database_url)
+        db = Database.from_settings(settings)
         auth = Authenticator(db, settings.auth_cache_seconds)
         link = RedisLink(settings)
         return cls(
@@ -53,7 +53,7 @@ class Runtime:
             auth=auth,
             rate_limiter=RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst,
                                      link),
-            secret_key=ensure_secret_key(settings),
+            secret_key=settings.secret_key or "",  # unset: resolve_secret_key()
             holds=HoldKeeper(db, settings.hold_ttl_seconds,
                              journal=SettlementJournal(settings.settlement_journal_dir)),
             # a claim left `running` longer than a hold lives belongs to a dead process
@@ -61,3 +61,11 @@ class Runtime:
             redis=link,
             revocations=Revocations(auth, link),
         )
+
+    async def resolve_secret_key(self) -> None:
+        """Without a configured `secret_key`, use the one shared through the database
+        (db/secrets.py), so that every server on it agrees."""
+        if not self.secret_key:
+            from minitoolai.db.secrets import shared_signing_key
+
+            self.secret_key = await shared_signing_key(self.db, self.settings.data_dir)

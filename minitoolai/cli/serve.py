@@ -7,12 +7,14 @@ import os
 
 import typer
 import uvicorn
+from sqlalchemy.exc import IntegrityError
 
 from minitoolai.accounts.store import create_account, create_key, list_accounts
 from minitoolai.cli.common import database_or_exit, settings_or_exit
 from minitoolai.config import Settings, load_settings
 from minitoolai.db.engine import Database
 from minitoolai.db.migrate import upgrade
+from minitoolai.errors import InvalidRequest
 from minitoolai.ledger.credits import add_credit
 from minitoolai.money import parse_usd
 from minitoolai.slow_clients import uvicorn_options
@@ -37,7 +39,10 @@ async def ensure_demo_account(settings: Settings) -> str | None:
     try:
         if await list_accounts(db, limit=1):
             return None
-        account = await create_account(db, DEMO_EMAIL, "Demo")
+        try:
+            account = await create_account(db, DEMO_EMAIL, "Demo")
+        except (IntegrityError, InvalidRequest):  # another server starting with us made it
+            return None
         await add_credit(db, account.id, parse_usd(DEMO_CREDIT_USD), kind="topup",
                          note="demo credit created on first run", by="system")
         _, secret = await create_key(db, account.id, "demo")

@@ -17,7 +17,8 @@ order (GroupCommit), like every other transaction on several accounts.
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
+import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,7 +27,11 @@ from typing import Any
 
 import asyncpg
 
+from minitoolai.db.faults import connection_lost
 from minitoolai.db.tx import GroupCommit, Op, Outcome
+from minitoolai.errors import DatabaseUnavailable
+
+log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")  # `:name`, not a `::type` cast
 # bounded by the statements in the code (the hold keeper's IN lists: at most 500 shapes)
@@ -78,86 +83,189 @@ class _PgTx:
 
 class PgLedger(GroupCommit):
     """Group-committed ledger ops on one asyncpg connection at a time, and short
-    transactions of plain SQL (`transaction()`: the image queue's changes of state)."""
+    transactions of plain SQL (`transaction()`: the image queue's changes of state).
 
-    def __init__(self, dsn: str, pool_size: int) -> None:
+    The database may drop any connection at any moment (a restart, pg_terminate_backend,
+    a network cut). The kept flush connection is checked before each batch and thrown away
+    on any connection error; a batch whose connection was lost runs once more on a fresh
+    one (its committed ops are not run again, see `_execute`). Connecting, waiting for a
+    free connection and every statement have time limits, so a database that is away
+    turns into an error the app answers 503, never a request that hangs."""
+
+    def __init__(self, dsn: str, pool_size: int, *, acquire_timeout: float = 5.0,
+                 connect_timeout: float = 5.0, statement_timeout: float = 30.0) -> None:
         super().__init__()
         self._dsn = dsn
         self._pool_size = max(2, pool_size)
+        self._acquire_timeout = acquire_timeout
+        self._connect_timeout = connect_timeout
+        self._statement_timeout = statement_timeout
         self._pool: asyncpg.Pool | None = None
+        self._pool_lock = asyncio.Lock()
         self._flusher: asyncpg.Connection | None = None  # kept between flushes
         self._closed = False
         self.batches_undone = 0  # batches rolled back and run again op by op
+        self.reconnects = 0  # flush connections replaced after an error
+
+    def _connect_options(self) -> dict[str, Any]:
+        return {"timeout": self._connect_timeout, "command_timeout": self._statement_timeout,
+                "server_settings": {"application_name": "minitoolai-ledger"}}
 
     async def _connection_pool(self) -> asyncpg.Pool:
         if self._closed:
             raise RuntimeError("the ledger's database connections are closed")
         if self._pool is None:
-            # group commit takes one connection at a time; the others serve transaction()
-            self._pool = await asyncpg.create_pool(
-                self._dsn, min_size=1, max_size=self._pool_size,
-                server_settings={"application_name": "minitoolai-ledger"})
+            async with self._pool_lock:
+                if self._pool is None:
+                    # min_size=0: making the pool connects nothing, so it cannot fail while
+                    # the database is away; each acquire connects (or reconnects) as needed
+                    self._pool = await asyncpg.create_pool(
+                        self._dsn, min_size=0, max_size=self._pool_size - 1,
+                        **self._connect_options())
         return self._pool
+
+    async def _acquire(self) -> asyncpg.Connection:
+        pool = await self._connection_pool()
+        try:
+            return await pool.acquire(timeout=self._acquire_timeout)
+        except TimeoutError as exc:
+            if pool.get_idle_size() == 0 and pool.get_size() >= self._pool_size - 1:
+                raise DatabaseUnavailable(
+                    f"all {self._pool_size - 1} ledger connections are busy; retry shortly",
+                    code="database_busy") from exc
+            raise  # connecting timed out: the database is away (db/faults.py)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[_PgTx]:
         """One transaction of its own (no group commit): commits on success, rolls back
-        on any error."""
-        pool = await self._connection_pool()
-        async with pool.acquire() as conn, conn.transaction():
-            yield _PgTx(conn)
+        on any error. A connection that broke is closed, and the pool replaces it."""
+        conn = await self._acquire()
+        try:
+            async with conn.transaction():
+                yield _PgTx(conn)
+        except BaseException as exc:
+            if connection_lost(exc):
+                _terminate(conn)
+            raise
+        finally:
+            await self._release(conn)
+
+    async def _release(self, conn: asyncpg.Connection) -> None:
+        # a connection the database closed was already handed back by asyncpg (the proxy
+        # is detached): releasing it again does nothing
+        try:
+            await self._pool.release(conn, timeout=self._connect_timeout)
+        except Exception:  # noqa: BLE001 - resetting a broken connection: drop it instead
+            _terminate(conn)
+            log.warning("a ledger connection could not be reset; it was closed")
 
     async def _flush_connection(self) -> asyncpg.Connection:
-        # one connection kept for the flushes: acquiring from the pool each time would cost
-        # a reset round trip per batch
-        pool = await self._connection_pool()
-        if self._flusher is not None:
-            try:
-                broken = self._flusher.is_closed()
-            except asyncpg.InterfaceError:  # the pool took back a connection that was lost
-                broken = True
-            if broken:
-                conn, self._flusher = self._flusher, None
-                with contextlib.suppress(asyncpg.InterfaceError):
-                    await pool.release(conn)  # the pool replaces it
+        # one connection of its own, outside the pool, kept for the flushes: acquiring from
+        # the pool each time would cost a reset round trip per batch (and asyncpg detaches
+        # a pooled connection that the database closes, so it cannot be kept from a pool)
+        if self._closed:
+            raise RuntimeError("the ledger's database connections are closed")
+        if self._flusher is not None and self._flusher.is_closed():
+            await self._drop_flusher()
         if self._flusher is None:
-            self._flusher = await pool.acquire()
+            self._flusher = await asyncpg.connect(self._dsn, **self._connect_options())
         return self._flusher
 
+    async def _drop_flusher(self) -> None:
+        """Throw the kept connection away; the next flush opens another."""
+        conn, self._flusher = self._flusher, None
+        if conn is not None:
+            self.reconnects += 1
+            conn.terminate()
+
     async def _execute(self, ops: list[Op]) -> list[Outcome]:
-        conn = await self._flush_connection()
+        """Run the batch; if its connection is lost, once more on a fresh connection.
+
+        Only what did not commit runs again: a batch in one transaction is all or nothing,
+        and ops run alone record their outcome as they commit. (A connection lost while
+        its COMMIT is in flight leaves that commit unknown; a settle is idempotent, a
+        reserve run twice is refused by its hold's primary key and reported unavailable:
+        its hold, if the first try did commit, is released by the sweeper.)
+        """
+        outcomes: list[Outcome | None] = [None] * len(ops)
+        for attempt in (1, 2):
+            try:
+                conn = await self._flush_connection()
+                await self._run(conn, ops, outcomes)
+                if attempt == 2:
+                    return [_unknown_if_duplicate(o) for o in outcomes]
+                return outcomes  # type: ignore[return-value]
+            except Exception as exc:  # noqa: BLE001 - any failure: drop the connection
+                await self._drop_flusher()
+                if attempt == 2 or not connection_lost(exc):
+                    # the callers of what did not commit get the error (503, db/faults.py)
+                    return [(False, exc) if o is None else o for o in outcomes]
+                log.warning("the ledger's database connection was lost (%s); retrying on a"
+                            " new one", exc)
+        raise AssertionError("unreachable")
+
+    async def _run(self, conn: asyncpg.Connection, ops: list[Op],
+                   outcomes: list[Outcome | None]) -> None:
+        pending = [i for i, outcome in enumerate(outcomes) if outcome is None]
         tx = _PgTx(conn)
-        if len(ops) > 1:
-            outcomes = await self._together(conn, tx, ops)
-            if outcomes is not None:
-                return outcomes
+        if len(pending) > 1:
+            results = await self._together(conn, tx, [ops[i] for i in pending])
+            if results is not None:
+                for i, result in zip(pending, results, strict=True):
+                    outcomes[i] = (True, result)
+                return
             self.batches_undone += 1
-        return [await self._alone(conn, tx, op) for op in ops]
+        for i in pending:
+            outcomes[i] = await self._alone(conn, tx, ops[i])
 
     @staticmethod
     async def _together(conn: asyncpg.Connection, tx: _PgTx, ops: list[Op]) -> list | None:
         """The whole batch in one transaction, or None (rolled back) if any op raised."""
         try:
             async with conn.transaction():
-                results = [await op(tx) for op in ops]
-        except Exception:  # noqa: BLE001 - the caller runs each op again alone
-            return None
-        return [(True, result) for result in results]
+                return [await op(tx) for op in ops]
+        except Exception as exc:
+            if connection_lost(exc):
+                raise  # not an op's failure: the batch runs again on a new connection
+            return None  # the caller runs each op again alone
 
     @staticmethod
     async def _alone(conn: asyncpg.Connection, tx: _PgTx, op: Op) -> Outcome:
         try:
             async with conn.transaction():
                 return True, await op(tx)
-        except Exception as exc:  # noqa: BLE001 - the op's own failure goes to its caller
-            return False, exc
+        except Exception as exc:
+            if connection_lost(exc):
+                raise
+            return False, exc  # the op's own failure goes to its caller
 
     async def close(self) -> None:
         self._closed = True  # a flush still queued fails instead of opening a new pool
         async with self._lock:  # let a flush in progress finish
+            if self._flusher is not None:
+                try:
+                    await self._flusher.close(timeout=self._connect_timeout)
+                except Exception:  # noqa: BLE001 - gone or stalled: just drop it
+                    self._flusher.terminate()
+                self._flusher = None
             if self._pool is not None:
-                if self._flusher is not None:
-                    await self._pool.release(self._flusher)
-                    self._flusher = None
                 await self._pool.close()
                 self._pool = None
+
+
+def _unknown_if_duplicate(outcome: Outcome) -> Outcome:
+    """On a retry, a duplicate key means the first try may have committed unseen."""
+    ok, value = outcome
+    if not ok and isinstance(value, asyncpg.UniqueViolationError):
+        unknown = DatabaseUnavailable("the database connection was lost while this request"
+                                      " was being recorded; retry it")
+        unknown.__cause__ = value
+        return False, unknown
+    return outcome
+
+
+def _terminate(conn: asyncpg.Connection) -> None:
+    try:
+        conn.terminate()
+    except asyncpg.InterfaceError:  # already closed and handed back to the pool
+        pass

@@ -64,6 +64,8 @@ async def run_standalone_worker(settings) -> None:
     from minitoolai.runtime import Runtime
 
     runtime = Runtime.build(settings)
+    await runtime.db.sync_clock()  # leases run on the database's clock
+    runtime.background.append(asyncio.create_task(runtime.db.run_maintenance()))
     runtime.run_workers = False
     service = _build(runtime)
     runtime.images = service

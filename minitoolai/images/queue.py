@@ -125,7 +125,7 @@ async def cancel_unfinished(db: Database, job_ids: list[int], reason: str) -> li
     taking no account's row lock while holding job rows keeps this from deadlocking with a
     worker completing a batch (job row, then account, then the next job row). If the
     process dies in between, the sweeper releases those holds."""
-    now = utcnow()
+    now = db.now()
     cancelled: list[ClaimedJob] = []
     async with db.write() as conn:
         query = (select(image_jobs).where(image_jobs.c.id.in_(job_ids))
@@ -194,7 +194,7 @@ async def claim(db: Database, *, models: list[str], max_batch: int, lease_second
     One row at a time (select, then mark processing): each statement is microseconds on
     SQLite's inline connection, and a row marked processing drops out of the next select."""
     token = secrets.token_hex(16)
-    now = utcnow()
+    now = db.now()
     names = {f"m{i}": model for i, model in enumerate(models)}
     head_sql = _claim_sql(db, "model IN (" + ", ".join(":" + k for k in names) + ")")
     mate_sql = _claim_sql(db, "model = :model AND width = :width AND height = :height"
@@ -230,7 +230,7 @@ async def renew(db: Database, token: str, lease_seconds: float) -> int:
     """Extend the lease of the jobs this token holds; returns how many it still holds."""
     async with db.ledger() as tx:
         return await tx.execute(RENEW_LEASE, {
-            "token": token, "lease_expires_at": utcnow() + timedelta(seconds=lease_seconds)})
+            "token": token, "lease_expires_at": db.now() + timedelta(seconds=lease_seconds)})
 
 
 def _usage(job: ClaimedJob, *, images: int, status: str) -> UsageRecord:
@@ -244,7 +244,7 @@ async def complete(db: Database, token: str, done: list[tuple[ClaimedJob, str]],
     """Mark jobs successful with their stored image and charge each one, together.
     A job whose lease this token lost is left alone (its new owner finishes it).
     Returns the ids this call completed."""
-    now = utcnow()
+    now = db.now()
     won = []
     async with db.ledger() as tx:
         # settle in (account, job) order: two workers completing batches that share accounts
@@ -267,7 +267,7 @@ async def fail(db: Database, token: str, jobs: list[ClaimedJob], reason: str, *,
                retry: bool, max_attempts: int) -> None:
     """A run failed: queue the jobs again while attempts remain (retry), else fail them
     and release their holds, in the same transaction."""
-    now = utcnow()
+    now = db.now()
     async with db.ledger() as tx:
         for job in sorted(jobs, key=lambda job: job.account_id):  # lock order: see complete
             params = {"id": job.id, "token": token, "error": reason, "now": now}
@@ -293,7 +293,7 @@ async def recover(db: Database, *, max_attempts: int, queue_timeout_seconds: int
     """Requeue jobs whose worker stopped renewing its lease (or fail them after
     max_attempts runs), and fail jobs queued for too long. Holds are released with the
     failures, in the same transaction. Returns how many jobs changed."""
-    now = utcnow()
+    now = db.now()
     changed = 0
     async with db.write() as conn:
         stale = (await conn.execute(_locking(

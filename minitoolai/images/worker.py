@@ -15,7 +15,7 @@ import time
 from datetime import timedelta
 
 from minitoolai.clock import utcnow
-from minitoolai.errors import UpstreamError, UpstreamTimeout
+from minitoolai.errors import DatabaseUnavailable, UpstreamError, UpstreamTimeout
 from minitoolai.images import queue
 from minitoolai.images.storage import new_image_key
 
@@ -122,6 +122,23 @@ class Worker:
             return
         log.warning("%s: stopping; handed %d job(s) back to the queue", self.name, handed)
 
+    async def _complete(self, token: str, stored: list, expires_at) -> tuple[set, bool]:
+        """Record the finished jobs (and charge them); while the database is away, try
+        again for up to half the lease, so that a short outage does not throw away work
+        that is done. Returns (the ids this worker completed, whether it had to retry)."""
+        deadline = time.monotonic() + self.settings.lease_seconds / 2
+        delay, retried = 0.2, False
+        while True:
+            try:
+                return set(await queue.complete(self.db, token, stored, expires_at)), retried
+            except DatabaseUnavailable:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("%s: the database is unavailable; completing %d job(s) again in"
+                            " %.1f s", self.name, len(stored), delay)
+            await asyncio.sleep(delay)
+            delay, retried = min(delay * 2, 2.0), True
+
     async def _run_batch(self, backend, token: str, jobs: list) -> None:
         heartbeat = asyncio.create_task(self._heartbeat(token))
         try:
@@ -154,9 +171,11 @@ class Worker:
                                  max_attempts=self.settings.max_attempts)
                 return
             expires_at = utcnow() + timedelta(hours=self.settings.retention_hours)
-            won = set(await queue.complete(self.db, token, stored, expires_at))
+            won, retried = await self._complete(token, stored, expires_at)
             for job, key in stored:
-                if job.id not in won:  # our lease lapsed and another worker took the job
+                # our lease lapsed and another worker took the job; after a retry, the first
+                # try may have committed unseen (its image is the job's): keep the file
+                if job.id not in won and not retried:
                     await self.storage.delete(key)
         finally:
             heartbeat.cancel()

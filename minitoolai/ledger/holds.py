@@ -131,7 +131,7 @@ async def reserve(
     """Hold `amount` nanodollars of the account's credit, or raise InsufficientCredit (402)."""
     if amount < 0:
         raise ValueError("a hold cannot be negative")
-    now = utcnow()
+    now = db.now()  # the database's clock decides when the hold expires
     expires_at = now + timedelta(seconds=ttl_seconds)
 
     async def hold(tx: Tx) -> str | None:

@@ -28,7 +28,6 @@ import time
 from collections.abc import Awaitable
 from datetime import timedelta
 
-from minitoolai.clock import utcnow
 from minitoolai.db.engine import Database
 from minitoolai.db.tx import Tx
 from minitoolai.ledger.holds import UsageRecord, settle
@@ -121,7 +120,7 @@ class HoldKeeper:
                           request_id, self._max_age)
                 self._live.pop(request_id, None)
         ids = list(self._live)
-        expires_at = utcnow() + timedelta(seconds=self._ttl)
+        expires_at = self._db.now() + timedelta(seconds=self._ttl)
         for start in range(0, len(ids), CHUNK):
             chunk = ids[start:start + CHUNK]
             names = ", ".join(f":id{i}" for i in range(len(chunk)))

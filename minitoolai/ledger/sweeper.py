@@ -8,7 +8,6 @@ from collections.abc import Container
 
 from sqlalchemy import select
 
-from minitoolai.clock import utcnow
 from minitoolai.db.engine import Database
 from minitoolai.db.tables import holds
 from minitoolai.ledger.holds import UsageRecord, release
@@ -21,7 +20,7 @@ async def sweep_expired(db: Database, *, kinds: tuple[str, ...] | None = None,
     """Release every expired hold but those in `keep` (this process's journaled
     settlements: their holds are charged, not released); returns how many were released."""
     query = (select(holds.c.id, holds.c.kind, holds.c.account_id)
-             .where(holds.c.expires_at < utcnow()).order_by(holds.c.account_id))
+             .where(holds.c.expires_at < db.now()).order_by(holds.c.account_id))
     if kinds:
         query = query.where(holds.c.kind.in_(kinds))
     async with db.read() as conn:

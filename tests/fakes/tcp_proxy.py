@@ -1,8 +1,13 @@
-"""A TCP proxy on loopback that a test can cut and restore: a real network fault between the
-server and a dependency (PostgreSQL), without touching the shared service.
+"""A TCP proxy of the test's own, between a server and a dependency (PostgreSQL, Redis),
+that can be cut and restored: the way to make a shared service "go away" for one test
+without touching the service.
 
-`cut()` drops every connection through it and, until `restore()`, closes new ones at once
-(the client sees its connection reset, as when the database's host goes away)."""
+    with TcpProxy("127.0.0.1", 5432) as proxy:   # proxy.port forwards to 5432
+        proxy.cut()       # every open connection dropped, new ones refused
+        proxy.restore()   # accepting and forwarding again, on the same port
+
+Runs its own event loop in a thread, like tests/servers.py.
+"""
 
 from __future__ import annotations
 
@@ -13,73 +18,88 @@ from tests.servers import free_port
 
 
 class TcpProxy:
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(self, target_host: str, target_port: int, port: int | None = None) -> None:
         self.target = (target_host, target_port)
-        self.port = free_port()
-        self._loop = asyncio.new_event_loop()
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._open = True
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._server: asyncio.Server | None = None
+        self.port = port or free_port()
+        self.connections = 0  # accepted since start
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.base_events.Server | None = None
+        self._pipes: set[asyncio.StreamWriter] = set()
+        self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> TcpProxy:
+    # ---- control, from the test's thread ------------------------------------------------
+    def start(self) -> TcpProxy:
+        ready = threading.Event()
+
+        def run() -> None:
+            self._loop = asyncio.new_event_loop()
+            self._loop.run_until_complete(self._listen())
+            ready.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, daemon=True)
         self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("the TCP proxy did not start")
+        if not ready.wait(10):
+            raise RuntimeError("TCP proxy did not start")
         return self
 
+    def cut(self) -> None:
+        """Stop listening (connects are refused) and drop every open connection."""
+        self._call(self._cut())
+
+    def restore(self) -> None:
+        """Listen again on the same port."""
+        self._call(self._listen())
+
+    def stop(self) -> None:
+        if self._loop is not None:
+            self._call(self._cut())
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+
+    def __enter__(self) -> TcpProxy:
+        return self.start()
+
     def __exit__(self, *exc) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+        self.stop()
 
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._server = self._loop.run_until_complete(
-            asyncio.start_server(self._accept, "127.0.0.1", self.port))
-        self._ready.set()
-        self._loop.run_forever()
+    def _call(self, coro) -> None:
+        asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=10)
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if not self._open:
+    # ---- the proxy's loop ----------------------------------------------------------------
+    async def _listen(self) -> None:
+        if self._server is None:
+            self._server = await asyncio.start_server(
+                self._accept, "127.0.0.1", self.port, reuse_address=True)
+
+    async def _cut(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        for writer in list(self._pipes):
             writer.transport.abort()
-            return
+        self._pipes.clear()
+
+    async def _accept(self, client_reader, client_writer) -> None:
+        self.connections += 1
         try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
+            upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
         except OSError:
-            writer.transport.abort()
+            client_writer.transport.abort()
             return
-        self._writers.update((writer, up_writer))
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer),
-                             return_exceptions=True)
+        pair = (client_writer, upstream_writer)
+        self._pipes.update(pair)
+        await asyncio.gather(self._pump(client_reader, upstream_writer),
+                             self._pump(upstream_reader, client_writer))
+        self._pipes.difference_update(pair)
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while data := await reader.read(65536):
                 writer.write(data)
                 await writer.drain()
+        except (ConnectionError, OSError):
+            pass
         finally:
-            self._writers.discard(writer)
-            writer.transport.abort()
-
-    def cut(self) -> None:
-        def drop() -> None:
-            self._open = False
-            for writer in list(self._writers):
-                writer.transport.abort()
-            self._writers.clear()
-        self._call(drop)
-
-    def restore(self) -> None:
-        def reopen() -> None:
-            self._open = True
-        self._call(reopen)
-
-    def _call(self, func) -> None:
-        done = threading.Event()
-
-        def run() -> None:
-            func()
-            done.set()
-        self._loop.call_soon_threadsafe(run)
-        done.wait(10)
+            writer.close()  # one side ended: end the other
