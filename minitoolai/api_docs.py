@@ -143,6 +143,21 @@ SCHEMAS: dict[str, dict] = {
                        "choices": {"type": "array", "items": {"type": "object"}},
                        "usage": {"type": "object"}},
     },
+    "ResponsesRequest": {
+        "type": "object", "required": ["model", "input"],
+        "description": "OpenAI's Responses API, relayed to the model's upstream as sent;"
+                       " stateful fields (previous_response_id, conversation, background)"
+                       " and built-in tools are refused: their cost cannot be bounded.",
+        "properties": {
+            "model": {"type": "string"},
+            "input": {"oneOf": [{"type": "string"},
+                                {"type": "array", "items": {"type": "object"}}]},
+            "instructions": {"type": "string"},
+            "tools": {"type": "array", "items": {"type": "object"}},
+            "max_output_tokens": {"type": "integer", "minimum": 1},
+            "stream": {"type": "boolean", "default": False},
+        },
+    },
     "ImageRequest": {
         "type": "object", "required": ["model", "prompt"],
         "properties": {
@@ -227,6 +242,15 @@ def _chat(summary: str, stream_default: bool) -> dict:
 OPERATIONS: dict[tuple[str, str], dict] = {
     ("/api/chat-completions/", "post"): _chat("Chat completion (the seed's endpoint)", True),
     ("/v1/chat/completions", "post"): _chat("Chat completion (OpenAI's endpoint)", False),
+    ("/v1/responses", "post"): {
+        "summary": "Create a model response (OpenAI's Responses API)",
+        "requestBody": {"required": True, "content": _json(_ref("ResponsesRequest"), {
+            "model": "gpt-5.1-codex-mini", "input": "Write a haiku about ledgers."})},
+        "responses": {"200": {"description": "A response object (its usage carries `cost`),"
+                              " or OpenAI's typed events when streamed",
+                              "content": {"application/json": {"schema": {"type": "object"}},
+                                          "text/event-stream": {"schema": {"type": "string"}}}},
+                      **_errors(_CHAT_ERRORS)}},
     ("/api/texttoimage/", "post"): {
         "requestBody": {"required": True, "content": _json(_ref("ImageRequest"),
                                                            SEED_IMAGE_EXAMPLE)},
