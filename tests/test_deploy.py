@@ -45,8 +45,8 @@ def test_compose_topology():
     services = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]
     ours = {name: s for name, s in services.items() if s.get("image", "").startswith("minitoolai")}
     assert set(ours) == {"migrate", "api1", "api2", "worker"}
-    # one database and one signing secret for every process
-    for name in ("DATABASE_URL", "SECRET_KEY"):
+    # one database (which holds the signing secret) and one Redis for every process
+    for name in ("DATABASE_URL", "REDIS_URL"):
         values = {s["environment"]["MINITOOLAI_" + name] for s in ours.values()}
         assert len(values) == 1, (name, values)
     # migrations run once, before any server or worker starts
