@@ -8,6 +8,7 @@ import gc
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
+from types import SimpleNamespace
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -30,6 +31,8 @@ from minitoolai.http import error_response, seed_image_error_response
 from minitoolai.images import lifecycle as images_lifecycle
 from minitoolai.images.routes import router as images_router
 from minitoolai.ledger.sweeper import run_sweeper
+from minitoolai.observability import middleware as observability
+from minitoolai.observability.metrics import metrics_endpoint
 from minitoolai.runtime import Runtime
 from minitoolai.speech import lifecycle as speech_lifecycle
 from minitoolai.speech.routes import router as speech_router
@@ -57,12 +60,25 @@ class GatewayApp(FastAPI):
                  **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.hot_routes = dict(hot_routes or {})
+        # what the observability middleware labels them with (FastAPI's routes set it too)
+        self._hot_route_labels = {path: SimpleNamespace(path=path.rstrip("/"))
+                                  for path in self.hot_routes}
+        self._entry = self._dispatch
+
+    def wrap(self, wrapper: Callable) -> None:
+        """Put an ASGI middleware around everything, the hot routes included (FastAPI's
+        `add_middleware` would leave them out)."""
+        self._entry = wrapper(self._entry)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._entry(scope, receive, send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
             endpoint = self.hot_routes.get(scope["path"])
             if endpoint is not None:
                 scope["app"] = self
+                scope["route"] = self._hot_route_labels[scope["path"]]
                 response = await _answer(endpoint, Request(scope, receive))
                 await response(scope, receive, send)
                 return
@@ -168,4 +184,6 @@ def create_app(settings: Settings, *, migrate: bool = True, workers: bool = True
     app.include_router(images_router)
     app.include_router(speech_router)
     app.include_router(dashboard_router)
+    app.add_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
+    app.wrap(lambda inner: observability.wrap(inner, settings))
     return app

@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from minitoolai.accounts.auth import Principal
 from minitoolai.errors import APIError, InvalidRequest, PayloadTooLarge
+from minitoolai.observability.exchange import note_error, note_key
 
 
 def runtime_of(request: Request):
@@ -43,6 +44,7 @@ async def authenticate(request: Request) -> Principal:
     """Authenticate the Bearer key and apply the key's rate limit."""
     runtime = runtime_of(request)
     principal = await runtime.auth.authenticate(request.headers.get("authorization"))
+    note_key(principal.key_id)  # for the access line, even when rate limited
     runtime.rate_limiter.check(principal.key_id)
     return principal
 
@@ -53,12 +55,14 @@ def json_response(data: Any, status_code: int = 200, headers: dict | None = None
 
 
 def error_response(exc: APIError) -> Response:
+    note_error(exc.error_type)
     return Response(exc.body(), status_code=exc.status_code, headers=exc.headers,
                     media_type="application/json")
 
 
 def seed_image_error_response(exc: APIError) -> Response:
     """The image endpoints keep the seed's error shape and add the message."""
+    note_error(exc.error_type)
     body = {"status": "error", "jobid": None, "signature": None, "message": exc.message,
             "code": exc.code}
     return json_response(body, exc.status_code, exc.headers)

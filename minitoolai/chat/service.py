@@ -29,6 +29,8 @@ from minitoolai.errors import (
 )
 from minitoolai.ledger.holds import UsageRecord, reserve, settle
 from minitoolai.money import usd_number
+from minitoolai.observability import exchange
+from minitoolai.observability.metrics import UpstreamTimer
 from minitoolai.sse import EventStreamResponse
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,9 @@ class ChatService:
         request, text_bytes, images = validate_chat(
             body, self.runtime.catalog, openai_style=openai_style,
             default_max_tokens=settings.chat.default_max_completion_tokens)
+        # the usage row's id is the response's x-request-id
+        request.request_id = exchange.request_id()
+        exchange.note_model(request.model.id)
         routes = self.routes_for(request.model)
         if not routes:
             raise ServiceUnavailable(
@@ -109,7 +114,8 @@ class ChatService:
         last: APIError | None = None
         for provider in routes:
             try:
-                return await call(provider)
+                with UpstreamTimer(provider.name):
+                    return await call(provider)
             except RETRYABLE as exc:
                 log.warning("provider %s failed before the first byte: %s", provider.name,
                             exc.message)
@@ -141,6 +147,7 @@ class ChatService:
         except APIError as exc:
             # headers are gone: tell the client in-band, as OpenAI does, and end the stream
             status = "error"
+            exchange.note_error(exc.error_type)
             log.warning("stream %s failed: %s", request.request_id, exc.message)
             yield b"data: " + exc.body() + b"\n\n"
         finally:
@@ -163,6 +170,7 @@ class ChatService:
     # ---- settlement --------------------------------------------------------------------------
     def _settle_later(self, meter: _Meter, record: UsageRecord, cost: int) -> asyncio.Task:
         """Settle in a task of its own (see HoldKeeper.finish)."""
+        exchange.note_usage(record.prompt_tokens, record.completion_tokens, cost)
         request_id = meter.request.request_id
         return self.runtime.holds.finish(request_id, settle(
             self.runtime.db, request_id, cost, record, account_id=meter.account_id))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 
 import typer
@@ -15,7 +16,10 @@ from minitoolai.db.engine import Database
 from minitoolai.db.migrate import upgrade
 from minitoolai.ledger.credits import add_credit
 from minitoolai.money import parse_usd
+from minitoolai.observability.logs import configure_logging
+from minitoolai.observability.metrics import prepare_multiprocess_dir
 
+log = logging.getLogger(__name__)
 DEMO_EMAIL = "demo@minitoolai.local"
 DEMO_CREDIT_USD = "5"
 
@@ -24,7 +28,9 @@ def app_from_env():
     """uvicorn factory for `serve --workers N` (each process builds its own app)."""
     from minitoolai.app import create_app
 
-    return create_app(load_settings(), migrate=False)
+    settings = load_settings()
+    configure_logging(settings)  # again: `--workers N` processes start afresh
+    return create_app(settings, migrate=False)
 
 
 async def ensure_demo_account(settings: Settings) -> str | None:
@@ -78,12 +84,16 @@ def serve(host: str = typer.Option(None, help="interface to bind (default 127.0.
     if port is not None:
         os.environ["MINITOOLAI_PORT"] = str(port)
     settings = settings_or_exit()
+    configure_logging(settings)
+    if prepare_multiprocess_dir() is None and workers > 1:
+        log.warning("%d server processes without PROMETHEUS_MULTIPROC_DIR: each scrape of"
+                    " /metrics sees one process's numbers (see docs/operations.md)", workers)
     upgrade(settings.resolved_database_url)
     demo_key = asyncio.run(ensure_demo_account(settings)) if settings.demo_account else None
     print_banner(settings, demo_key)
     uvicorn.run("minitoolai.cli.serve:app_from_env", factory=True, host=settings.host,
                 port=settings.port, workers=workers, log_level=settings.log_level,
-                loop="auto", http="auto", access_log=False)
+                loop="auto", http="auto", access_log=False, log_config=None)
 
 
 def worker():
@@ -91,5 +101,6 @@ def worker():
     from minitoolai.images.lifecycle import run_standalone_worker
 
     settings = settings_or_exit()
+    configure_logging(settings)
     upgrade(settings.resolved_database_url)
     asyncio.run(run_standalone_worker(settings))

@@ -21,6 +21,7 @@ from datetime import timedelta
 from minitoolai.clock import utcnow
 from minitoolai.db.engine import Database
 from minitoolai.db.tx import Tx
+from minitoolai.observability import metrics
 
 log = logging.getLogger(__name__)
 CHUNK = 500
@@ -52,6 +53,7 @@ class HoldKeeper:
         self._settling.discard(task)
         self.forget(request_id)
         if not task.cancelled() and task.exception() is not None:
+            metrics.SETTLE_FAILURES.inc()
             log.error("settling %s failed (the sweeper will release its hold)", request_id,
                       exc_info=task.exception())
 

@@ -1,0 +1,109 @@
+"""The one ASGI middleware in front of everything (the chat hot path included: GatewayApp
+wraps its own dispatch with it, see app.py): a request id on every response, the access
+line, the HTTP metrics, and CORS when configured.
+
+Per request it costs one id, one wrapped `send`, a few counter updates and one log record,
+measured in bench/RESULTS.md ("Observability").
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from minitoolai.observability import metrics
+from minitoolai.observability.exchange import Exchange, begin, end
+
+access_log = logging.getLogger("minitoolai.access")
+UNMATCHED = "unmatched"  # the route label of a path no route matched (404s): never the path
+STATUS_TEXT = {code: str(code) for code in range(100, 600)}
+
+
+def route_of(scope: Scope, exchange: Exchange) -> str:
+    """The route's template ("/v1/models/{model_id}"), for labels: bounded, unlike paths."""
+    if exchange.route is not None:
+        return exchange.route
+    route = scope.get("route")  # FastAPI's routes put themselves here
+    path = getattr(route, "path", None)
+    if path is not None:
+        return path.rstrip("/") or "/"  # routes registered with and without the slash
+    endpoint = scope.get("endpoint")  # plain Starlette routes and mounts
+    if endpoint is not None:
+        return getattr(endpoint, "__name__", None) or type(endpoint).__name__
+    return UNMATCHED
+
+
+class ObservabilityMiddleware:
+    def __init__(self, app: ASGIApp, *, access_log_enabled: bool = True) -> None:
+        self.app = app
+        self.access_log_enabled = access_log_enabled
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        exchange, token = begin(scope)
+        header = (b"x-request-id", exchange.request_id.encode())
+        status = 500  # unless a response starts
+        first_byte = None
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, first_byte
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                first_byte = time.perf_counter()
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            try:
+                self._record(scope, exchange, status, started, first_byte)
+            finally:
+                end(token)
+
+    def _record(self, scope: Scope, exchange: Exchange, status: int, started: float,
+                first_byte: float | None) -> None:
+        elapsed = time.perf_counter() - started
+        route = route_of(scope, exchange)
+        model = exchange.model or ""
+        metrics.REQUESTS.labels(route, scope["method"], STATUS_TEXT.get(status, str(status)),
+                                model).inc()
+        metrics.LATENCY.labels(route, model).observe(elapsed)
+        error = exchange.error
+        if status >= 400 or error is not None:
+            metrics.ERRORS.labels(route, model, error or _status_class(status)).inc()
+        if self.access_log_enabled and access_log.isEnabledFor(logging.INFO):
+            fields = {
+                "method": scope["method"], "path": scope["path"], "status": status,
+                "latency_ms": round(elapsed * 1000, 2),
+                "ttfb_ms": round((first_byte - started) * 1000, 2) if first_byte else None,
+                "key_id": exchange.key_id,
+                "model": exchange.model, "prompt_tokens": exchange.prompt_tokens,
+                "completion_tokens": exchange.completion_tokens,
+                "characters": exchange.characters, "cost_nano": exchange.cost,
+                "error": error,
+            }
+            access_log.info("%s %s %d %.1fms", scope["method"], scope["path"], status,
+                            elapsed * 1000,
+                            extra={"access": fields, "request_id": exchange.request_id})
+
+
+def _status_class(status: int) -> str:
+    return "client_error" if status < 500 else "server_error"
+
+
+def wrap(app: ASGIApp, settings) -> ASGIApp:
+    """The whole middleware stack around `app`, outermost first: observability (so that
+    even a CORS preflight has its request id and access line), then CORS if configured."""
+    if settings.cors_allow_origins:
+        app = CORSMiddleware(app, allow_origins=settings.cors_allow_origins,
+                             allow_methods=["*"], allow_headers=["*"],
+                             expose_headers=["x-request-id"],
+                             max_age=settings.cors_max_age_seconds)
+    return ObservabilityMiddleware(app, access_log_enabled=settings.access_log)
