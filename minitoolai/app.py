@@ -179,11 +179,11 @@ def create_app(settings: Settings, *, migrate: bool = True, workers: bool = True
     async def on_http_error(request: Request, exc: StarletteHTTPException):
         return await on_api_error(request, http_error(request, exc))
 
-    app.include_router(core_router)
-    app.include_router(chat_router)
-    app.include_router(images_router)
-    app.include_router(speech_router)
-    app.include_router(dashboard_router)
+    routers = (core_router, chat_router, images_router, speech_router, dashboard_router)
+    for router in routers:
+        app.include_router(router)
     app.add_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
-    app.wrap(lambda inner: observability.wrap(inner, settings))
+    # the routers' own routes name the metrics' route labels (the app holds them wrapped)
+    labelled = [route for router in routers for route in router.routes] + list(app.routes)
+    app.wrap(lambda inner: observability.wrap(inner, settings, labelled))
     return app

@@ -22,12 +22,11 @@ def new_request_id() -> str:
 
 
 class Exchange:
-    __slots__ = ("request_id", "route", "key_id", "model", "prompt_tokens",
+    __slots__ = ("request_id", "key_id", "model", "prompt_tokens",
                  "completion_tokens", "characters", "cost", "error")
 
     def __init__(self, request_id: str) -> None:
         self.request_id = request_id
-        self.route: str | None = None  # the route's template, when the router did not say
         self.key_id: str | None = None
         self.model: str | None = None
         self.prompt_tokens: int | None = None

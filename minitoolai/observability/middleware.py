@@ -22,24 +22,39 @@ UNMATCHED = "unmatched"  # the route label of a path no route matched (404s): ne
 STATUS_TEXT = {code: str(code) for code in range(100, 600)}
 
 
-def route_of(scope: Scope, exchange: Exchange) -> str:
+def route_labels(routes) -> dict:
+    """Each plain Starlette route's endpoint (or mount's app) -> its path template: what
+    they leave in the scope is the endpoint, not the route."""
+    labels: dict = {}
+    for route in routes:
+        target = getattr(route, "endpoint", None) or getattr(route, "app", None)
+        path = getattr(route, "path", None)
+        if target is not None and path is not None:
+            labels.setdefault(target, path.rstrip("/") or "/")
+    return labels
+
+
+def route_of(scope: Scope, labels: dict) -> str:
     """The route's template ("/v1/models/{model_id}"), for labels: bounded, unlike paths."""
-    if exchange.route is not None:
-        return exchange.route
-    route = scope.get("route")  # FastAPI's routes put themselves here
+    route = scope.get("route")  # FastAPI's routes (and GatewayApp's hot routes) put it here
     path = getattr(route, "path", None)
     if path is not None:
         return path.rstrip("/") or "/"  # routes registered with and without the slash
-    endpoint = scope.get("endpoint")  # plain Starlette routes and mounts
+    endpoint = scope.get("endpoint")
     if endpoint is not None:
-        return getattr(endpoint, "__name__", None) or type(endpoint).__name__
+        try:
+            return labels.get(endpoint) or UNMATCHED
+        except TypeError:  # an unhashable endpoint
+            return UNMATCHED
     return UNMATCHED
 
 
 class ObservabilityMiddleware:
-    def __init__(self, app: ASGIApp, *, access_log_enabled: bool = True) -> None:
+    def __init__(self, app: ASGIApp, *, access_log_enabled: bool = True,
+                 routes=()) -> None:
         self.app = app
         self.access_log_enabled = access_log_enabled
+        self.labels = route_labels(routes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -70,7 +85,7 @@ class ObservabilityMiddleware:
     def _record(self, scope: Scope, exchange: Exchange, status: int, started: float,
                 first_byte: float | None) -> None:
         elapsed = time.perf_counter() - started
-        route = route_of(scope, exchange)
+        route = route_of(scope, self.labels)
         model = exchange.model or ""
         metrics.REQUESTS.labels(route, scope["method"], STATUS_TEXT.get(status, str(status)),
                                 model).inc()
@@ -98,7 +113,7 @@ def _status_class(status: int) -> str:
     return "client_error" if status < 500 else "server_error"
 
 
-def wrap(app: ASGIApp, settings) -> ASGIApp:
+def wrap(app: ASGIApp, settings, routes=()) -> ASGIApp:
     """The whole middleware stack around `app`, outermost first: observability (so that
     even a CORS preflight has its request id and access line), then CORS if configured."""
     if settings.cors_allow_origins:
@@ -106,4 +121,4 @@ def wrap(app: ASGIApp, settings) -> ASGIApp:
                              allow_methods=["*"], allow_headers=["*"],
                              expose_headers=["x-request-id"],
                              max_age=settings.cors_max_age_seconds)
-    return ObservabilityMiddleware(app, access_log_enabled=settings.access_log)
+    return ObservabilityMiddleware(app, access_log_enabled=settings.access_log, routes=routes)
