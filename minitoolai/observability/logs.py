@@ -12,13 +12,18 @@ package for it.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import sys
 import time
 from datetime import UTC, datetime
 from typing import IO
 
+import aiohttp
+import asyncpg
 import orjson
+import sqlalchemy.exc
 
+from minitoolai.errors import APIError
 from minitoolai.observability.exchange import current
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(rid)s%(message)s"
@@ -40,6 +45,30 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+# failures of a dependency (the database, Redis, an upstream, the network), not of this
+# code: their traceback says nothing an operator can act on, so they print as one line
+# (the full traceback returns at log_level = "debug")
+OPERATIONAL = (OSError, sqlite3.OperationalError, sqlalchemy.exc.OperationalError,
+               sqlalchemy.exc.InterfaceError, sqlalchemy.exc.DisconnectionError,
+               sqlalchemy.exc.TimeoutError, asyncpg.PostgresConnectionError,
+               asyncpg.InterfaceError, asyncpg.CannotConnectNowError, aiohttp.ClientError,
+               APIError)
+
+
+def is_operational(exc: BaseException | None) -> bool:
+    return isinstance(exc, OPERATIONAL)
+
+
+def exception_text(formatter: logging.Formatter, record: logging.LogRecord) -> str | None:
+    """The traceback of a bug, one line for a dependency's failure, None without one."""
+    if not record.exc_info:
+        return record.exc_text or None
+    exc = record.exc_info[1]
+    if is_operational(exc) and not logging.getLogger().isEnabledFor(logging.DEBUG):
+        return f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}".splitlines()[0]
+    return formatter.formatException(record.exc_info)
+
+
 class TextFormatter(logging.Formatter):
     converter = time.gmtime
     default_time_format = "%Y-%m-%dT%H:%M:%S"
@@ -51,10 +80,17 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         rid = getattr(record, "request_id", None)
         record.rid = f"[{rid}] " if rid else ""
-        line = super().format(record)
+        record.message = record.getMessage()
+        record.asctime = self.formatTime(record, self.datefmt)
+        line = self.formatMessage(record)
         fields = getattr(record, "access", None)
         if fields:
             line += "".join(f" {k}={v}" for k, v in fields.items() if v is not None)
+        failure = exception_text(self, record)
+        if failure:
+            line += ("\n" + failure) if "\n" in failure else (" | " + failure)
+        if record.stack_info:
+            line += "\n" + self.formatStack(record.stack_info)
         return line
 
 
@@ -73,10 +109,9 @@ class JsonFormatter(logging.Formatter):
         fields = getattr(record, "access", None)
         if fields:
             out.update(fields)
-        if record.exc_info:
-            out["exception"] = self.formatException(record.exc_info)
-        elif record.exc_text:
-            out["exception"] = record.exc_text
+        failure = exception_text(self, record)
+        if failure:
+            out["exception"] = failure
         return orjson.dumps(out, default=str).decode()
 
 

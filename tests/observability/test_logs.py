@@ -122,3 +122,30 @@ def test_access_log_can_be_turned_off(chat_settings, log_stream):
     with ThreadedServer(create_app(chat_settings(access_log="false"))) as live:
         assert requests.get(live.url + "/health", timeout=10).status_code == 200
     assert "minitoolai.access" not in buffer.getvalue()
+
+
+def test_a_dependency_failure_is_one_line_a_bug_keeps_its_traceback(log_stream):
+    buffer = log_stream(log_format="text")
+    log = logging.getLogger("minitoolai.test")
+    try:
+        raise ConnectionRefusedError(111, "Connection refused")
+    except OSError:
+        log.exception("hold sweeper failed")
+    try:
+        {}["missing"]
+    except KeyError:
+        log.exception("a bug")
+    lines = buffer.getvalue().splitlines()
+    assert lines[0].endswith("ERROR minitoolai.test hold sweeper failed | "
+                             "builtins.ConnectionRefusedError: [Errno 111] Connection refused")
+    assert lines[1].endswith("ERROR minitoolai.test a bug")
+    assert lines[2] == "Traceback (most recent call last):" and lines[-1] == "KeyError: 'missing'"
+
+    json_buffer = log_stream(log_format="json", log_level="debug")
+    try:
+        raise ConnectionRefusedError(111, "Connection refused")
+    except OSError:
+        log.exception("at debug level, the whole story")
+    (line,) = [orjson.loads(l) for l in json_buffer.getvalue().splitlines()]
+    assert line["level"] == "ERROR" and line["logger"] == "minitoolai.test"
+    assert line["exception"].startswith("Traceback (most recent call last):")
