@@ -27,6 +27,7 @@ from minitoolai.errors import APIError
 from minitoolai.observability.exchange import current
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(rid)s%(message)s"
+IN_MESSAGE = frozenset({"method", "path", "status", "latency_ms"})  # the access line's text
 TRACE = 5  # uvicorn's level below DEBUG
 LEVELS = {"critical": logging.CRITICAL, "error": logging.ERROR, "warning": logging.WARNING,
           "info": logging.INFO, "debug": logging.DEBUG, "trace": TRACE}
@@ -85,7 +86,8 @@ class TextFormatter(logging.Formatter):
         line = self.formatMessage(record)
         fields = getattr(record, "access", None)
         if fields:
-            line += "".join(f" {k}={v}" for k, v in fields.items() if v is not None)
+            line += "".join(f" {k}={v}" for k, v in fields.items()
+                            if v is not None and k not in IN_MESSAGE)
         failure = exception_text(self, record)
         if failure:
             line += ("\n" + failure) if "\n" in failure else (" | " + failure)

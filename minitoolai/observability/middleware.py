@@ -14,10 +14,13 @@ import time
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from minitoolai.errors import APIError
 from minitoolai.observability import metrics
 from minitoolai.observability.exchange import Exchange, begin, end
 
+log = logging.getLogger(__name__)
 access_log = logging.getLogger("minitoolai.access")
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UNMATCHED = "unmatched"  # the route label of a path no route matched (404s): never the path
 STATUS_TEXT = {code: str(code) for code in range(100, 600)}
 
@@ -76,6 +79,17 @@ class ObservabilityMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            if first_byte is not None:  # the response is under way: uvicorn cuts it
+                raise
+            # a bug that escaped every handler before any answer: answer it here, so that
+            # it too has its envelope and request id
+            log.exception("%s %s failed", scope["method"], scope["path"])
+            exchange.error = APIError.error_type
+            await send_with_id({"type": "http.response.start", "status": 500,
+                                "headers": [(b"content-type", b"application/json")]})
+            await send_with_id({"type": "http.response.body",
+                                "body": APIError("internal server error").body()})
         finally:
             try:
                 self._record(scope, exchange, status, started, first_byte)
@@ -87,8 +101,9 @@ class ObservabilityMiddleware:
         elapsed = time.perf_counter() - started
         route = route_of(scope, self.labels)
         model = exchange.model or ""
-        metrics.REQUESTS.labels(route, scope["method"], STATUS_TEXT.get(status, str(status)),
-                                model).inc()
+        method = scope["method"]
+        metrics.REQUESTS.labels(route, method if method in METHODS else "other",
+                                STATUS_TEXT.get(status, str(status)), model).inc()
         metrics.LATENCY.labels(route, model).observe(elapsed)
         error = exchange.error
         if status >= 400 or error is not None:

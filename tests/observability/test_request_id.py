@@ -77,3 +77,39 @@ def test_a_client_sent_id_is_not_taken(server, customer, database_url):
     assert response.headers["x-request-id"].count(",") == 0
     (row,) = usage_rows(database_url, customer.account_id)
     assert row.request_id == response.headers["x-request-id"]
+
+
+def test_a_bug_outside_every_handler_still_answers_with_an_id(caplog):
+    """The middleware's last resort: an exception before any response is a 500 envelope
+    with its request id, and its traceback is logged once."""
+    import asyncio
+    import logging
+
+    from minitoolai.config import Settings
+    from minitoolai.observability.middleware import wrap
+
+    async def broken(scope, receive, send):
+        raise RuntimeError("boom")
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    async def receive():
+        return {"type": "http.request", "body": b""}
+
+    app = wrap(broken, Settings())
+    scope = {"type": "http", "method": "GET", "path": "/x", "headers": []}
+    with caplog.at_level(logging.INFO):
+        asyncio.run(app(scope, receive, send))
+    start, body = sent
+    assert start["status"] == 500
+    (rid,) = [v.decode() for k, v in start["headers"] if k == b"x-request-id"]
+    assert REQUEST_ID.match(rid)
+    assert body["body"] == (b'{"error":{"message":"internal server error","type":"server_error",'
+                            b'"param":null,"code":null}}')
+    (bug,) = [r for r in caplog.records if r.exc_info]
+    assert "boom" in str(bug.exc_info[1])
+    (access,) = [r for r in caplog.records if r.name == "minitoolai.access"]
+    assert access.access["status"] == 500 and access.access["error"] == "server_error"
