@@ -134,6 +134,9 @@ def configure_logging(settings, stream: IO[str] | None = None) -> logging.Handle
         uvicorn_log = logging.getLogger(name)
         uvicorn_log.handlers.clear()
         uvicorn_log.propagate = True
+    # no format here prints the thread's or the process's name: do not look them up for
+    # every record (a measurable share of the access line's cost)
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     access = logging.getLogger("minitoolai.access")
     access.disabled = not settings.access_log
     logging.captureWarnings(True)

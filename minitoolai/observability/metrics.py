@@ -12,6 +12,7 @@ database when scraped, so every API process reports the same truth.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
 import os
@@ -87,12 +88,20 @@ IMAGE_SECONDS = Histogram("minitoolai_image_job_duration_seconds",
 def count_settled(endpoint: str, model: str, charged: int, prompt_tokens: int,
                   completion_tokens: int) -> None:
     """A settlement committed: count its money and tokens."""
+    charged_series, prompt_series, completion_series = _settled_series(model, endpoint)
     if charged:
-        CHARGED.labels(model, endpoint).inc(charged)
+        charged_series.inc(charged)
     if prompt_tokens:
-        TOKENS.labels(model, "prompt").inc(prompt_tokens)
+        prompt_series.inc(prompt_tokens)
     if completion_tokens:
-        TOKENS.labels(model, "completion").inc(completion_tokens)
+        completion_series.inc(completion_tokens)
+
+
+@functools.lru_cache(maxsize=4096)
+def _settled_series(model: str, endpoint: str) -> tuple:
+    """The children of one (model, endpoint): labels() costs more than the increment."""
+    return (CHARGED.labels(model, endpoint), TOKENS.labels(model, "prompt"),
+            TOKENS.labels(model, "completion"))
 
 
 class UpstreamTimer:
