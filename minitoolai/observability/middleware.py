@@ -106,12 +106,13 @@ class ObservabilityMiddleware:
         route = route_of(scope, self.labels)
         model = exchange.model or ""
         method = scope["method"]
-        key = (route, method, status, model)
+        verb = method if method in METHODS else "other"  # a client can send any method
+        key = (route, verb, status, model)
         series = self.series.get(key)
         if series is None:
             series = self.series[key] = (
-                metrics.REQUESTS.labels(route, method if method in METHODS else "other",
-                                        STATUS_TEXT.get(status, str(status)), model),
+                metrics.REQUESTS.labels(route, verb, STATUS_TEXT.get(status, str(status)),
+                                        model),
                 metrics.LATENCY.labels(route, model))
         series[0].inc()
         series[1].observe(elapsed)
