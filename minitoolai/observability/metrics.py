@@ -131,12 +131,15 @@ def multiprocess_dir() -> Path | None:
 
 def prepare_multiprocess_dir() -> Path | None:
     """At `serve` start, before the workers: empty the directory (samples of processes of
-    an earlier run would be added to this one's)."""
+    an earlier run would be added to this one's), all but this process's own files (it
+    has them open already, and with one worker it serves the requests itself)."""
     directory = multiprocess_dir()
     if directory is not None:
         directory.mkdir(parents=True, exist_ok=True)
+        mine = f"_{os.getpid()}.db"
         for stale in directory.glob("*.db"):
-            stale.unlink()
+            if not stale.name.endswith(mine):
+                stale.unlink()
     return directory
 
 
