@@ -3,6 +3,8 @@ customer, and helpers to read usage rows and /metrics."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
@@ -32,8 +34,14 @@ async def _usage_rows(database_url: str, account_id: int) -> list:
         await db.dispose()
 
 
-def usage_rows(database_url: str, account_id: int) -> list:
-    return run(_usage_rows(database_url, account_id))
+def usage_rows(database_url: str, account_id: int, at_least: int = 0) -> list:
+    """The account's usage rows, once there are `at_least` (a failed request's hold is
+    released after its answer)."""
+    deadline = time.monotonic() + 10
+    while len(rows := run(_usage_rows(database_url, account_id))) < at_least:
+        assert time.monotonic() < deadline, rows
+        time.sleep(0.05)
+    return rows
 
 
 def scrape(base_url: str, token: str | None = None) -> dict[tuple, float]:

@@ -26,12 +26,12 @@ def test_counters_after_chats_and_errors(server, customer, database_url):
     assert _chat(server.url, customer, "[fail:500] five").status_code == 502
     assert requests.post(server.url + CHAT, json={}, timeout=10).status_code == 401
     assert requests.get(server.url + "/nowhere", timeout=10).status_code == 404
+    rows = usage_rows(database_url, customer.account_id, at_least=3)
     after = scrape(server.url)
 
     def delta(name, **labels):
         return sample(after, name, **labels) - sample(before, name, **labels)
 
-    rows = usage_rows(database_url, customer.account_id)
     charged = [r for r in rows if r.status == "ok"]
     assert len(charged) == 2 and len(rows) == 3
     assert delta("minitoolai_http_requests_total", route=ROUTE, method="POST", status="200",
