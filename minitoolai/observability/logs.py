@@ -15,7 +15,6 @@ import logging
 import sqlite3
 import sys
 import time
-from datetime import UTC, datetime
 from typing import IO
 
 import aiohttp
@@ -26,7 +25,6 @@ import sqlalchemy.exc
 from minitoolai.errors import APIError
 from minitoolai.observability.exchange import current
 
-TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(rid)s%(message)s"
 IN_MESSAGE = frozenset({"method", "path", "status", "latency_ms"})  # the access line's text
 TRACE = 5  # uvicorn's level below DEBUG
 LEVELS = {"critical": logging.CRITICAL, "error": logging.ERROR, "warning": logging.WARNING,
@@ -70,24 +68,30 @@ def exception_text(formatter: logging.Formatter, record: logging.LogRecord) -> s
     return formatter.formatException(record.exc_info)
 
 
-class TextFormatter(logging.Formatter):
-    converter = time.gmtime
-    default_time_format = "%Y-%m-%dT%H:%M:%S"
-    default_msec_format = "%s.%03dZ"
+class _UtcFormatter(logging.Formatter):
+    _second: tuple[int, str] = (0, "")  # the last second formatted (one tuple: atomic)
 
-    def __init__(self) -> None:
-        super().__init__(TEXT_FORMAT)
+    def stamp(self, created: float) -> str:
+        """2026-12-02T06:10:01.123Z; the part up to the second is formatted once a second."""
+        second, text = self._second
+        if int(created) != second:
+            second = int(created)
+            text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = (second, text)
+        return f"{text}.{int((created - second) * 1000):03d}Z"
+
+
+class TextFormatter(_UtcFormatter):
+    """TIME LEVEL LOGGER [REQUEST_ID] MESSAGE key=value... (an access line's fields)."""
 
     def format(self, record: logging.LogRecord) -> str:
         rid = getattr(record, "request_id", None)
-        record.rid = f"[{rid}] " if rid else ""
-        record.message = record.getMessage()
-        record.asctime = self.formatTime(record, self.datefmt)
-        line = self.formatMessage(record)
+        line = (f"{self.stamp(record.created)} {record.levelname} {record.name} "
+                f"{f'[{rid}] ' if rid else ''}{record.getMessage()}")
         fields = getattr(record, "access", None)
         if fields:
-            line += "".join(f" {k}={v}" for k, v in fields.items()
-                            if v is not None and k not in IN_MESSAGE)
+            line += "".join([f" {k}={v}" for k, v in fields.items()
+                             if v is not None and k not in IN_MESSAGE])
         failure = exception_text(self, record)
         if failure:
             line += ("\n" + failure) if "\n" in failure else (" | " + failure)
@@ -96,11 +100,10 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-class JsonFormatter(logging.Formatter):
+class JsonFormatter(_UtcFormatter):
     def format(self, record: logging.LogRecord) -> str:
         out = {
-            "time": datetime.fromtimestamp(record.created, UTC)
-            .isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "time": self.stamp(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
