@@ -31,7 +31,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from harness import free_port, wait_http  # noqa: E402
+from harness import free_port, wait_http
 
 MODES = ("stream", "nostream")
 
@@ -63,7 +63,8 @@ async def _child(port: int, n: int, ctl: Path, log_level: str) -> None:
     except ImportError:
         pass
     else:
-        configure_logging(settings, stream=open(ctl / "server.log", "w"))  # noqa: SIM115
+        log_file = (ctl / "server.log").open("w")
+        configure_logging(settings, stream=log_file)
     upgrade(settings.resolved_database_url)
     db = Database(settings.resolved_database_url, pool_size=1)
     account = await create_account(db, "bench@example.com", "bench")
@@ -154,7 +155,8 @@ def main() -> int:
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={ctl}/cg.out",
              sys.executable, str(Path(__file__).resolve()), "-n", str(args.n), "--log-level", args.log_level,
              "--child", str(port), str(ctl)],
-            env=env, cwd=ctl, stdout=subprocess.DEVNULL, stderr=open(ctl / "valgrind.txt", "w"))
+            env=env, cwd=ctl, stdout=subprocess.DEVNULL,
+            stderr=(ctl / "valgrind.txt").open("w"))
         counts = {}
         for dump, mode in enumerate(MODES, 1):
             _wait(ctl, f"{mode}.ready", child)
@@ -166,7 +168,7 @@ def main() -> int:
                            capture_output=True)
             (ctl / f"{mode}-done.go").touch()
             text = (ctl / f"cg.out.{dump}").read_text(errors="replace")
-            counts[mode] = int(re.search(r"^summary:\s+(\d+)", text, re.M).group(1))
+            counts[mode] = int(re.search(r"^summary:\s+(\d+)", text, re.MULTILINE).group(1))
         child.wait(timeout=600)
     finally:
         fake.terminate()

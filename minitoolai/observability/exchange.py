@@ -22,8 +22,16 @@ def new_request_id() -> str:
 
 
 class Exchange:
-    __slots__ = ("request_id", "key_id", "model", "prompt_tokens",
-                 "completion_tokens", "characters", "cost", "error")
+    __slots__ = (
+        "characters",
+        "completion_tokens",
+        "cost",
+        "error",
+        "key_id",
+        "model",
+        "prompt_tokens",
+        "request_id",
+    )
 
     def __init__(self, request_id: str) -> None:
         self.request_id = request_id

@@ -18,6 +18,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Self
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -27,9 +28,10 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    multiprocess,
 )
-from prometheus_client import multiprocess
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -112,7 +114,7 @@ class UpstreamTimer:
     def __init__(self, provider: str) -> None:
         self.provider = provider
 
-    def __enter__(self) -> UpstreamTimer:
+    def __enter__(self) -> Self:
         self.started = time.perf_counter()
         return self
 
@@ -165,7 +167,7 @@ async def _read_database_gauges(runtime) -> None:
                 select(image_jobs.c.state, func.count()).where(
                     image_jobs.c.state.in_(("queued", "processing")))
                 .group_by(image_jobs.c.state))).all())
-    except Exception as exc:  # the scrape still answers, without these gauges' update
+    except (SQLAlchemyError, OSError) as exc:  # the scrape still answers, without these
         log.warning("metrics: cannot read holds and image jobs from the database: %s", exc)
         return
     HOLDS_OPEN.set(count)
