@@ -153,8 +153,8 @@ def main() -> int:
         env = {**os.environ, "PYTHONPATH": str(args.package.resolve())}
         child = subprocess.Popen(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={ctl}/cg.out",
-             sys.executable, str(Path(__file__).resolve()), "-n", str(args.n), "--log-level", args.log_level,
-             "--child", str(port), str(ctl)],
+             sys.executable, str(Path(__file__).resolve()), "-n", str(args.n),
+             "--log-level", args.log_level, "--child", str(port), str(ctl)],
             env=env, cwd=ctl, stdout=subprocess.DEVNULL,
             stderr=(ctl / "valgrind.txt").open("w"))
         counts = {}
