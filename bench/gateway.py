@@ -96,6 +96,8 @@ def main() -> int:
                     help="directory for py-spy raw profiles of the server, one per gateway run"
                          " (the figures of profiled runs include py-spy's overhead)")
     ap.add_argument("--keep", action="store_true", help="keep the data directory")
+    ap.add_argument("--log-level", default="warning",
+                    help="the server's log_level (info: one access line per request)")
     ap.add_argument("--no-local-model", action="store_true",
                     help="MINITOOLAI_CHAT__BUILTIN_LOCAL_MODEL=false: do not load the built-in"
                          " GGUF model at start (it is idle here but counts in the RSS)")
@@ -113,7 +115,7 @@ def main() -> int:
     env.update({
         "MINITOOLAI_DATA_DIR": str(data_dir), "MINITOOLAI_HOST": "127.0.0.1",
         "MINITOOLAI_PORT": str(gw_port), "MINITOOLAI_DEMO_ACCOUNT": "false",
-        "MINITOOLAI_RATE_LIMIT_PER_MINUTE": "0", "MINITOOLAI_LOG_LEVEL": "warning",
+        "MINITOOLAI_RATE_LIMIT_PER_MINUTE": "0", "MINITOOLAI_LOG_LEVEL": args.log_level,
         "OPENAI_BASE_URL": f"http://127.0.0.1:{fake_port}/v1", "OPENAI_API_KEY": "sk-bench",
     })
     pg_name = None

@@ -9,6 +9,7 @@ import logging
 import sqlite3
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
+from types import SimpleNamespace
 
 import asyncpg
 from fastapi import FastAPI
@@ -34,6 +35,8 @@ from minitoolai.http import error_response, seed_image_error_response
 from minitoolai.images import lifecycle as images_lifecycle
 from minitoolai.images.routes import router as images_router
 from minitoolai.ledger.sweeper import run_sweeper
+from minitoolai.observability import middleware as observability
+from minitoolai.observability.metrics import metrics_endpoint
 from minitoolai.runtime import Runtime
 from minitoolai.speech import lifecycle as speech_lifecycle
 from minitoolai.speech.routes import router as speech_router
@@ -61,12 +64,25 @@ class GatewayApp(FastAPI):
                  **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.hot_routes = dict(hot_routes or {})
+        # what the observability middleware labels them with (FastAPI's routes set it too)
+        self._hot_route_labels = {path: SimpleNamespace(path=path.rstrip("/"))
+                                  for path in self.hot_routes}
+        self._entry = self._dispatch
+
+    def wrap(self, wrapper: Callable) -> None:
+        """Put an ASGI middleware around everything, the hot routes included (FastAPI's
+        `add_middleware` would leave them out)."""
+        self._entry = wrapper(self._entry)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._entry(scope, receive, send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
             endpoint = self.hot_routes.get(scope["path"])
             if endpoint is not None:
                 scope["app"] = self
+                scope["route"] = self._hot_route_labels[scope["path"]]
                 response = await _answer(endpoint, Request(scope, receive))
                 await response(scope, receive, send)
                 return
@@ -207,9 +223,11 @@ def create_app(settings: Settings, *, migrate: bool = True, workers: bool = True
         # plain-text 500; it still logs the traceback after
         return await on_api_error(request, unexpected_error(request, exc))
 
-    app.include_router(core_router)
-    app.include_router(chat_router)
-    app.include_router(images_router)
-    app.include_router(speech_router)
-    app.include_router(dashboard_router)
+    routers = (core_router, chat_router, images_router, speech_router, dashboard_router)
+    for router in routers:
+        app.include_router(router)
+    app.add_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
+    # the routers' own routes name the metrics' route labels (the app holds them wrapped)
+    labelled = [route for router in routers for route in router.routes] + list(app.routes)
+    app.wrap(lambda inner: observability.wrap(inner, settings, labelled))
     return app

@@ -54,6 +54,12 @@ class Settings(BaseModel):
     redis_max_connections: int = Field(50, ge=2)  # per process, the subscription's included
     demo_account: bool = True  # `serve` creates a demo account and key on first run
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
+    log_format: Literal["text", "json"] = "text"  # json: one JSON object a line
+    access_log: bool = True  # one line per request (logger minitoolai.access)
+    cors_allow_origins: list[str] = Field(default_factory=list)  # empty: CORS off
+    cors_max_age_seconds: int = Field(600, ge=0)  # how long browsers cache a preflight
+    metrics_enabled: bool = True  # GET /metrics (Prometheus)
+    metrics_token: str | None = None  # when set, /metrics needs "Bearer <token>"
 
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     chat: ChatSettings = Field(default_factory=ChatSettings)
@@ -76,6 +82,18 @@ class Settings(BaseModel):
             raise ValueError("must be redis://[:PASSWORD@]HOST[:PORT][/DB], rediss://... or"
                              " unix://PATH")
         return value or None
+
+    @field_validator("cors_allow_origins", mode="before")
+    @classmethod
+    def _origin_list(cls, value: Any) -> Any:
+        if isinstance(value, str):  # MINITOOLAI_CORS_ALLOW_ORIGINS=https://a.example,https://b
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        for origin in value if isinstance(value, list) else ():
+            if origin != "*" and (not isinstance(origin, str) or not origin.startswith(
+                    ("http://", "https://")) or origin.rstrip("/") != origin):
+                raise ValueError(f"{origin!r} is not an origin: use scheme://host[:port]"
+                                 " with no path or trailing slash, or \"*\"")
+        return value
 
     @field_validator("public_url")
     @classmethod

@@ -19,6 +19,7 @@ from minitoolai.errors import (
     UnsupportedMediaType,
 )
 from minitoolai.inputs import check_json
+from minitoolai.observability.exchange import note_error, note_key
 
 
 def runtime_of(request: Request):
@@ -82,6 +83,7 @@ async def authenticate(request: Request) -> Principal:
     """Authenticate the Bearer key and apply the key's rate limit."""
     runtime = runtime_of(request)
     principal = await runtime.auth.authenticate(request.headers.get("authorization"))
+    note_key(principal.key_id)  # for the access line, even when rate limited
     limiter = runtime.rate_limiter
     if limiter.shared:  # one Redis round trip; without Redis the check stays synchronous
         await limiter.check_shared(principal.key_id)
@@ -96,12 +98,14 @@ def json_response(data: Any, status_code: int = 200, headers: dict | None = None
 
 
 def error_response(exc: APIError) -> Response:
+    note_error(exc.error_type)
     return Response(exc.body(), status_code=exc.status_code, headers=exc.headers,
                     media_type="application/json")
 
 
 def seed_image_error_response(exc: APIError) -> Response:
     """The image endpoints keep the seed's error shape and add the message."""
+    note_error(exc.error_type)
     body = {"status": "error", "jobid": None, "signature": None, "message": exc.message,
             "code": exc.code}
     return json_response(body, exc.status_code, exc.headers)

@@ -28,6 +28,7 @@ from minitoolai.chat.pricing import (
 from minitoolai.chat.providers.base import ChatRequest
 from minitoolai.chat.validation import MAX_COMPLETION_TOKENS_LIMIT, resolve_model
 from minitoolai.errors import InvalidRequest, ServiceUnavailable
+from minitoolai.observability import exchange
 
 ENDPOINT = "/v1/responses"
 STATEFUL = ("previous_response_id", "conversation", "prompt", "background")
@@ -143,7 +144,10 @@ async def respond(service, principal, body: Any):
     settings = service.runtime.settings
     request, prompt_bound, image_tokens = validate_response_request(
         body, service.runtime.catalog, settings.chat.per_message_token_overhead)
+    # the usage row's id is the response's x-request-id, as for chat completions
+    request.request_id = exchange.request_id()
     model = request.model
+    exchange.note_model(model.id)
     routes = service.routes_for(model)
     relays = [p for p in routes if hasattr(p, "create_response")]
     if not relays:

@@ -44,6 +44,8 @@ from minitoolai.errors import (
 )
 from minitoolai.ledger.holds import UsageRecord, reserve
 from minitoolai.money import usd_number
+from minitoolai.observability import exchange
+from minitoolai.observability.metrics import UpstreamTimer
 from minitoolai.sse import EventStreamResponse
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,9 @@ class ChatService:
         request, shape = validate_chat(
             body, self.runtime.catalog, openai_style=openai_style,
             default_max_tokens=settings.chat.default_max_completion_tokens)
+        # the usage row's id is the response's x-request-id
+        request.request_id = exchange.request_id()
+        exchange.note_model(request.model.id)
         routes = self.routes_for(request.model)
         if not routes:
             # imported here: the catalog's status module imports this one (cold path)
@@ -137,7 +142,8 @@ class ChatService:
         last: APIError | None = None
         for provider in routes:
             try:
-                return await call(provider)
+                with UpstreamTimer(provider.name):
+                    return await call(provider)
             except RETRYABLE as exc:
                 log.warning("provider %s failed before the first byte: %s", provider.name,
                             exc.message)
@@ -202,6 +208,7 @@ class ChatService:
         except APIError as exc:
             # headers are gone: tell the client in-band, as OpenAI does, and end the stream
             status = "error"
+            exchange.note_error(exc.error_type)
             log.warning("stream %s failed: %s", request.request_id, exc.message)
             yield b"data: " + exc.body() + b"\n\n"
         finally:
@@ -230,16 +237,19 @@ class ChatService:
     def _settle_later(self, meter: _Meter, record: UsageRecord, cost: int) -> asyncio.Task:
         """Settle in a task of its own, journaled if the database refuses it (see
         HoldKeeper.settle)."""
+        exchange.note_usage(record.prompt_tokens, record.completion_tokens, cost)
         return self.runtime.holds.settle(meter.request.request_id, cost, record,
                                          account_id=meter.account_id)
 
     async def _settle_estimate(self, meter: _Meter, status: str) -> None:
         """Settle a stream that ended without usage at an estimate (run via holds.finish:
-        tokenizing, and loading the tokenizer the first time, happen in a thread)."""
+        tokenizing, and loading the tokenizer the first time, happen in a thread),
+        journaled if the database refuses it, like every other settlement."""
         usage = await asyncio.to_thread(meter.estimate)
-        request_id = meter.request.request_id
-        await settle(self.runtime.db, request_id, meter.charge_for(usage),
-                     meter.record(usage, status), account_id=meter.account_id)
+        cost, record = meter.charge_for(usage), meter.record(usage, status)
+        exchange.note_usage(record.prompt_tokens, record.completion_tokens, cost)
+        await self.runtime.holds.settle_or_journal(meter.request.request_id, cost, record,
+                                                   account_id=meter.account_id)
 
 
 async def _drain(relay: AsyncIterator[bytes], seconds: float) -> None:

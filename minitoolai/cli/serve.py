@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 
 import typer
@@ -17,8 +18,11 @@ from minitoolai.db.migrate import upgrade
 from minitoolai.errors import InvalidRequest
 from minitoolai.ledger.credits import add_credit
 from minitoolai.money import parse_usd
+from minitoolai.observability.logs import configure_logging
+from minitoolai.observability.metrics import prepare_multiprocess_dir
 from minitoolai.slow_clients import uvicorn_options
 
+log = logging.getLogger(__name__)
 DEMO_EMAIL = "demo@minitoolai.local"
 DEMO_CREDIT_USD = "5"
 
@@ -30,6 +34,7 @@ def app_from_env():
 
     settings = load_settings()
     configure(settings)  # this worker process's protocol classes (see slow_clients)
+    configure_logging(settings)  # again: `--workers N` processes start afresh
     return create_app(settings, migrate=False)
 
 
@@ -96,13 +101,17 @@ def serve(host: str = typer.Option(None, help="interface to bind (default 127.0.
     if port is not None:
         os.environ["MINITOOLAI_PORT"] = str(port)
     settings = settings_or_exit()
+    configure_logging(settings)
+    if prepare_multiprocess_dir() is None and workers > 1:
+        log.warning("%d server processes without PROMETHEUS_MULTIPROC_DIR: each scrape of"
+                    " /metrics sees one process's numbers (see docs/operations.md)", workers)
     with database_or_exit(settings):
         upgrade(settings.resolved_database_url)
         demo_key = asyncio.run(ensure_demo_account(settings)) if settings.demo_account else None
     print_banner(settings, demo_key)
     uvicorn.run("minitoolai.cli.serve:app_from_env", factory=True, host=settings.host,
                 port=settings.port, workers=workers, log_level=settings.log_level,
-                loop="auto", access_log=False, **uvicorn_options(settings))
+                loop="auto", access_log=False, log_config=None, **uvicorn_options(settings))
 
 
 def worker():
@@ -110,6 +119,7 @@ def worker():
     from minitoolai.images.lifecycle import run_standalone_worker
 
     settings = settings_or_exit()
+    configure_logging(settings)
     with database_or_exit(settings):
         upgrade(settings.resolved_database_url)
     asyncio.run(run_standalone_worker(settings))

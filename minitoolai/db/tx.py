@@ -28,6 +28,7 @@ from typing import Any, Protocol
 from sqlalchemy import text
 
 from minitoolai.db.engine import SQLITE_BUSY_TIMEOUT_MS
+from minitoolai.observability import metrics
 
 
 class Tx(Protocol):
@@ -156,6 +157,7 @@ class GroupCommit:
         async with self._lock:
             batch, self._batch = self._batch, []
             batch.sort(key=lambda entry: entry[0])  # stable: same account, same order
+            metrics.LEDGER_BATCH.observe(len(batch))
             try:
                 outcomes = await self._execute([op for _, op, _ in batch])
             except BaseException as exc:

@@ -26,6 +26,7 @@ from minitoolai.clock import as_utc, utcnow
 from minitoolai.db.engine import Database
 from minitoolai.images.tables import image_jobs
 from minitoolai.ledger.holds import UsageRecord, release, settle_in, settle_tx
+from minitoolai.observability import metrics
 
 log = logging.getLogger(__name__)
 
@@ -246,6 +247,7 @@ async def complete(db: Database, token: str, done: list[tuple[ClaimedJob, str]],
     Returns the ids this call completed."""
     now = db.now()
     won = []
+    charged = []
     async with db.ledger() as tx:
         # settle in (account, job) order: two workers completing batches that share accounts
         # (or a /v1 request cancelling its jobs, see cancel_unfinished) lock the rows in the
@@ -259,7 +261,16 @@ async def complete(db: Database, token: str, done: list[tuple[ClaimedJob, str]],
                                    _usage(job, images=1, status="ok")) is None:
                     log.warning("job %s succeeded after its hold was swept: not charged",
                                 job.id)
+                else:
+                    charged.append(job)
                 won.append(job.id)
+    for job in charged:  # committed: count them
+        metrics.count_settled(job.endpoint, job.model, job.price, 0, 0)
+    for job, _ in done:
+        if job.id in won:
+            metrics.IMAGE_OUTCOMES.labels(job.model, "success").inc()
+            metrics.IMAGE_SECONDS.labels(job.model).observe(
+                (now - as_utc(job.created_at)).total_seconds())
     return won
 
 
@@ -268,13 +279,18 @@ async def fail(db: Database, token: str, jobs: list[ClaimedJob], reason: str, *,
     """A run failed: queue the jobs again while attempts remain (retry), else fail them
     and release their holds, in the same transaction."""
     now = db.now()
+    outcomes = []
     async with db.ledger() as tx:
         for job in sorted(jobs, key=lambda job: job.account_id):  # lock order: see complete
             params = {"id": job.id, "token": token, "error": reason, "now": now}
             if retry and job.attempts < max_attempts:
                 await tx.execute(MARK_REQUEUED, params)
+                outcomes.append((job.model, "retried"))
             elif await tx.execute(MARK_FAILED, params) == 1:
                 await settle_tx(tx, job.request_id, 0, _usage(job, images=0, status="error"))
+                outcomes.append((job.model, "error"))
+    for model, outcome in outcomes:
+        metrics.IMAGE_OUTCOMES.labels(model, outcome).inc()
 
 
 async def hand_back(db: Database, token: str, jobs: list[ClaimedJob]) -> int:
@@ -295,6 +311,7 @@ async def recover(db: Database, *, max_attempts: int, queue_timeout_seconds: int
     failures, in the same transaction. Returns how many jobs changed."""
     now = db.now()
     changed = 0
+    outcomes = []
     async with db.write() as conn:
         stale = (await conn.execute(_locking(
             select(*_CLAIM_COLUMNS).where(
@@ -311,6 +328,7 @@ async def recover(db: Database, *, max_attempts: int, queue_timeout_seconds: int
                 await conn.execute(update(image_jobs).where(image_jobs.c.id == job.id).values(
                     state="queued", lease_token=None, lease_expires_at=None,
                     error="the worker running this job stopped; queued again"))
+                outcomes.append((job.model, "requeued"))
             else:
                 reason = (f"the job waited in the queue longer than {queue_timeout_seconds} s"
                           if queued_too_long else
@@ -320,7 +338,10 @@ async def recover(db: Database, *, max_attempts: int, queue_timeout_seconds: int
                     state="error", error=reason, finished_at=now, lease_token=None,
                     lease_expires_at=None))
                 await settle_in(conn, job.request_id, 0, _usage(job, images=0, status="error"))
+                outcomes.append((job.model, "error"))
             changed += 1
+    for model, outcome in outcomes:
+        metrics.IMAGE_OUTCOMES.labels(model, outcome).inc()
     return changed
 
 

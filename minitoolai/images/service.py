@@ -16,6 +16,7 @@ from minitoolai.images.backends import model_ready
 from minitoolai.images.request import ImageRequest, parse_image_request
 from minitoolai.images.signatures import sign_job, signature_ok
 from minitoolai.ledger.holds import UsageRecord, release, reserve
+from minitoolai.observability import exchange
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +71,14 @@ class ImagesService:
                 f"the image queue is full ({self.settings.max_queued} jobs waiting);"
                 " try again shortly", code="queue_full", headers={"Retry-After": "10"})
         rows = []
+        # the jobs' usage rows carry the response's x-request-id (with -N for each of n > 1)
+        base_id = exchange.request_id()
+        exchange.note_model(reqs[0].model)
         try:
-            for req in reqs:
+            for n, req in enumerate(reqs, 1):
                 price = self.runtime.catalog.get(req.model).image_nano
                 job_id = queue.new_job_id()
-                request_id = f"img_{job_id}"
+                request_id = base_id if len(reqs) == 1 else f"{base_id}-{n}"
                 await reserve(self.db, request_id=request_id, account_id=principal.account_id,
                               key_id=principal.key_id, amount=price, kind="image",
                               ttl_seconds=self.settings.hold_ttl_seconds)

@@ -24,6 +24,7 @@ from minitoolai.db.engine import Database
 from minitoolai.db.tx import SATx, Tx
 from minitoolai.errors import InsufficientCredit, LedgerError
 from minitoolai.money import format_usd
+from minitoolai.observability import metrics
 
 HOLD_ACCOUNT = ("UPDATE accounts SET held = held + :amount"
                 " WHERE id = :account_id AND balance - held >= :amount")
@@ -176,8 +177,12 @@ async def settle(db: Database, request_id: str, cost: int, record: UsageRecord, 
     """Charge `cost` (capped at the hold) and release the rest. Returns the amount charged,
     or None when the hold was already settled or swept (nothing is charged twice).
     `account_id` is the hold's account, for the order of locks (GroupCommit.run)."""
-    return await db.run_ledger(lambda tx: settle_tx(tx, request_id, cost, record),
-                               order=account_id)
+    charged = await db.run_ledger(lambda tx: settle_tx(tx, request_id, cost, record),
+                                  order=account_id)
+    if charged is not None:  # committed: count it (a settle_in's caller counts its own)
+        metrics.count_settled(record.endpoint, record.model, charged, record.prompt_tokens,
+                              record.completion_tokens)
+    return charged
 
 
 async def settle_in(conn, request_id: str, cost: int, record: UsageRecord) -> int | None:

@@ -33,6 +33,7 @@ from minitoolai.db.tx import Tx
 from minitoolai.ledger.holds import UsageRecord, settle
 from minitoolai.ledger.journal import PendingSettlement, SettlementJournal
 from minitoolai.ledger.late import post_late_charge
+from minitoolai.observability import metrics
 
 log = logging.getLogger(__name__)
 CHUNK = 500
@@ -99,6 +100,7 @@ class HoldKeeper:
         if request_id not in self.pending:  # a journaled hold stays live until settled
             self.forget(request_id)
         if not task.cancelled() and task.exception() is not None:
+            metrics.SETTLE_FAILURES.inc()
             log.error("settling %s failed (the sweeper will release its hold)", request_id,
                       exc_info=task.exception())
 

@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 
 from minitoolai.catalog import Model
 from minitoolai.errors import APIError, InvalidRequest, ServiceUnavailable
 from minitoolai.ledger.holds import UsageRecord, release, reserve
 from minitoolai.money import format_usd
+from minitoolai.observability import exchange
+from minitoolai.observability.metrics import UpstreamTimer
 from minitoolai.speech import models as speech_models
 from minitoolai.speech.engines.base import EngineError
 from minitoolai.speech.engines.upstream import UpstreamSpeech
@@ -175,7 +176,8 @@ class SpeechService:
         db = self.runtime.db
         characters = req.characters
         cost = characters * req.model.input_nano
-        request_id = "tts_" + uuid.uuid4().hex
+        request_id = exchange.request_id()  # the response's x-request-id (the middleware's)
+        exchange.note_model(req.model.id)
         started = time.monotonic()
         await reserve(db, request_id=request_id, account_id=principal.account_id,
                       key_id=principal.key_id, amount=cost, kind="speech",
@@ -208,11 +210,12 @@ class SpeechService:
                 await stream.aclose()  # stops a local engine still speaking
             finally:
                 charged = cost if status in ("ok", "cancelled") else 0
+                exchange.note_speech(characters, charged)
                 # journaled if the database refuses it: the audio was served
                 await self.runtime.holds.settle_or_journal(
                     request_id, charged, record(status), account_id=principal.account_id)
 
-        headers = {"X-Request-Id": request_id, "X-Characters": str(characters),
+        headers = {"X-Characters": str(characters),
                    "X-Cost-USD": format_usd(cost)}
         if req.format == "pcm" and speech_models.is_local(req.model):
             headers["X-Sample-Rate"] = str(PCM_RATE)
@@ -231,7 +234,8 @@ class SpeechService:
                    "response_format": req.format, "speed": req.speed}
         if req.instructions is not None:
             payload["instructions"] = req.instructions
-        return await upstream.stream(payload)
+        with UpstreamTimer(req.model.provider):
+            return await upstream.stream(payload)
 
     async def _settle_later(self, coro, request_id: str) -> None:
         """Settle in a task of its own (see HoldKeeper.finish), and wait for it."""

@@ -51,6 +51,14 @@ def usage_object(outcome: Outcome) -> dict[str, Any]:
     }
 
 
+def completion_id(request_id: str) -> str:
+    """OpenAI's shape of a completion's id, from the request's (`req_X` -> `chatcmpl-X`):
+    the customer can still tie the answer to its x-request-id and its usage row."""
+    if request_id.startswith("chatcmpl-"):
+        return request_id
+    return "chatcmpl-" + request_id.removeprefix("req_")
+
+
 class ChunkRenderer:
     """Renders one request's `chat.completion.chunk` events from a fixed byte prefix."""
 
@@ -240,7 +248,8 @@ class LocalGGUFProvider:
 
     async def open_stream(self, request: ChatRequest) -> LocalStream:
         prepared = await self._prepare(request)
-        renderer = ChunkRenderer(request.request_id, request.model.id, self.engine.fingerprint)
+        renderer = ChunkRenderer(completion_id(request.request_id), request.model.id,
+                                 self.engine.fingerprint)
         job = self._submit(prepared, renderer.content)
         return LocalStream(job, renderer, self.name)
 
@@ -268,7 +277,7 @@ class LocalGGUFProvider:
                     outcome: Outcome) -> tuple[dict[str, Any], Usage]:
         raw = usage_object(outcome)
         body = {
-            "id": request.request_id,
+            "id": completion_id(request.request_id),
             "object": "chat.completion",
             "created": created,
             "model": request.model.id,

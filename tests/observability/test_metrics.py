@@ -1,0 +1,86 @@
+"""/metrics: the counters a chat, an error and an upstream failure move, the database
+gauges, and who may read it."""
+
+from __future__ import annotations
+
+import requests
+
+from minitoolai.app import create_app
+from tests.conftest import assert_ledger_ok, run
+from tests.observability.conftest import CHAT, OPENAI_CHAT, sample, scrape, usage_rows
+from tests.servers import ThreadedServer
+
+MODEL = "gpt-4o-mini"
+ROUTE = CHAT.rstrip("/")
+
+
+def _chat(url, customer, text, stream=False, path=CHAT):
+    body = {"model": MODEL, "messages": [{"role": "user", "content": text}], "stream": stream}
+    return requests.post(url + path, headers=customer.headers, json=body, timeout=10)
+
+
+def test_counters_after_chats_and_errors(server, customer, database_url):
+    before = scrape(server.url)
+    assert _chat(server.url, customer, "one two three", stream=True).status_code == 200
+    assert _chat(server.url, customer, "four", path=OPENAI_CHAT).status_code == 200
+    assert _chat(server.url, customer, "[fail:500] five").status_code == 502
+    assert requests.post(server.url + CHAT, json={}, timeout=10).status_code == 401
+    assert requests.get(server.url + "/nowhere", timeout=10).status_code == 404
+    rows = usage_rows(database_url, customer.account_id, at_least=3)
+    after = scrape(server.url)
+
+    def delta(name, **labels):
+        return sample(after, name, **labels) - sample(before, name, **labels)
+
+    charged = [r for r in rows if r.status == "ok"]
+    assert len(charged) == 2 and len(rows) == 3
+    assert delta("minitoolai_http_requests_total", route=ROUTE, method="POST", status="200",
+                 model=MODEL) == 1
+    assert delta("minitoolai_http_requests_total", route="/v1/chat/completions",
+                 method="POST", status="200", model=MODEL) == 1
+    assert delta("minitoolai_http_requests_total", route=ROUTE, method="POST", status="502",
+                 model=MODEL) == 1
+    assert delta("minitoolai_http_requests_total", route=ROUTE, method="POST", status="401",
+                 model="") == 1
+    assert delta("minitoolai_http_requests_total", route="unmatched", method="GET",
+                 status="404", model="") == 1
+    assert delta("minitoolai_http_request_duration_seconds_count", route=ROUTE,
+                 model=MODEL) == 2
+    assert delta("minitoolai_http_errors_total", route=ROUTE, model=MODEL,
+                 type="upstream_error") == 1
+    assert delta("minitoolai_http_errors_total", route=ROUTE, model="",
+                 type="authentication_error") == 1
+    assert delta("minitoolai_http_errors_total", route="unmatched", model="",
+                 type="not_found_error") == 1
+    # money and tokens: exactly what the usage rows say
+    assert delta("minitoolai_charged_nanodollars_total", model=MODEL,
+                 endpoint="/api/chat-completions") + delta(
+        "minitoolai_charged_nanodollars_total", model=MODEL,
+        endpoint="/v1/chat/completions") == sum(r.cost for r in rows) > 0
+    assert delta("minitoolai_tokens_total", model=MODEL, kind="prompt") == sum(
+        r.prompt_tokens for r in charged)
+    assert delta("minitoolai_tokens_total", model=MODEL, kind="completion") == sum(
+        r.completion_tokens for r in charged)
+    # upstream: three calls timed, one failure
+    assert delta("minitoolai_upstream_duration_seconds_count", provider="openai") == 3
+    assert delta("minitoolai_upstream_errors_total", provider="openai",
+                 type="upstream_error") == 1
+    assert sample(after, "minitoolai_holds_open") == 0
+    assert sample(after, "minitoolai_holds_nanodollars") == 0
+    assert sample(after, "minitoolai_image_jobs", state="queued") == 0
+    run(assert_ledger_ok(database_url))
+
+
+def test_token_and_switch(chat_settings):
+    settings = chat_settings(metrics_token="scrape-secret")
+    with ThreadedServer(create_app(settings)) as live:
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            refused = requests.get(live.url + "/metrics", headers=headers, timeout=10)
+            assert refused.status_code == 401
+            assert refused.json()["error"]["type"] == "authentication_error"
+            assert refused.headers["www-authenticate"] == "Bearer"
+        assert "minitoolai_http_requests_total" in str(scrape(live.url, "scrape-secret"))
+    with ThreadedServer(create_app(chat_settings(metrics_enabled="false"))) as live:
+        off = requests.get(live.url + "/metrics", timeout=10)
+        assert off.status_code == 404
+        assert off.json()["error"]["code"] == "unknown_route"
