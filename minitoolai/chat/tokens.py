@@ -107,8 +107,8 @@ def count_prompt(counter, messages: list[dict[str, Any]], extra: dict[str, Any])
 
 def delivered_text(events: list[bytes]) -> tuple[str, int]:
     """What the client was sent, from the relayed SSE bytes: (the text of every delta:
-    content, refusal, reasoning text, tool-call names and arguments; how many events carried
-    any). Parsing happens here, off the hot path, only when an estimate is needed."""
+    content, refusal, reasoning text, tool-call names and arguments, of chat chunks and of
+    the Responses API's delta events; how many events carried any). Parsing happens here, off the hot path, only when an estimate is needed."""
     pieces: list[str] = []
     carrying = 0
     for blob in events:
@@ -116,10 +116,17 @@ def delivered_text(events: list[bytes]) -> tuple[str, int]:
             if not line.startswith(b"data: {"):
                 continue
             try:
-                choices = orjson.loads(line[6:]).get("choices") or ()
+                event = orjson.loads(line[6:])
+                choices = event.get("choices") or ()
             except (orjson.JSONDecodeError, AttributeError):
                 continue
             before = len(pieces)
+            # the Responses API's typed events: response.output_text.delta,
+            # response.function_call_arguments.delta, response.refusal.delta, ...
+            kind, delta = event.get("type"), event.get("delta")
+            if isinstance(kind, str) and kind.endswith(".delta") and isinstance(delta, str) \
+                    and delta:
+                pieces.append(delta)
             for choice in choices:
                 delta = choice.get("delta") if isinstance(choice, dict) else None
                 if not isinstance(delta, dict):

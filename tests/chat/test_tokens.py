@@ -73,3 +73,15 @@ def test_delivered_text_is_every_delta_the_client_was_sent():
             event({"refusal": "no"}) + b'data: {"choices":[],"usage":null}\n\n',
             b"data: [DONE]\n\n"]
     assert delivered_text(sent) == ('Hellof{"a"no', 4)
+
+
+def test_delivered_text_counts_the_responses_api_deltas():
+    def event(obj):
+        return b"event: x\ndata: " + orjson.dumps(obj) + b"\n\n"
+
+    sent = [event({"type": "response.created", "response": {"id": "r"}}),
+            event({"type": "response.output_text.delta", "delta": "Hel"}),
+            event({"type": "response.output_text.delta", "delta": "lo"}),
+            event({"type": "response.function_call_arguments.delta", "delta": "{}"}),
+            event({"type": "response.output_text.done", "text": "Hello"})]
+    assert delivered_text(sent) == ("Hello{}", 3)
