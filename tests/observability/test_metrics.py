@@ -6,7 +6,7 @@ from __future__ import annotations
 import requests
 
 from minitoolai.app import create_app
-from tests.conftest import assert_ledger_ok, run
+from tests.conftest import assert_ledger_ok, make_customer, run
 from tests.observability.conftest import CHAT, OPENAI_CHAT, sample, scrape, usage_rows
 from tests.servers import ThreadedServer
 
@@ -84,3 +84,62 @@ def test_token_and_switch(chat_settings):
         off = requests.get(live.url + "/metrics", timeout=10)
         assert off.status_code == 404
         assert off.json()["error"]["code"] == "unknown_route"
+
+
+def _total(samples: dict, name: str, **labels) -> float:
+    """The sum of a metric's samples whose labels include these."""
+    wanted = set(labels.items())
+    return sum(value for (sample_name, sample_labels), value in samples.items()
+               if sample_name == name and wanted <= set(sample_labels))
+
+
+def test_each_error_class_is_counted_and_logged(chat_settings, database_url, caplog):
+    """402, 413, 415, 429 and 503: each one an access line with its status and error type,
+    and its counters moved; none of them charged."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="minitoolai.access")
+    settings = chat_settings(rate_limit_per_minute=1, rate_limit_burst=2, max_body_bytes=4096)
+    poor = run(make_customer(database_url, 1_000))  # a thousand nanodollars
+    busy = run(make_customer(database_url, 10**9))
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
+    with ThreadedServer(create_app(settings)) as live:
+        before = scrape(live.url)
+        answers = [
+            (402, "insufficient_quota", requests.post(
+                live.url + CHAT, headers=poor.headers, json=body, timeout=10)),
+            (413, "invalid_request_error", requests.post(
+                live.url + CHAT, headers={**busy.headers, "Content-Type": "application/json"},
+                data=b'{"pad": "' + b"x" * 8192 + b'"}', timeout=10)),
+            (415, "invalid_request_error", requests.post(
+                live.url + CHAT, headers={**busy.headers, "Content-Type": "text/plain"},
+                data=b"{}", timeout=10)),
+            (503, "service_unavailable", requests.post(
+                live.url + "/api/texttoimage/", headers=poor.headers,
+                json={"model": "realvision", "prompt": "a cat"}, timeout=10)),
+        ]
+        # the busy key has used its burst of 2 (413, 415): the next one waits
+        answers.append((429, "rate_limit_error", requests.post(
+            live.url + CHAT, headers=busy.headers, json=body, timeout=10)))
+        after = scrape(live.url)
+    for status, error_type, response in answers:
+        assert response.status_code == status, (status, response.text)
+        rid = response.headers["x-request-id"]
+        (record,) = [r for r in caplog.records if r.name == "minitoolai.access"
+                     and getattr(r, "request_id", None) == rid]
+        assert (record.access["status"], record.access["error"]) == (status, error_type)
+        assert record.access["cost_nano"] is None
+    for status in (402, 413, 415, 429):
+        assert _total(after, "minitoolai_http_requests_total", route=ROUTE,
+                      status=str(status)) - _total(before, "minitoolai_http_requests_total",
+                                                   route=ROUTE, status=str(status)) == 1
+    assert _total(after, "minitoolai_http_requests_total", route="/api/texttoimage",
+                  status="503") - _total(before, "minitoolai_http_requests_total",
+                                         route="/api/texttoimage", status="503") == 1
+    for error_type, count in (("insufficient_quota", 1), ("invalid_request_error", 2),
+                              ("rate_limit_error", 1), ("service_unavailable", 1)):
+        assert _total(after, "minitoolai_http_errors_total", type=error_type) - _total(
+            before, "minitoolai_http_errors_total", type=error_type) == count, error_type
+    assert usage_rows(database_url, poor.account_id) == []
+    assert usage_rows(database_url, busy.account_id) == []
+    run(assert_ledger_ok(database_url))
