@@ -47,3 +47,8 @@ def wait_subscribers(prefix: str, count: int, timeout: float = 10.0) -> None:
             time.sleep(0.02)
     finally:
         client.close()
+
+
+def redis_url_of(proxy) -> str:
+    """The Redis URL that goes through a tests.fakes.tcp_proxy.TcpProxy."""
+    return f"redis://127.0.0.1:{proxy.port}/0"

@@ -14,8 +14,8 @@ from minitoolai.accounts.ratelimit import RateLimiter
 from minitoolai.config import load_settings
 from minitoolai.errors import RateLimited
 from minitoolai.redis_link import RedisLink
-from tests.redis_fixtures import REDIS_URL, redis_prefix  # noqa: F401
-from tests.redis_proxy import TcpProxy
+from tests.redis_fixtures import REDIS_URL, redis_prefix, redis_url_of  # noqa: F401
+from tests.fakes.tcp_proxy import TcpProxy
 
 TIMEOUT = 0.5
 
@@ -36,7 +36,7 @@ async def test_a_stalled_redis_costs_one_timeout_then_nothing(redis_prefix, capl
     caplog.set_level(logging.INFO, logger="minitoolai.redis_link")
     proxy = TcpProxy("127.0.0.1", int(REDIS_URL.rsplit(":", 1)[1].split("/")[0])).start()
     settings = load_settings({}, overrides={
-        "redis_url": proxy.url, "redis_key_prefix": redis_prefix,
+        "redis_url": redis_url_of(proxy), "redis_key_prefix": redis_prefix,
         "redis_timeout_seconds": TIMEOUT, "redis_retry_seconds": 1})
     link = RedisLink(settings)
     limiter = RateLimiter(1, 2, link)

@@ -22,8 +22,8 @@ from minitoolai.app import create_app
 from minitoolai.db.engine import Database
 from tests.conftest import assert_ledger_ok, make_customer, run
 from tests.fakes.openai_upstream import count_prompt_tokens
-from tests.redis_fixtures import REDIS_URL, wait_subscribers
-from tests.redis_proxy import TcpProxy
+from tests.redis_fixtures import REDIS_URL, redis_url_of, wait_subscribers
+from tests.fakes.tcp_proxy import TcpProxy
 from tests.servers import ThreadedServer
 
 URL = "/api/chat-completions/"
@@ -161,7 +161,7 @@ def test_losing_redis_degrades_to_per_process_limits_and_recovers(
     caplog.set_level(logging.INFO, logger="minitoolai.redis_link")
     proxy = TcpProxy("127.0.0.1", int(REDIS_URL.rsplit(":", 1)[1].split("/")[0])).start()
     before, during, after, load = (run(make_customer(database_url, CREDIT)) for _ in range(4))
-    settings = [shared_settings(redis_url=proxy.url, redis_retry_seconds="1",
+    settings = [shared_settings(redis_url=redis_url_of(proxy), redis_retry_seconds="1",
                                 auth_cache_seconds="60", **LIMITS) for _ in range(3)]
     statuses: list[int] = []
     stop = threading.Event()
@@ -197,7 +197,7 @@ def test_losing_redis_degrades_to_per_process_limits_and_recovers(
             assert len(messages("unreachable")) == 3
 
             # and revocations are pushed again
-            cli(database_url, tmp_path, redis_prefix, proxy.url,
+            cli(database_url, tmp_path, redis_prefix, redis_url_of(proxy),
                 "keys", "revoke", after.key_id)
             assert refused_everywhere(servers, after, 401, "revoked_api_key") == 0
             stop.set()

@@ -1,10 +1,11 @@
 """A TCP proxy of the test's own, between a server and a dependency (PostgreSQL, Redis),
-that can be cut and restored: the way to make a shared service "go away" for one test
-without touching the service.
+that can be cut, stalled and restored: the way to make a shared service "go away" for one
+test without touching the service.
 
     with TcpProxy("127.0.0.1", 5432) as proxy:   # proxy.port forwards to 5432
         proxy.cut()       # every open connection dropped, new ones refused
         proxy.restore()   # accepting and forwarding again, on the same port
+        proxy.stalled = True   # connections stay open, nothing is forwarded (a hung peer)
 
 Runs its own event loop in a thread, like tests/servers.py.
 """
@@ -22,6 +23,7 @@ class TcpProxy:
         self.target = (target_host, target_port)
         self.port = port or free_port()
         self.connections = 0  # accepted since start
+        self.stalled = False  # read and drop everything: the peer looks alive, never answers
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.base_events.Server | None = None
         self._pipes: set[asyncio.StreamWriter] = set()
@@ -97,6 +99,8 @@ class TcpProxy:
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while data := await reader.read(65536):
+                if self.stalled:
+                    continue
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):
