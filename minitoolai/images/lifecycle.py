@@ -77,11 +77,19 @@ async def run_standalone_worker(settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
+    port = settings.images.worker_metrics_port
+    if port and settings.metrics_enabled:
+        from prometheus_client import start_http_server
+
+        # a thread of prometheus-client's own: nothing else of the worker serves HTTP
+        start_http_server(port, addr=settings.images.worker_metrics_host)
     workers = _workers(service, settings.images.standalone_workers, "worker")
     tasks = [asyncio.create_task(w.run(), name=w.name) for w in workers]
     # the operator's confirmation (and the point from which SIGTERM stops it cleanly)
     print(f"minitoolai worker: {len(tasks)} loop(s) serving"
-          f" {', '.join(sorted(service.backends))}; stop with Ctrl-C or SIGTERM", flush=True)
+          f" {', '.join(sorted(service.backends))}; stop with Ctrl-C or SIGTERM"
+          + (f"; metrics on http://{settings.images.worker_metrics_host}:{port}/metrics"
+             if port and settings.metrics_enabled else ""), flush=True)
     try:
         await stopping.wait()
     finally:

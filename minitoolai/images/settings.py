@@ -83,6 +83,10 @@ class ImagesSettings(BaseModel):
     # on SIGTERM a worker takes no new job and lets the running batch finish this long; past
     # it the batch's jobs go back to the queue at once (not after their lease lapses)
     stop_drain_seconds: float = Field(30.0, ge=0)
+    # `minitoolai worker` serves its own Prometheus metrics (job outcomes and durations are
+    # counted where a job runs) on this port when set; on loopback unless told otherwise
+    worker_metrics_port: int | None = Field(None, ge=1, le=65535)
+    worker_metrics_host: str = "127.0.0.1"
     max_queued: int = Field(10_000, ge=1)  # submits beyond this answer 503
     queue_timeout_seconds: int = Field(3 * 3600, ge=10)  # a job queued longer fails, refunded
     hold_ttl_seconds: int = Field(6 * 3600, ge=60)  # must outlive queue + every attempt

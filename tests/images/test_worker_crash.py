@@ -22,6 +22,7 @@ from minitoolai.money import parse_usd
 from tests.conftest import assert_ledger_ok, make_customer
 from tests.images.conftest import PRICE, poll, submit
 from tests.images.fake_a1111 import FakeA1111
+from tests.servers import free_port
 
 
 def start_worker(settings, fake_url: str, log_path, **images) -> subprocess.Popen:
@@ -185,10 +186,15 @@ async def test_sigterm_past_the_drain_time_hands_the_job_back_at_once(
         assert (job.state, job.attempts, job.lease_token, charges) == \
             ("queued", 0, None, (0, None))
 
+        metrics_port = free_port()
         processes.append(start_worker(settings, fake.url, tmp_path / "worker2.log",
-                                      lease_seconds=120))
+                                      lease_seconds=120, worker_metrics_port=metrics_port))
         body = poll(server.url, ticket["jobid"], ticket["signature"], timeout=60)
         assert body["status"] == "success"
+        # the job's outcome is counted in the worker that ran it, on its own /metrics
+        scraped = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+        assert ('minitoolai_image_job_outcomes_total{model="realvision",outcome="success"}'
+                ' 1.0') in scraped
         job, charges = await _job_and_charges(database_url, ticket["jobid"])
         assert (job.attempts, charges) == (1, (1, -PRICE))
         await assert_ledger_ok(database_url)
