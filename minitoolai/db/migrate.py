@@ -29,6 +29,7 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # pg_advisory_lock's key: any bigint no other application on the database uses ("mtaimigr")
 ADVISORY_LOCK_KEY = int.from_bytes(b"mtaimigr", "big") & (2**63 - 1)
 LOCK_WAIT_SECONDS = 300  # a migration that takes longer than this is stuck, not slow
+LOCK_CONNECT_TIMEOUT_SECONDS = 10
 
 
 def alembic_config(database_url: str) -> Config:
@@ -69,8 +70,10 @@ def migration_lock(database_url: str) -> Iterator[None]:
             finally:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
         return
+    # a silent database host must fail the command in seconds, as in migrations/env.py
     engine = create_engine(sync_url(database_url), poolclass=pool.NullPool,
-                           isolation_level="AUTOCOMMIT")
+                           isolation_level="AUTOCOMMIT",
+                           connect_args={"connect_timeout": LOCK_CONNECT_TIMEOUT_SECONDS})
     try:
         with engine.connect() as conn:
             # an advisory lock waits like any other lock: bounded by lock_timeout

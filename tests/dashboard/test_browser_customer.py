@@ -13,7 +13,7 @@ from sqlalchemy import select
 from minitoolai.dashboard.codes import create_codes, display
 from minitoolai.db.engine import Database
 from minitoolai.db.tables import accounts, usage
-from minitoolai.money import format_usd
+from minitoolai.money import display_usd, format_usd
 from tests.conftest import assert_ledger_ok
 from tests.dashboard.conftest import PASSWORD, arun
 from tests.fakes.openai_upstream import count_prompt_tokens
@@ -107,7 +107,10 @@ def test_customer_journey(live, new_page, database_url, upstream, tmp_path):
     assert account.balance == CODE_VALUE - cost and account.held == 0
     page.click("nav >> text=Usage")
     table = page.inner_text("table.usage-table")
-    assert "gpt-4o-mini" in table and f"${format_usd(cost)}" in table
+    # what a person reads (the display rule), and the exact cost on hover
+    assert "gpt-4o-mini" in table and display_usd(cost) in table
+    assert page.locator("table.usage-table .money").first.get_attribute("title") == \
+        f"${format_usd(cost)}"
     assert "1 request," in page.inner_text("#usage-summary")
     bars = page.locator("svg.chart rect")
     assert bars.count() == 1
@@ -127,7 +130,7 @@ def test_customer_journey(live, new_page, database_url, upstream, tmp_path):
     # the keys page names the playground key and shows what it spent
     page.click("nav >> text=API keys")
     keys = page.inner_text("table.keys-table")
-    assert "playground" in keys and f"${format_usd(cost)}" in keys
+    assert "playground" in keys and display_usd(cost) in keys
 
     # the docs carry this server's URL and the live prices
     page.click("nav >> text=API docs")
