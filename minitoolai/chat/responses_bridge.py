@@ -191,6 +191,8 @@ def completion(response: dict[str, Any], model_id: str) -> tuple[dict[str, Any],
         message["tool_calls"] = calls
     obj = {"id": _chat_id(response.get("id")), "object": "chat.completion",
            "created": response.get("created_at"), "model": response.get("model") or model_id,
+           "service_tier": response.get("service_tier") or "default",
+           "system_fingerprint": None,
            "choices": [{"index": 0, "message": message, "logprobs": None,
                         "finish_reason": _finish_reason(response, bool(calls))}],
            "usage": dict(usage.raw)}
@@ -206,8 +208,11 @@ class BridgeStream:
     def __init__(self, upstream, model_id: str) -> None:
         self._upstream = upstream
         self.usage: Usage | None = None
+        self._usage: Usage | None = None
+        # the seed's chunk keys, in its order (no fingerprint comes from the Responses API)
         self._head = {"id": "chatcmpl-", "object": "chat.completion.chunk", "created": 0,
-                      "model": model_id}
+                      "model": model_id, "service_tier": "default",
+                      "system_fingerprint": None}
         self._role_sent = False
         self._tools: dict[int, int] = {}  # output_index -> tool_calls index
 
@@ -245,6 +250,7 @@ class BridgeStream:
                     if out:
                         yield out
                         out = b""
+                    self.usage = self._usage  # set just before its chunk: the gateway's signal
                     yield usage_chunk
                     yield DONE
                     return
@@ -258,6 +264,7 @@ class BridgeStream:
             self._head["id"] = _chat_id(response.get("id"))
             self._head["created"] = response.get("created_at") or 0
             self._head["model"] = response.get("model") or self._head["model"]
+            self._head["service_tier"] = response.get("service_tier") or "default"
         elif kind == "response.output_text.delta":
             return self._chunk({"content": event.get("delta", "")}), None
         elif kind == "response.output_item.added":
@@ -279,7 +286,7 @@ class BridgeStream:
                 raise UpstreamError("the upstream failed the response: "
                                     f"{error.get('message') or kind}")
             finish = self._chunk({}, _finish_reason(response, bool(self._tools)))
-            self.usage = usage  # set just before its chunk: the gateway's signal
+            self._usage = usage
             obj = {**self._head, "choices": [], "usage": usage.raw}
             return finish, b"data: " + orjson.dumps(obj) + b"\n\n"
         elif kind == "error":
