@@ -109,9 +109,6 @@ def _text_format(response_format: dict[str, Any]) -> dict[str, Any]:
 
 def payload(request: ChatRequest, stream: bool) -> bytes:
     """The Responses API body for a validated chat request."""
-    if request.n != 1:
-        raise InvalidRequest(f"the model {request.model.id!r} answers one choice only (n=1)",
-                             param="n", code="unsupported_parameter")
     model = request.model
     body: dict[str, Any] = {"model": model.upstream_model,
                             "input": input_items(request.messages), "store": False}
@@ -302,6 +299,9 @@ def relays(routes: list) -> list:
 async def serve(service, principal, request: ChatRequest, endpoint: str, prompt_bound: int,
                 image_tokens: int, routes: list):
     """Serve a chat request of a Responses-only model through ChatService.serve."""
+    if request.n != 1:  # refused before the hold: the Responses API has no `n`
+        raise InvalidRequest(f"the model {request.model.id!r} answers one choice only (n=1)",
+                             param="n", code="unsupported_parameter")
     routes = relays(routes)
     if not routes:
         raise InvalidRequest(f"the model {request.model.id!r} needs an OpenAI-compatible"

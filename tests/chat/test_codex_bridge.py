@@ -13,6 +13,7 @@ import requests
 
 from minitoolai.app import create_app
 from minitoolai.catalog import default_chat_models
+from tests.chat.test_errors import check
 from tests.chat.test_seed_clients import SEED_MESSAGES, assert_seed_sequence
 from tests.conftest import assert_ledger_ok, make_customer, run
 from tests.fakes.openai_responses import count_input_tokens
@@ -184,4 +185,40 @@ def test_two_turn_tool_call_through_the_bridge(server, codex_upstream, database_
     finally:
         client.close()
     assert balance(server, customer) == (CREDIT - sum(costs), 0)
+    run(assert_ledger_ok(database_url))
+
+
+def test_image_parts_and_response_format_are_translated(server, codex_upstream,
+                                                        database_url):
+    customer = run(make_customer(database_url, CREDIT))
+    image = {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "low"}
+    response = requests.post(server.url + "/v1/chat/completions", headers=customer.headers,
+                             json={"model": "gpt-5.1-codex-mini", "max_completion_tokens": 50,
+                                   "response_format": {"type": "json_object"},
+                                   "messages": [{"role": "user", "content": [
+                                       {"type": "text", "text": "What is this?"},
+                                       {"type": "image_url", "image_url": image}]}]})
+    assert response.status_code == 200, response.text
+    sent = codex_upstream.requests[-1]
+    assert sent["input"] == [{"role": "user", "content": [
+        {"type": "input_text", "text": "What is this?"},
+        {"type": "input_image", "image_url": image["url"], "detail": "low"}]}]
+    assert sent["text"] == {"format": {"type": "json_object"}}
+    usage = response.json()["usage"]
+    cost = count_input_tokens(sent) * MINI_IN + (5 + REASONING) * MINI_OUT
+    assert usage["prompt_tokens"] == count_input_tokens(sent)
+    assert balance(server, customer) == (CREDIT - cost, 0)
+    run(assert_ledger_ok(database_url))
+
+
+def test_several_choices_are_refused_and_nothing_is_charged(server, codex_upstream,
+                                                           database_url):
+    customer = run(make_customer(database_url, CREDIT))
+    before = len(codex_upstream.requests)
+    response = requests.post(server.url + "/v1/chat/completions", headers=customer.headers,
+                             json={"model": "gpt-5.3-codex", "n": 2, "max_completion_tokens": 100,
+                                   "messages": [{"role": "user", "content": "Hi"}]})
+    check(response, 400, code="unsupported_parameter", param="n")
+    assert len(codex_upstream.requests) == before
+    assert balance(server, customer) == (CREDIT, 0)
     run(assert_ledger_ok(database_url))
