@@ -222,3 +222,16 @@ def test_several_choices_are_refused_and_nothing_is_charged(server, codex_upstre
     assert len(codex_upstream.requests) == before
     assert balance(server, customer) == (CREDIT, 0)
     run(assert_ledger_ok(database_url))
+
+
+def test_api_is_configurable_per_model(make_settings):
+    from minitoolai.catalog import build_catalog
+
+    catalog = build_catalog(make_settings(chat={"models": [
+        {"id": "gpt-5.3-codex", "api": "chat"},
+        {"id": "gpt-4o-mini", "api": "responses"},
+        {"id": "my-model", "input_price": "1", "output_price": "2"}]}))
+    assert catalog.get("gpt-5.3-codex").api == "chat"
+    assert catalog.get("gpt-4o-mini").api == "responses"
+    assert catalog.get("my-model").api == "chat"
+    assert catalog.get("gpt-5.1-codex-mini").api == "responses"
