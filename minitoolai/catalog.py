@@ -75,6 +75,10 @@ class Model:
     # GPT-5-family upstreams reject a non-default temperature while reasoning:
     # "always" forwards it, "never" drops it, "no_reasoning" forwards it only with effort none.
     temperature_policy: Literal["always", "never", "no_reasoning"] = "always"
+    # the upstream API the model is served through: "responses" for models OpenAI serves on
+    # its Responses API only (the codex ones); chat completions are translated to it
+    # (chat/responses_bridge.py)
+    api: Literal["chat", "responses"] = "chat"
     fallback_providers: tuple[str, ...] = ()
     enabled: bool = True
     owned_by: str = "minitoolai"
@@ -133,6 +137,7 @@ def _seed_chat_model(model_id: str, prices: tuple[str, str]) -> Model:
         max_output_tokens=seed_max_output_tokens(model_id),
         reasoning=reasoning,
         temperature_policy=policy,
+        api="responses" if "codex" in model_id else "chat",
         owned_by="openai",
     )
 
@@ -193,6 +198,7 @@ def build_catalog(settings) -> Catalog:
             reasoning=cfg.reasoning if "reasoning" in fields or base is None else base.reasoning,
             temperature_policy=("always" if cfg.upstream_temperature else "never")
             if "upstream_temperature" in fields or base is None else base.temperature_policy,
+            api=cfg.api if "api" in fields or base is None else base.api,
             fallback_providers=tuple(cfg.fallback_providers),
             enabled=cfg.enabled,
             owned_by=base.owned_by if base else cfg.provider,

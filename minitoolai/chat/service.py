@@ -27,6 +27,7 @@ from starlette.responses import Response
 
 from minitoolai.accounts.auth import Principal
 from minitoolai.catalog import Model
+from minitoolai.chat import responses_bridge
 from minitoolai.chat.pricing import (
     KEEP_SENT_BYTES,
     estimate_usage,
@@ -97,6 +98,9 @@ class ChatService:
             prompt_bound = max(prompt_bound, prompt_exact)
         image_tokens = (shape.images * request.model.image_tokens_max
                         + shape.files * request.model.file_tokens_max)
+        if request.model.api == "responses":
+            return await responses_bridge.serve(self, principal, request, endpoint,
+                                                prompt_bound, image_tokens, routes)
         return await self.serve(principal, request, endpoint, prompt_bound, prompt_exact,
                                 image_tokens, routes, lambda p: p.open_stream(request),
                                 lambda p: p.complete(request))

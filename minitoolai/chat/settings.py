@@ -40,6 +40,9 @@ class ChatModelSettings(BaseModel):
     max_output_tokens: int = Field(16_384, ge=1)
     reasoning: Literal["gpt-5", "gpt-5.1"] | None = None
     upstream_temperature: bool = True  # whether the upstream accepts a non-default temperature
+    # "responses": the upstream serves this model on the Responses API only; chat requests
+    # are translated to it (default: "responses" for the seed's codex models, else "chat")
+    api: Literal["chat", "responses"] = "chat"
     enabled: bool = True
 
 
