@@ -46,3 +46,15 @@ def problems(name: str, body) -> list[str]:
 def assert_conforms(name: str, body) -> None:
     found = problems(name, body)
     assert not found, f"{name} violated:\n" + "\n".join(found) + f"\nbody: {body!r}"
+
+
+def member_for(union: str, body: dict) -> str:
+    """The member of a discriminated union (`discriminator.propertyName`) that `body` names:
+    validating against it says what is wrong, where the whole anyOf only says 'none'."""
+    schemas = _components()["schemas"]
+    key = schemas[union]["discriminator"]["propertyName"]
+    for option in schemas[union]["anyOf"]:
+        name = option["$ref"].rsplit("/", 1)[1]
+        if body.get(key) in schemas[name]["properties"][key].get("enum", ()):
+            return name
+    raise AssertionError(f"{union} has no member with {key}={body.get(key)!r}")

@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 ROOTS = ("CreateChatCompletionResponse", "CreateChatCompletionStreamResponse",
-         "ListModelsResponse", "Model", "ImagesResponse", "ErrorResponse", "Response")
+         "ListModelsResponse", "Model", "ImagesResponse", "ErrorResponse", "Response", "ResponseStreamEvent")
 PREFIX = "#/components/schemas/"
 HERE = Path(__file__).parent
 DEFAULT_SOURCE = Path("/work/shared/openai-openapi/openapi.yaml")
