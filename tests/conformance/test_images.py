@@ -6,7 +6,7 @@ import pytest
 import requests
 
 from tests.conformance.schemas import assert_conforms
-from tests.conftest import make_customer
+from tests.conftest import make_customer, run
 
 
 @pytest.mark.parametrize("fields", [
@@ -14,8 +14,8 @@ from tests.conftest import make_customer
     {"response_format": "b64_json", "size": "256x256"},
     {"response_format": "url", "size": "1024x1024"},
 ], ids=["url-n2", "b64_json", "url-openai-size"])
-async def test_generation_conforms(database_url, image_settings, serve, fields):
-    customer = await make_customer(database_url, 10**9)
+def test_generation_conforms(database_url, image_settings, serve, fields):
+    customer = run(make_customer(database_url, 10**9))
     server = serve(image_settings())
     response = requests.post(server.url + "/v1/images/generations", headers=customer.headers,
                              json={"model": "realvision", "prompt": "a harbour", **fields},
