@@ -69,7 +69,9 @@ async def responses_endpoint(fake, request: web.Request) -> web.StreamResponse:
     number = len(fake.requests)
     text = [WORDS[i % len(WORDS)] for i in range(chunks)]
     input_tokens = count_input_tokens(body)
-    usage = {"input_tokens": input_tokens, "input_tokens_details": {"cached_tokens": 0},
+    # the usage shape of OpenAI's current schema (cache_write_tokens is required there)
+    usage = {"input_tokens": input_tokens,
+             "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
              "output_tokens": chunks, "output_tokens_details": {"reasoning_tokens": 0},
              "total_tokens": input_tokens + chunks}
     if not body.get("stream"):
