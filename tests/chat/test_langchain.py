@@ -1,5 +1,6 @@
-"""LangChain's ChatOpenAI as a client: bind_tools and a two-turn ToolMessage loop, invoked
-and streamed, each turn charged exactly what the upstream reported."""
+"""LangChain's ChatOpenAI as a client: bind_tools and a three-turn ToolMessage loop (two tool
+calls, then the answer), invoked and streamed, each turn charged exactly what the upstream
+reported."""
 
 from __future__ import annotations
 
@@ -46,8 +47,9 @@ def test_tool_message_loop(server, upstream, database_url, stream):
             message = chunk if message is None else message + chunk
         return message
 
-    history = [HumanMessage("What is the weather in Paris?")]
-    for number in (1, 2):
+    # [rounds:2]: the fake upstream calls the tool in the first two assistant turns
+    history = [HumanMessage("What is the weather in Paris? [rounds:2]")]
+    for number in (1, 2, 3):
         before = balance_nano(server, customer)
         answer = ask(history)
         sent = upstream.requests[-1]
@@ -56,14 +58,16 @@ def test_tool_message_loop(server, upstream, database_url, stream):
         assert usage["input_tokens"] == count_prompt_tokens(sent["messages"], sent["tools"])
         assert balance_nano(server, customer) == \
             before - usage["input_tokens"] * MINI_IN - usage["output_tokens"] * MINI_OUT
-        if number == 1:
+        if number < 3:
             (call,) = answer.tool_calls
             assert call["name"] == "get_weather" and call["args"]["city"] == "Paris"
             history += [answer, ToolMessage(get_weather.invoke(call["args"]),
                                             tool_call_id=call["id"])]
         else:
             assert answer.content == "Alaska is the largest U.S." and not answer.tool_calls
-            # the second turn carried the tool call and its result, as LangChain wrote them
-            assert [m["role"] for m in sent["messages"]] == ["user", "assistant", "tool"]
-            assert sent["messages"][2]["content"] == "18 C and clear in Paris"
+            # the last turn carried both tool calls and their results, as LangChain wrote them
+            assert [m["role"] for m in sent["messages"]] == \
+                ["user", "assistant", "tool", "assistant", "tool"]
+            assert sent["messages"][2]["content"] == sent["messages"][4]["content"] == \
+                "18 C and clear in Paris"
     run(assert_ledger_ok(database_url))
