@@ -48,6 +48,9 @@ async def test_filters_paging_and_csv(dash_settings, database_url):
         http = login(live.url, email)
         first = http.get(live.url + "/usage").text
         assert _request_ids(first) == list(range(24, 14, -1))  # newest first, 10 a page
+        # each row shows its request id (the x-request-id a customer quotes)
+        assert all(f'class="muted rid"' in first and f">r{i:02d}</small>" in first
+                   for i in range(24, 14, -1))
         # shown by the display rule, exact on hover
         assert ('25 requests, <span class="money" title="$0.000000325">&lt;$0.0001</span>'
                 ' in total.') in first
