@@ -29,7 +29,7 @@ from tests.speech.helpers import account_state, usage_rows
 
 CREDIT = 10**13
 # examples per operation and generation mode; a test-harness knob, not server configuration
-EXAMPLES = int(os.environ.get("MTAI_FUZZ_EXAMPLES", "60"))
+EXAMPLES = int(os.environ.get("MTAI_FUZZ_EXAMPLES", "100"))
 SEED = 15
 # operations that charge one usage row per 2xx answer (images: one per generated image)
 BILLED = {"/api/chat-completions/", "/v1/chat/completions", "/v1/responses",
