@@ -114,6 +114,8 @@ def test_schemathesis_never_5xx_and_refusals_cost_nothing(make_settings, databas
           f"{served} served and charged, statuses {dict(sorted(by_status.items()))}")
     for key, count in sorted(statuses.items()):
         print("  ", *key, count)
+    # every operation of the document was called
+    assert {(op.method.upper(), op.path) for op in operations} == {k[:2] for k in statuses}
     assert held == 0 and served > 0  # some generated requests were valid and served
     assert len(charged) == served, (len(charged), served)
     assert balance == CREDIT - sum(r.cost for r in charged)
