@@ -159,10 +159,12 @@ SCHEMAS: dict[str, dict] = {
         },
     },
     "ImageRequest": {
-        "type": "object", "required": ["model", "prompt"],
+        # unknown fields are refused (400), as is an empty prompt
+        "type": "object", "required": ["model", "prompt"], "additionalProperties": False,
         "properties": {
             "model": {"type": "string", "enum": list(SEED_IMAGE_MODELS)},
-            "prompt": {"type": "string", "maxLength": image_request.MAX_PROMPT_CHARS},
+            "prompt": {"type": "string", "minLength": 1,
+                       "maxLength": image_request.MAX_PROMPT_CHARS},
             "negativePrompt": {"type": ["string", "null"]},
             "scheduler": {"type": ["string", "null"], "enum": [*image_request.SCHEDULERS, None],
                           "default": image_request.DEFAULT_SCHEDULER},
@@ -203,10 +205,10 @@ SCHEMAS: dict[str, dict] = {
                        "response_format": {"type": "string", "enum": ["url", "b64_json"]}},
     },
     "SpeechRequest": {
-        "type": "object", "required": ["input"],
+        "type": "object", "required": ["input"], "additionalProperties": False,
         "description": "`model` and `voice` default to the server's local engine on /api;"
                        " /v1 requires model, input and voice as OpenAI does.",
-        "properties": {"model": {"type": "string"}, "input": {"type": "string"},
+        "properties": {"model": {"type": "string"}, "input": {"type": "string", "minLength": 1},
                        "voice": {"type": "string"},
                        "format": {"type": "string", "enum": list(FORMATS)},
                        "response_format": {"type": "string", "enum": list(FORMATS)},
