@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 import time
 
+import requests
 import uvicorn
 
 
@@ -47,3 +50,26 @@ class ThreadedServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def start_serve_process(env: dict, port: int) -> subprocess.Popen:
+    """`minitoolai serve --port PORT` as a real process (one a test can kill -9), once its
+    /health answers; its output is discarded (a full pipe would block it)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "minitoolai.cli.main", "serve", "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).ok:
+                return process
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("the server did not start")
+
+
+def run_cli(env: dict, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`minitoolai ARGS...` in a process of its own."""
+    return subprocess.run([sys.executable, "-m", "minitoolai.cli.main", *args], env=env,
+                          capture_output=True, text=True, timeout=timeout, check=False)

@@ -4,37 +4,15 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from decimal import Decimal
 
 import requests
 
 from tests.conftest import assert_ledger_ok, make_customer, run
-from tests.servers import free_port
+from tests.servers import free_port, run_cli, start_serve_process
 
 URL = "/api/chat-completions/"
-
-
-def start_server(env, port):
-    process = subprocess.Popen(
-        [sys.executable, "-m", "minitoolai.cli.main", "serve", "--port", str(port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).ok:
-                return process
-        except requests.ConnectionError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError(process.stdout.read().decode())
-
-
-def cli(env, *args):
-    return subprocess.run([sys.executable, "-m", "minitoolai.cli.main", *args], env=env,
-                          capture_output=True, text=True, timeout=60)
 
 
 def test_kill_9_mid_stream(database_url, tmp_path, upstream):
@@ -45,7 +23,7 @@ def test_kill_9_mid_stream(database_url, tmp_path, upstream):
            "OPENAI_BASE_URL": upstream.base_url, "OPENAI_API_KEY": "sk-upstream"}
     customer = run(make_customer(database_url, 10**9))
     port = free_port()
-    server = start_server(env, port)
+    server = start_serve_process(env, port)
     base = f"http://127.0.0.1:{port}"
     try:
         done = requests.post(base + URL, headers=customer.headers,
@@ -66,14 +44,14 @@ def test_kill_9_mid_stream(database_url, tmp_path, upstream):
             server.kill()
     # the completed request's charge is committed; the open hold is still held, and the
     # ledger's invariants hold at this instant
-    balance = cli(env, "balance", customer.email)
+    balance = run_cli(env, "balance", customer.email)
     assert balance.returncode == 0, balance.stderr
     held_line = [line for line in balance.stdout.splitlines() if line.startswith("held")][0]
     assert held_line.split("$")[1] != "0.00"
-    assert cli(env, "ledger", "verify").returncode == 0
+    assert run_cli(env, "ledger", "verify").returncode == 0
     # a restarted server's sweeper releases the dead process's hold once it expires
     time.sleep(3)
-    server = start_server(env, port)
+    server = start_serve_process(env, port)
     try:
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:

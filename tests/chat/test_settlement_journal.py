@@ -9,8 +9,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +26,7 @@ from minitoolai.db.tables import holds, ledger_entries, usage
 from minitoolai.ledger.verify import verify
 from tests.conftest import make_customer
 from tests.fakes.outage import DatabaseOutage
-from tests.servers import ThreadedServer, free_port
+from tests.servers import ThreadedServer, free_port, run_cli, start_serve_process
 
 URL = "/api/chat-completions/"
 CREDIT = 10**9
@@ -172,26 +170,6 @@ async def test_outage_mid_load_every_served_stream_is_charged_once(
 
 # ---- kill -9 during the outage ------------------------------------------------------------------
 
-def start_server(env: dict, port: int) -> subprocess.Popen:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "minitoolai.cli.main", "serve", "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).ok:
-                return process
-        except requests.ConnectionError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError("the server did not start")
-
-
-def cli(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "minitoolai.cli.main", *args], env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
-
-
 async def expire_holds(database_url: str, account_id: int) -> None:
     """Time passes for this account's holds: they expire (the sweeper may take them)."""
     db = Database(database_url, pool_size=1)
@@ -222,7 +200,7 @@ async def test_kill_9_during_the_outage_then_replay(database_url, tmp_path, upst
         direct = {**env, "MINITOOLAI_DATABASE_URL": database_url}
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        server = start_server(env, port)
+        server = start_serve_process(env, port)
         try:
             started = threading.Semaphore(0)
             with ThreadPoolExecutor(2 * per_customer) as pool:
@@ -241,15 +219,15 @@ async def test_kill_9_during_the_outage_then_replay(database_url, tmp_path, upst
                 server.kill()
         outage.end()
         # the dead server's settlements: shown to its clients, not in the database
-        check = cli(direct, "ledger", "verify")
+        check = run_cli(direct, "ledger", "verify")
         assert check.returncode == 1, check.stdout + check.stderr
         assert f"{2 * per_customer} settlement(s)" in check.stderr, check.stderr
         assert await ledger_of(database_url, a.account_id) == {}
         # B's holds expire and another process sweeps them while the server is down
         await expire_holds(database_url, b.account_id)
-        swept = cli(direct, "ledger", "sweep")
+        swept = run_cli(direct, "ledger", "sweep")
         assert f"released {per_customer} expired hold(s)" in swept.stdout, swept.stdout
-        server = start_server(env, port)
+        server = start_serve_process(env, port)
         try:
             await wait_until_sound(database_url, data / "settlements")
         finally:
@@ -263,6 +241,6 @@ async def test_kill_9_during_the_outage_then_replay(database_url, tmp_path, upst
     assert notes_b == {"late charge: /api/chat-completions gpt-4o-mini"}
     assert {status for _, status in (await usage_costs(database_url, b.account_id)).values()
             } == {"ok"}
-    final = cli(direct, "ledger", "verify")
+    final = run_cli(direct, "ledger", "verify")
     assert final.returncode == 0, final.stdout + final.stderr
     assert not list((data / "settlements").glob("*.jsonl"))  # replayed, and cleaned up
