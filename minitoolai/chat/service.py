@@ -214,7 +214,8 @@ class ChatService:
             status = "error"
             exchange.note_error(exc.error_type)
             log.warning("stream %s failed: %s", request.request_id, exc.message)
-            yield b"data: " + exc.body() + b"\n\n"
+            error_event = getattr(stream, "error_event", None)
+            yield error_event(exc) if error_event else b"data: " + exc.body() + b"\n\n"
         finally:
             if not settled:
                 if status == "cancelled" and meter.client_gone:

@@ -19,11 +19,18 @@ from minitoolai.catalog import Model
 from minitoolai.chat.providers.base import ChatRequest, Usage
 from minitoolai.chat.settings import ProviderSettings
 from minitoolai.config import OPENAI_DEFAULT_BASE_URL
-from minitoolai.errors import InvalidRequest, ServiceUnavailable, UpstreamError, UpstreamTimeout
+from minitoolai.errors import (
+    APIError,
+    InvalidRequest,
+    ServiceUnavailable,
+    UpstreamError,
+    UpstreamTimeout,
+)
 
 # the usage event is the only one whose "usage" is an object; upstreams differ in spacing
 # (llama.cpp's server writes `"usage": {`), so a cheap find first, then the pattern
 USAGE_KEY = b'"usage"'
+SEQUENCE_NUMBER = re.compile(rb'"sequence_number":\s*(\d+)')
 USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
 EVENT_END = b"\n\n"
 DELTA = b'"delta"'
@@ -145,9 +152,21 @@ class UpstreamStream:
         self._usage_of = usage_of
         self.usage: Usage | None = None
         self._role_seen = not add_role
+        self._last = b""  # the last bytes relayed (numbers an error event of the Responses API)
 
     def client_left(self) -> None:
         """Nothing to do: the gateway reads on to the usage event (or closes us)."""
+
+    def error_event(self, exc: APIError) -> bytes:
+        """The event that ends a stream that broke, in the stream's own API: chat completions
+        put OpenAI's error envelope in a data line; the Responses API has a typed `error`
+        event, numbered after the last event relayed."""
+        if self._usage_of is not responses_usage_of:
+            return b"data: " + exc.body() + b"\n\n"
+        numbers = SEQUENCE_NUMBER.findall(self._last)
+        event = {"type": "error", "code": exc.code, "message": exc.message, "param": exc.param,
+                 "sequence_number": int(numbers[-1]) + 1 if numbers else 0}
+        return b"event: error\ndata: " + orjson.dumps(event) + b"\n\n"
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._events()
@@ -178,6 +197,7 @@ class UpstreamStream:
                         yield after
                 else:
                     yield complete
+                self._last = complete
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
             raise UpstreamError(f"upstream {self._provider!r} broke off the stream: {exc}") \
                 from None
