@@ -33,6 +33,7 @@ from minitoolai.inputs import check_text
 
 log = logging.getLogger(__name__)
 FLASH_COOKIE = "mtai_flash"
+ERROR_MARK = "!"  # a flash notice that starts with it is an error (set by redirect only)
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
 CSP = ("default-src 'self'; img-src 'self' data: blob: http: https:; "
@@ -82,10 +83,12 @@ class Ctx:
 
     def render(self, template: str, status_code: int = 200, **values) -> HTMLResponse:
         flash = self.request.cookies.get(FLASH_COOKIE)
+        notice = urllib.parse.unquote(flash)[:300] if flash else None
+        flash_error = bool(notice and notice.startswith(ERROR_MARK))
         html = self.service.templates.get_template(template).render(
             user=self.session.account if self.session else None, csrf_token=self.csrf_token,
             base_url=self.base_url, path=self.request.url.path,
-            flash=urllib.parse.unquote(flash)[:300] if flash else None,
+            flash=notice[len(ERROR_MARK):] if flash_error else notice, flash_error=flash_error,
              stripe_enabled=self.service.config.stripe.enabled,
             signup_enabled=self.service.config.signup, **values)
         response = HTMLResponse(html, status_code=status_code)
@@ -93,9 +96,13 @@ class Ctx:
             response.delete_cookie(FLASH_COOKIE, path="/")
         return self.finish(response)
 
-    def redirect(self, url: str, notice: str | None = None) -> Response:
+    def redirect(self, url: str, notice: str | None = None, *, error: bool = False) -> Response:
+        """303 to `url`, with a one-time notice for the next page: an error (shown as one,
+        announced with role="alert") or a confirmation."""
         response = RedirectResponse(url, status_code=303)
         if notice:
+            if error:
+                notice = ERROR_MARK + notice
             response.set_cookie(FLASH_COOKIE, urllib.parse.quote(notice)[:300], max_age=60,
                                 path="/", httponly=True, samesite="lax",
                                 secure=self.service.cookie_secure)

@@ -110,14 +110,16 @@ async def test_bad_codes_are_refused_alike_and_throttled(dash_settings, database
         token = page_token(http, live.url + "/")
         texts = [http.post(live.url + "/redeem", data={"csrf_token": token, "code": c}).text
                  for c in ("NOPE-NOPE-NOPE-NOPE", "")]
-        assert all("not valid or has already been used" in t for t in texts)
+        # refusals are shown as errors (styled apart, announced to screen readers)
+        assert all("not valid or has already been used" in t
+                   and '<p class="flash flash-error" role="alert">' in t for t in texts)
         db = Database(database_url, pool_size=1)
         try:
             (code,) = await create_codes(db, VALUE, 1)
         finally:
             await db.dispose()
         blocked = http.post(live.url + "/redeem", data={"csrf_token": token, "code": code})
-        assert "Too many invalid codes" in blocked.text
+        assert "Too many invalid codes" in blocked.text and 'role="alert"' in blocked.text
     assert await _balances(database_url, account_id) == [0]
 
 
@@ -145,6 +147,7 @@ async def test_admin_creates_codes_and_sees_who_used_them(live, database_url):
     response = user_http.post(live.url + "/redeem", data={
         "csrf_token": page_token(user_http, live.url + "/"), "code": shown[0]})
     assert "Code redeemed: +$2.50. Your balance is $2.50." in response.text
+    assert '<p class="flash" role="status">' in response.text  # a confirmation, not an error
     used = admin_http.get(live.url + "/admin/codes?state=used").text
     hint = canonical(shown[0])[-4:]
     assert "XXXX-XXXX-XXXX-" + hint in used and user in used

@@ -83,22 +83,24 @@ async def adjust(ctx: Ctx) -> Response:
     reason = ctx.form.get("reason", "").strip()[:500]
     url = f"/admin/accounts/{account_id}"
     if not reason:
-        return ctx.redirect(url, "Give a reason for the adjustment: it goes in the ledger.")
+        return ctx.redirect(url, "Give a reason for the adjustment: it goes in the ledger.",
+                            error=True)
     try:
         amount = parse_usd(ctx.form.get("amount", ""))
     except MoneyFormatError as exc:
-        return ctx.redirect(url, f"Not an amount: {exc}.")
+        return ctx.redirect(url, f"Not an amount: {exc}.", error=True)
     # money received for it (a bank transfer, an invoice paid): a paid top-up, which the
     # platform page counts as revenue; otherwise an adjustment (a gift, a correction)
     paid = ctx.form.get("paid") == "1"
     if paid and amount <= 0:
-        return ctx.redirect(url, "Only credit added (a positive amount) can be marked paid.")
+        return ctx.redirect(url, "Only credit added (a positive amount) can be marked paid.",
+                            error=True)
     try:
         balance = await add_credit(ctx.db, account_id, amount,
                                    kind="topup" if paid else "adjustment", note=reason,
                                    by=ctx.account.email, paid=paid)
     except InvalidRequest as exc:
-        return ctx.redirect(url, f"Not adjusted: {exc.message}.")
+        return ctx.redirect(url, f"Not adjusted: {exc.message}.", error=True)
     sign = "+" if amount > 0 else "-"
     return ctx.redirect(url, f"Adjusted by {sign}${format_usd(abs(amount))}; balance "
                              f"${format_usd(balance)}.")
@@ -108,7 +110,8 @@ async def set_disabled(ctx: Ctx) -> Response:
     account_id = _account_id(ctx)
     disable = ctx.form.get("disabled") == "1"
     if disable and account_id == ctx.account.id:
-        return ctx.redirect(f"/admin/accounts/{account_id}", "You cannot disable yourself.")
+        return ctx.redirect(f"/admin/accounts/{account_id}", "You cannot disable yourself.",
+                            error=True)
     await set_account_flags(ctx.db, account_id, disabled=disable)
     if disable:
         # keys stop at once in this process and, with Redis, in every other (without it,
@@ -126,7 +129,8 @@ async def set_password_(ctx: Ctx) -> Response:
     url = f"/admin/accounts/{account_id}"
     minimum = ctx.service.config.min_password_length
     if not minimum <= len(password) <= MAX_PASSWORD:
-        return ctx.redirect(url, f"Choose a password of {minimum} to {MAX_PASSWORD} characters.")
+        return ctx.redirect(url, f"Choose a password of {minimum} to {MAX_PASSWORD} characters.",
+                            error=True)
     account = await get_account(ctx.db, account_id)
     await set_password(ctx.db, account.id, password)
     await end_all_sessions(ctx.db, account.id)  # whoever was logged in must log in anew

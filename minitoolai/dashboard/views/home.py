@@ -45,13 +45,14 @@ async def redeem(ctx: Ctx) -> Response:
     throttle = ctx.service.redeem_throttle
     key = f"account:{ctx.account.id}"
     if await throttle.blocked(key):
-        return ctx.redirect("/", "Too many invalid codes. Wait 15 minutes and try again.")
+        return ctx.redirect("/", "Too many invalid codes. Wait 15 minutes and try again.",
+                            error=True)
     try:
         amount, balance = await redeem_code(ctx.db, ctx.account.id, ctx.form.get("code", ""),
                                            by=ctx.account.email)
     except InvalidRequest as exc:
         await throttle.fail(key)
-        return ctx.redirect("/", exc.message[:1].upper() + exc.message[1:] + ".")
+        return ctx.redirect("/", exc.message[:1].upper() + exc.message[1:] + ".", error=True)
     return ctx.redirect("/", f"Code redeemed: +${format_usd(amount)}. "
                              f"Your balance is ${format_usd(balance)}.")
 
