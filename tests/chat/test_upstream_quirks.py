@@ -21,7 +21,8 @@ def post(server, customer, **body):
     ("gpt-5", "high", "high", False),
     ("gpt-5.1", None, "none", True),
     ("gpt-5.2", "medium", "medium", False),
-    ("gpt-5.3-codex", "none", "none", False),
+    ("gpt-5.4-mini", "none", "none", True),
+    # the codex models go to the upstream's Responses API: tests/chat/test_codex_bridge.py
 ])
 def test_forwarding(server, database_url, upstream, model, effort, sent_effort,
                     temperature_sent):
