@@ -115,7 +115,8 @@ class ChatService:
         started = time.monotonic()
         await reserve(self.runtime.db, request_id=request.request_id,
                       account_id=principal.account_id, key_id=principal.key_id, amount=amount,
-                      kind="chat", ttl_seconds=self._settings.hold_ttl_seconds)
+                      kind="chat", ttl_seconds=self._settings.hold_ttl_seconds,
+                      model=request.model.id)
         self.runtime.holds.track(request.request_id)
         meter = _Meter(endpoint, request, principal.account_id, prompt_bound, prompt_exact,
                        started, amount, image_tokens)

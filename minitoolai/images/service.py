@@ -81,7 +81,7 @@ class ImagesService:
                 request_id = base_id if len(reqs) == 1 else f"{base_id}-{n}"
                 await reserve(self.db, request_id=request_id, account_id=principal.account_id,
                               key_id=principal.key_id, amount=price, kind="image",
-                              ttl_seconds=self.settings.hold_ttl_seconds)
+                              ttl_seconds=self.settings.hold_ttl_seconds, model=req.model)
                 rows.append({
                     "id": job_id, "request_id": request_id,
                     "account_id": principal.account_id, "key_id": principal.key_id,

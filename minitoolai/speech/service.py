@@ -181,7 +181,7 @@ class SpeechService:
         started = time.monotonic()
         await reserve(db, request_id=request_id, account_id=principal.account_id,
                       key_id=principal.key_id, amount=cost, kind="speech",
-                      ttl_seconds=self.settings.hold_ttl_seconds)
+                      ttl_seconds=self.settings.hold_ttl_seconds, model=req.model.id)
         self.runtime.holds.track(request_id)  # renewed while the audio flows, however long
 
         def record(status: str) -> UsageRecord:

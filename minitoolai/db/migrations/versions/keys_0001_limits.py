@@ -1,0 +1,54 @@
+"""keys: expiry, monthly spending limits and model allowlists on API keys; voided codes
+
+Its own branch from the core's second revision (and after the dashboard's codes), so it
+never conflicts with other work on either. A key's spending this month is filled from its
+usage rows of the current UTC month, so a monthly limit set right after the upgrade counts
+what the key already spent.
+
+Revision ID: keys_0001
+Revises: 0002_core
+Create Date: 2026-12-02
+"""
+
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "keys_0001"
+down_revision = "0002_core"
+branch_labels = ("keys",)
+depends_on = ("dashboard_0002",)
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("api_keys") as batch:
+        batch.add_column(sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True))
+        batch.add_column(sa.Column("month_limit", sa.BigInteger(), nullable=True))
+        batch.add_column(sa.Column("month_spent", sa.BigInteger(), nullable=False,
+                                   server_default="0"))
+        batch.add_column(sa.Column("spent_month", sa.Integer(), nullable=False,
+                                   server_default="0"))
+        batch.add_column(sa.Column("models", sa.Text(), nullable=True))
+    with op.batch_alter_table("redemption_codes") as batch:
+        # a voided code can no longer be redeemed; who voided it and when stay on the row
+        batch.add_column(sa.Column("voided_at", sa.DateTime(timezone=True), nullable=True))
+        batch.add_column(sa.Column("voided_by", sa.String(320), nullable=True))
+    now = datetime.now(UTC)
+    start = datetime(now.year, now.month, 1, tzinfo=UTC)
+    conn = op.get_bind()
+    if conn.dialect.name == "sqlite":  # stored as SQLAlchemy's SQLite dialect writes it
+        start = start.replace(tzinfo=None).isoformat(" ", "microseconds")
+    conn.execute(sa.text(
+        "UPDATE api_keys SET spent_month = :month, month_spent = COALESCE((SELECT SUM(cost)"
+        " FROM usage WHERE usage.key_id = api_keys.id AND usage.created_at >= :start), 0)"),
+        {"month": now.year * 100 + now.month, "start": start})
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("redemption_codes") as batch:
+        batch.drop_column("voided_by")
+        batch.drop_column("voided_at")
+    with op.batch_alter_table("api_keys") as batch:
+        for name in ("models", "spent_month", "month_spent", "month_limit", "expires_at"):
+            batch.drop_column(name)
