@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
 
 from sqlalchemy import func, insert, select, update
 
@@ -98,6 +98,28 @@ def parse_models(text: str) -> list[str] | None:
     """A typed allowlist: ids separated by commas or spaces; blank means every model."""
     ids = [m for m in text.replace(",", " ").split() if m]
     return ids or None
+
+
+def parse_expiry(text: str, now: datetime) -> datetime | None:
+    """A typed expiry: a date YYYY-MM-DD (the key stops working when that day begins, UTC)
+    or a UTC time YYYY-MM-DDTHH:MM[:SS]; blank means never. It must be after `now`."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        if len(text) == 10:
+            moment = datetime.combine(date.fromisoformat(text), time.min, tzinfo=UTC)
+        else:
+            moment = datetime.fromisoformat(text.removesuffix("Z"))
+            moment = (moment.replace(tzinfo=UTC) if moment.tzinfo is None
+                      else moment.astimezone(UTC))
+    except ValueError:
+        raise InvalidRequest(f"not a date: {text[:40]!r} (expected YYYY-MM-DD)",
+                             param="expires_at") from None
+    if moment <= now:
+        raise InvalidRequest(f"the expiry {moment:%Y-%m-%d %H:%M} UTC has already passed",
+                             param="expires_at")
+    return moment
 
 
 def _limit_value(value: int | None, param: str) -> int | None:
