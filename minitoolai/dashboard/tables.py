@@ -69,3 +69,6 @@ playground_keys = Table(
 # The usage page filtered by model reads newest-first within one account and one model; the
 # core's (account_id, created_at) index leaves that to a scan of all the account's rows.
 Index("ix_usage_account_model_id", usage.c.account_id, usage.c.model, usage.c.id)
+
+# The usage page filtered by key (migration keys_0001), likewise within one account.
+Index("ix_usage_account_key_id", usage.c.account_id, usage.c.key_id, usage.c.id)

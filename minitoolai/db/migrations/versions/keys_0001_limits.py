@@ -34,6 +34,8 @@ def upgrade() -> None:
         # a voided code can no longer be redeemed; who voided it and when stay on the row
         batch.add_column(sa.Column("voided_at", sa.DateTime(timezone=True), nullable=True))
         batch.add_column(sa.Column("voided_by", sa.String(320), nullable=True))
+    # the usage page filtered by key, within one account (dashboard/tables.py)
+    op.create_index("ix_usage_account_key_id", "usage", ["account_id", "key_id", "id"])
     now = datetime.now(UTC)
     start = datetime(now.year, now.month, 1, tzinfo=UTC)
     conn = op.get_bind()
@@ -46,6 +48,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_usage_account_key_id", table_name="usage")
     with op.batch_alter_table("redemption_codes") as batch:
         batch.drop_column("voided_by")
         batch.drop_column("voided_at")
