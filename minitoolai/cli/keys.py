@@ -105,9 +105,12 @@ def update(key_id: str, name: str = typer.Option(None, help="a new name"),
     allowed = _models(models)
 
     async def action(settings, db):
-        return await update_key(db, key_id, None, name=name, spend_limit=spend_limit,
-                                month_limit=month_limit, expires_at=_expiry(expires, db),
-                                models=allowed), db.now()
+        key = await update_key(db, key_id, None, name=name, spend_limit=spend_limit,
+                               month_limit=month_limit, expires_at=_expiry(expires, db),
+                               models=allowed)
+        if expires is not None:  # the servers' cached lookups carry the old expiry
+            await announce(settings, key_id=key.id)
+        return key, db.now()
 
     key, now = with_db(action)
     if as_json:

@@ -144,6 +144,9 @@ async def update(ctx: Ctx) -> Response:
                            month_limit=values.get("month_limit", UNCHANGED),
                            expires_at=values.get("expires_at", UNCHANGED),
                            models=values.get("models", UNCHANGED))
+    # the servers' cached lookups carry the key's expiry: drop them, as for a revocation,
+    # so a changed expiry applies to the next request everywhere (the hold reads the rest)
+    await ctx.runtime.revocations.key_revoked(key.id)
     return ctx.redirect("/keys", f"Saved {key.name}.")
 
 
