@@ -195,19 +195,19 @@ async def test_a_void_racing_a_redemption_lets_exactly_one_through(database_url)
             (code,) = await create_codes(db, 1_000, 1)
             (row,) = await list_codes(db, limit=1)
 
-            async def use():
+            async def use(code):
                 try:
                     return ("redeemed", await redeem(db, user_id, code))
                 except InvalidRequest:
                     return ("refused", None)
 
-            async def void():
+            async def void(code_id):
                 try:
-                    return ("voided", await void_code(db, row.id, "ops@example.com"))
+                    return ("voided", await void_code(db, code_id, "ops@example.com"))
                 except InvalidRequest:
                     return ("refused", None)
 
-            results = await asyncio.gather(use(), void())
+            results = await asyncio.gather(use(code), void(row.id))
             outcomes.append(sorted(r[0] for r in results))
         return outcomes
 

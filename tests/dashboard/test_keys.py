@@ -167,7 +167,7 @@ async def test_key_settings_from_the_dashboard_are_enforced_on_every_charging_ro
         assert response.status_code == 401, (path, response.text)
         assert response.json()["error"]["code"] == "expired_api_key"
     page = http.get(live.url + "/keys").text
-    row = re.search(rf'<tr class="" data-key-id="{key.id}">(.*?)</tr>', page, re.S).group(1)
+    row = re.search(rf'<tr class="" data-key-id="{key.id}">(.*?)</tr>', page, re.DOTALL).group(1)
     assert "expired" in visible(row)
     await assert_ledger_ok(database_url)
 

@@ -62,9 +62,9 @@ async def test_plaintext_codes_survive_their_hashing(empty_database):
 async def test_open_holds_survive_the_lean_holds_table(empty_database):
     """0002_core rebuilds `holds` (WITHOUT ROWID on SQLite, no secondary indexes): a hold
     open across the upgrade still settles exactly once, and the downgrade keeps it too."""
-    from minitoolai.ledger.credits import add_credit
     from datetime import timedelta
 
+    from minitoolai.ledger.credits import add_credit
     from minitoolai.ledger.holds import UsageRecord, settle
     from minitoolai.ledger.verify import verify
 

@@ -25,7 +25,6 @@ from minitoolai.ledger.holds import month_of
 from minitoolai.money import MoneyFormatError, parse_usd
 
 
-
 def _limit(text: str, param: str) -> int | None:
     """A spending limit from the form: blank means none."""
     text = text.strip()
