@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import platform as host
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,6 +100,9 @@ def main() -> int:
                   f" {options.servers} serve, {options.workers} worker, database"
                   f" {platform.db_name}")
             load, faults = asyncio.run(soak(platform))
+            with (workdir / "answers.jsonl").open("w") as out:  # for a post-mortem
+                for answer in load.answers:
+                    out.write(json.dumps(asdict(answer)) + "\n")
             figures = figures_of(load, faults)
             acc = account(platform, load)
             table = report(figures, acc, load)

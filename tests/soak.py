@@ -105,6 +105,7 @@ class SoakOptions:
     servers: int = 3
     workers: int = 2
     accounts: int = 4
+    hold_ttl_seconds: int = 15  # short: the holds a kill -9 leaves are swept before the end
 
     def faults(self) -> list[tuple[str, str]]:
         """(name, kind) in the order they run: database drops first and last around the
@@ -177,7 +178,7 @@ class Platform:
             "MINITOOLAI_RATE_LIMIT_PER_MINUTE": "1000000",
             "MINITOOLAI_RATE_LIMIT_BURST": "100000",
             # holds a kill -9 leaves behind are released before the run ends
-            "MINITOOLAI_HOLD_TTL_SECONDS": "15",
+            "MINITOOLAI_HOLD_TTL_SECONDS": str(self.options.hold_ttl_seconds),
             "MINITOOLAI_SWEEP_INTERVAL_SECONDS": "2",
             "MINITOOLAI_DATABASE__CONNECT_TIMEOUT_SECONDS": "2",
             "MINITOOLAI_DATABASE__POOL_TIMEOUT_SECONDS": "2",
@@ -604,9 +605,10 @@ def figures_of(load: Load, faults: list[Fault]) -> list[FaultFigures]:
                 fig.ready_lies += sum(1 for a in down if a.status == 200)
             back = [a.ended for a in ready if a.status == 200 and a.began >= fault.restored]
             fig.ready_back.append(min(back) - fault.restored if back else None)
+            # (an answer that ended after the next fault began may be telling its truth)
             fig.ready_false_alarms += sum(
                 1 for a in ready if a.status not in (200, 0)
-                and a.began > fault.restored + TARGET_SECONDS)
+                and a.began > fault.restored + TARGET_SECONDS and a.ended < fault.until)
         out.append(fig)
     return out
 
@@ -628,6 +630,7 @@ class Accounting:
     settle_seconds: float = 0.0
     verify_ok: bool = False
     verify_output: str = ""
+    details: list[str] = field(default_factory=list)  # the rows behind each anomaly
 
     @property
     def exact(self) -> bool:
@@ -652,15 +655,20 @@ def account(platform: Platform, load: Load, settle_timeout: float = 90.0) -> Acc
             "SELECT request_id FROM ledger_entries WHERE kind = 'charge'"))
         acc.usage_ok = conn.execute(
             "SELECT count(*) FROM usage WHERE status = 'ok'").fetchone()[0]
-    served = {a.request_id for a in load.answers if a.kind in ("chat", "chat-stream")
-              and a.served}
+        for row in conn.execute("SELECT id, kind, amount, created_at, expires_at FROM holds"):
+            acc.details.append(f"hold left: {row}")
+        served, images, seen = _client_view(load)
+        for request_id in sorted((set(charges) - served - images) & seen):
+            usage_row = conn.execute("SELECT endpoint, status, cost, created_at FROM usage"
+                                     " WHERE request_id = %s", (request_id,)).fetchone()
+            acc.details.append(f"charged, not served: {request_id} usage {usage_row}; client"
+                               f" saw {[a for a in load.answers if a.request_id == request_id]}")
+    served, images, seen = _client_view(load)
     acc.chat_served = len(served)
-    images = {t.request_id for t in load.tickets if t.state == "success"}
     acc.images_served = len(images)
     acc.tickets_open = sum(1 for t in load.tickets if t.finished is None)
     acc.tickets_failed = sum(1 for t in load.tickets if t.state == "error")
     served |= images
-    seen = {a.request_id for a in load.answers if a.request_id and a.kind in SERVING}
     acc.charges = sum(charges.values())
     acc.charged_twice = sorted(k for k, n in charges.items() if n > 1)
     acc.served_not_charged = sorted(served - set(charges))
@@ -672,6 +680,16 @@ def account(platform: Platform, load: Load, settle_timeout: float = 90.0) -> Acc
     acc.verify_ok = verified.returncode == 0
     acc.verify_output = (verified.stdout + verified.stderr).strip()
     return acc
+
+
+def _client_view(load: Load) -> tuple[set[str], set[str], set[str]]:
+    """Request ids: chat served (complete 2xx), images served (jobs seen succeed), and
+    every chat or submit answer the clients got at all."""
+    served = {a.request_id for a in load.answers if a.kind in ("chat", "chat-stream")
+              and a.served}
+    images = {t.request_id for t in load.tickets if t.state == "success"}
+    seen = {a.request_id for a in load.answers if a.request_id and a.kind in SERVING}
+    return served, images, seen
 
 
 def _s(value: float | None) -> str:
@@ -716,4 +734,5 @@ def report(figures: list[FaultFigures], acc: Accounting, load: Load) -> str:
         f" waiting; `ledger verify`: {'OK' if acc.verify_ok else 'FAILED'}"
         f" ({acc.verify_output.splitlines()[-1] if acc.verify_output else ''})",
     ]
+    lines += [f"- {line}" for line in acc.details[:20]]
     return "\n".join(lines)
