@@ -72,8 +72,9 @@ def parse() -> tuple[SoakOptions, argparse.Namespace]:
 
 
 def versions() -> str:
-    pg = subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-Atc", "SHOW server_version"],
-                        capture_output=True, text=True, check=False).stdout.strip()
+    pg = subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-Atc",
+                         "SHOW server_version"], capture_output=True, text=True,
+                        check=False).stdout.strip()
     rd = subprocess.run(["redis-cli", "INFO", "server"], capture_output=True, text=True,
                         check=False).stdout
     rd = next((line.split(":", 1)[1].strip() for line in rd.splitlines()

@@ -365,7 +365,9 @@ class Load:
         except httpx.HTTPError as exc:
             answer = Answer(kind, server, began, self.now(), 0, detail=type(exc).__name__)
             content = b""
-        if answer.status >= 500 and answer.status != 503:
+        if answer.status == 503:  # which refusal: database_unavailable, database_busy...
+            answer.detail = _code_of(content)
+        elif answer.status >= 500:
             answer.detail = content[:300].decode(errors="replace")
         self.answers.append(answer)
         return answer, content
@@ -452,6 +454,15 @@ class Load:
             await client.aclose()
 
 
+def _code_of(content: bytes) -> str:
+    try:
+        body = json.loads(content)
+    except ValueError:
+        return "not JSON"
+    error = body.get("error") if isinstance(body, dict) else None
+    return str((error or body).get("code") if isinstance(error or body, dict) else "?")
+
+
 # ---- the faults ----------------------------------------------------------------------------
 
 async def run_fault(platform: Platform, load: Load, fault: Fault, down: float) -> None:
@@ -519,7 +530,8 @@ async def soak(platform: Platform, say=print) -> tuple[Load, list[Fault]]:
         if faults:
             faults[-1].until = load.now()
         await asyncio.gather(*tasks)
-        say(f"[{load.now():7.1f} s] load stopped; following {sum(1 for t in load.tickets if t.finished is None)} open ticket(s)")
+        still_open = sum(1 for t in load.tickets if t.finished is None)
+        say(f"[{load.now():7.1f} s] load stopped; following {still_open} open ticket(s)")
         await load.finish_tickets()
     finally:
         load.stopping.set()
@@ -727,6 +739,8 @@ def report(figures: list[FaultFigures], acc: Accounting, load: Load) -> str:
         f" charged with the answer lost to a kill: {acc.charged_unseen}"
         f" (requests left without an answer: {acc.answers_lost});"
         f" usage rows ok: {acc.usage_ok}",
+        "- 503s by code: " + ", ".join(f"{code}: {n}" for code, n in sorted(Counter(
+            a.detail for a in load.answers if a.status == 503 and a.kind != "ready").items())),
         "- answers by kind and status: " + ", ".join(
             f"{kind} {status}: {n}" for (kind, status), n in sorted(Counter(
                 (a.kind, a.status) for a in load.answers).items())),

@@ -14,8 +14,16 @@ import pytest
 import redis
 
 from tests.conftest import _pg_reachable
-from tests.soak import REDIS_HOST, REDIS_PORT, Platform, SoakOptions, account, figures_of, \
-    report, soak
+from tests.soak import (
+    REDIS_HOST,
+    REDIS_PORT,
+    Platform,
+    SoakOptions,
+    account,
+    figures_of,
+    report,
+    soak,
+)
 
 
 def _redis_reachable() -> str | None:
@@ -34,8 +42,8 @@ def test_three_servers_two_workers_survive_faults_and_charge_exactly(tmp_path, u
     if reason:
         pytest.skip(reason)
     options = SoakOptions(db_drops=2, terminate_every=2, redis_drops=1, serve_kills=1,
-                          worker_terms=0, worker_kills=0, down_seconds=2.0, calm_seconds=3.0,
-                          warmup_seconds=2.0, chat_clients=4, image_clients=2,
+                          worker_terms=0, worker_kills=0, down_seconds=2.0, calm_seconds=2.5,
+                          warmup_seconds=1.5, chat_clients=4, image_clients=2,
                           hold_ttl_seconds=8)
     assert [kind for _, kind in options.faults()] == \
         ["db-cut", "redis-cut", "serve-kill", "db-terminate"]
