@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 
 from minitoolai.clock import as_utc, utcnow
-from minitoolai.errors import InvalidRequest, NotFound, ServiceUnavailable
+from minitoolai.errors import InsufficientCredit, InvalidRequest, NotFound, ServiceUnavailable
 from minitoolai.images import queue
 from minitoolai.images.backends import model_ready
 from minitoolai.images.request import ImageRequest, parse_image_request
@@ -81,10 +81,7 @@ class ImagesService:
                 price = self.runtime.catalog.get(req.model).image_nano
                 job_id = queue.new_job_id()
                 request_id = base_id if len(reqs) == 1 else f"{base_id}-{n}"
-                await reserve(self.db, request_id=request_id, account_id=principal.account_id,
-                              key_id=principal.key_id, amount=price, kind="image",
-                              ttl_seconds=self.settings.hold_ttl_seconds)
-                rows.append({
+                row = {
                     "id": job_id, "request_id": request_id,
                     "account_id": principal.account_id, "key_id": principal.key_id,
                     "endpoint": endpoint, "model": req.model, "prompt": req.prompt,
@@ -92,7 +89,20 @@ class ImagesService:
                     "steps": req.steps, "cfg_scale": req.cfg_scale, "width": req.width,
                     "height": req.height, "seed": req.seed, "price": price,
                     "state": "queued", "attempts": 0, "created_at": utcnow(),
-                })
+                }
+                try:
+                    await reserve(self.db, request_id=request_id,
+                                  account_id=principal.account_id, key_id=principal.key_id,
+                                  amount=price, kind="image",
+                                  ttl_seconds=self.settings.hold_ttl_seconds)
+                except InsufficientCredit:
+                    raise  # refused: nothing was written
+                except BaseException:
+                    # the database went away under the hold's COMMIT: it may have landed
+                    # (db/pg_ledger.py), so it is undone below with the others
+                    rows.append(row)
+                    raise
+                rows.append(row)
             await queue.insert_jobs(self.db, rows)
         except BaseException:
             await asyncio.shield(self._undo_submit(rows, endpoint))

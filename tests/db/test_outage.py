@@ -210,22 +210,25 @@ def _wait_direct(direct: str, query: str, predicate, what: str, timeout: float =
     return row
 
 
-@pytest.mark.parametrize("cut_during", ["insert", "commit"])
+@pytest.mark.parametrize("cut_during", ["hold-commit", "job-insert", "job-commit"])
 def test_an_image_submit_cut_midway_leaves_no_hold_and_no_job(pg_name, fault_settings,
                                                               cut_during):
-    """Found by bench/soak.py: a submit whose job INSERT lost the database answered 503,
-    but its hold stayed (the release failed too), keeping the credit for the image hold's
-    6 hours. And had the INSERT committed with its answer lost, the job would have run and
-    been charged though the client was told it failed. A trigger that sleeps in the INSERT
-    or at COMMIT lets the test cut the network at exactly that moment."""
+    """Found by bench/soak.py: a submit that lost the database midway answered 503 but
+    left its hold (the hold's COMMIT landed unseen, or the job's INSERT failed and so did
+    the release), keeping the credit for the image hold's 6 hours; had the job's INSERT
+    committed unseen, the job would have run and been charged though the client was told
+    it failed. A trigger that sleeps (at the hold's COMMIT, in the job's INSERT, or at its
+    COMMIT) lets the test cut the network at exactly that moment."""
     direct = pg_url(pg_name)
     customer = run(make_customer(direct, 10**12))
+    table, when = {"hold-commit": ("holds", "commit"), "job-insert": ("image_jobs", "insert"),
+                   "job-commit": ("image_jobs", "commit")}[cut_during]
     with psycopg.connect(direct, autocommit=True) as conn:
         conn.execute("CREATE FUNCTION pause() RETURNS trigger LANGUAGE plpgsql AS"
                      " $$ BEGIN PERFORM pg_sleep(2); RETURN NEW; END $$")
-        conn.execute("CREATE TRIGGER pause BEFORE INSERT ON image_jobs FOR EACH ROW"
-                     " EXECUTE FUNCTION pause()" if cut_during == "insert" else
-                     "CREATE CONSTRAINT TRIGGER pause AFTER INSERT ON image_jobs DEFERRABLE"
+        conn.execute(f"CREATE TRIGGER pause BEFORE INSERT ON {table} FOR EACH ROW"
+                     " EXECUTE FUNCTION pause()" if when == "insert" else
+                     f"CREATE CONSTRAINT TRIGGER pause AFTER INSERT ON {table} DEFERRABLE"
                      " INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION pause()")
     image = {"model": "realvision", "prompt": "a lighthouse", "steps": 4, "width": 256,
              "height": 256}
@@ -239,14 +242,14 @@ def test_an_image_submit_cut_midway_leaves_no_hold_and_no_job(pg_name, fault_set
             submitted = pool.submit(http.post, "/api/texttoimage/", json=image)
             _wait_direct(direct, "SELECT count(*) FROM pg_stat_activity WHERE datname ="
                          f" '{pg_name}' AND wait_event = 'PgSleep'", lambda r: r[0] == 1,
-                         "the INSERT to sleep in its trigger")
+                         "the server's statement to sleep in its trigger")
             proxy.cut()
             assert_unavailable(submitted.result(), image=True)
             # the database is away from the server: the hold is still there (and, cut at
-            # COMMIT, the job too, once the sleeping backend commits it)
+            # the job's COMMIT, the job too, once the sleeping backend commits it)
             held = _wait_direct(direct, "SELECT count(*), (SELECT count(*) FROM image_jobs)"
-                                " FROM holds", lambda r: r[1] == (cut_during == "commit"),
-                                "the backend to finish")
+                                " FROM holds", lambda r: r[1] == (cut_during == "job-commit")
+                                and r[0] == 1, "the sleeping backend to finish")
             assert held[0] == 1
             proxy.restore()
             # undone in the background once the database is back: no hold, no job to run
@@ -258,5 +261,5 @@ def test_an_image_submit_cut_midway_leaves_no_hold_and_no_job(pg_name, fault_set
         assert conn.execute("SELECT count(*) FROM ledger_entries WHERE kind = 'charge'"
                             ).fetchone()[0] == 0
         assert conn.execute("SELECT state FROM image_jobs").fetchall() == \
-            ([("error",)] if cut_during == "commit" else [])
+            ([("error",)] if cut_during == "job-commit" else [])
     run(assert_ledger_ok(direct))
