@@ -577,16 +577,16 @@ class FaultFigures:
 
 
 def figures_of(load: Load, faults: list[Fault]) -> list[FaultFigures]:
-    """Each fault's figures, from the answers that began in its window (its start to the
-    next fault's). Recovery, per server: the first complete 2xx (chat or image submit; for
-    a worker, an image job seen finished) that began after the restore, its end minus the
-    restore."""
+    """Each fault's figures, from the answers that ended in its window (its start to the
+    next fault's: a request sent just before a cut and refused by it counts for the cut).
+    Recovery, per server: the first complete 2xx (chat or image submit; for a worker, an
+    image job seen finished) that began after the restore, its end minus the restore."""
     servers = len(load.platform.urls)
     out = []
     warmup = Fault("warm-up", "none", 0.0, 0.0, faults[0].began if faults else load.now())
     for fault in [warmup, *faults]:
         fig = FaultFigures(fault)
-        window = [a for a in load.answers if fault.began <= a.began < fault.until]
+        window = [a for a in load.answers if fault.began <= a.ended < fault.until]
         for a in window:
             if a.kind == "ready":
                 continue
