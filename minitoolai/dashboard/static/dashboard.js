@@ -24,11 +24,6 @@
     }
   });
 
-  // charts wider than a phone scroll sideways: start at the latest days
-  document.querySelectorAll(".chart-box").forEach(function (box) {
-    box.scrollLeft = box.scrollWidth;
-  });
-
   // forms that ask first: <form data-confirm="...">
   document.querySelectorAll("form[data-confirm]").forEach(function (form) {
     form.addEventListener("submit", function (event) {

@@ -18,16 +18,13 @@ CREDIT_LABELS = {"paid": "paid (revenue)", "free": "free (demo, sign-up, codes)"
 async def overview(ctx: Ctx) -> Response:
     days = ctx.service.config.chart_days
     dates, spend = await daily_spend(ctx.db, None, days)
-    usage_chart, usage_legend = stacked_bars(dates, spend,
-                                             title=f"Usage (charged) per model, {days} days")
+    usage_chart = stacked_bars(dates, spend, title=f"Usage (charged) per model, {days} days")
     dates, credits = await daily_credits(ctx.db, days)
     credits = {CREDIT_LABELS[k]: credits[k] for k in CREDIT_LABELS if k in credits}
-    revenue_chart, revenue_legend = stacked_bars(dates, credits,
-                                                 title=f"Credit added per day, {days} days")
+    revenue_chart = stacked_bars(dates, credits, title=f"Credit added per day, {days} days")
     return ctx.render("admin/overview.html", totals=await totals(ctx.db),
                       money_in=await money_in(ctx.db),
-                      usage_chart=usage_chart, usage_legend=usage_legend,
-                      revenue_chart=revenue_chart, revenue_legend=revenue_legend, days=days)
+                      usage_chart=usage_chart, revenue_chart=revenue_chart, days=days)
 
 
 async def catalog(ctx: Ctx) -> Response:
