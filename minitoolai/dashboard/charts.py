@@ -24,7 +24,6 @@ from minitoolai.money import display_usd, format_usd
 PALETTE = ("#4f6bed", "#e8833a", "#2aa876", "#d64550", "#8e5cd9", "#c9a227", "#1f9bcf",
            "#e36fb4", "#6b8e23", "#7f7f7f")
 INK, GRID, FAINT = "#4f5566", "#d8dce6", "#5b6275"  # INK on white: 7.4:1
-FONT = 11  # px in the viewBox; both layouts are drawn at about their rendered width
 
 # what a chart can count, as the usage page's `metric` parameter names it
 METRICS = {"cost": "Spend", "requests": "Requests", "tokens": "Tokens (in + out)"}
@@ -35,11 +34,12 @@ class Layout:
     width: int
     height: int
     max_labels: int  # date labels under the bars, today's always among them
+    font: int  # px in the viewBox: each layout is drawn near the width it is shown at
     css: str
 
 
-WIDE = Layout(720, 250, 8, "chart chart-wide")
-NARROW = Layout(360, 230, 4, "chart chart-narrow")
+WIDE = Layout(720, 250, 8, 11, "chart chart-wide")  # shown 690-1030 px wide
+NARROW = Layout(330, 230, 4, 12, "chart chart-narrow")  # shown ~300-690 px wide
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,8 +126,9 @@ def _svg(layout: Layout, dates: list[date], items: list[tuple[str, list[int]]],
     width, height = layout.width, layout.height
     top = nice_ceiling(max(totals, default=0))
     ticks = [(fraction, axis_label(top * fraction // 2, metric)) for fraction in (0, 1, 2)]
-    left = max(len(text) for _, text in ticks) * 7 + 12  # room for the widest y label
-    right, above, below = 12, 12, 26
+    font = layout.font
+    left = max(len(text) for _, text in ticks) * font * 0.62 + 10  # the widest y label
+    right, above, below = 12, 12, font + 16
     plot_w, plot_h = width - left - right, height - above - below
     slot = plot_w / max(len(dates), 1)
     bar = max(slot * 0.72, 1.0)
@@ -136,10 +137,10 @@ def _svg(layout: Layout, dates: list[date], items: list[tuple[str, list[int]]],
              f"<title>{escape(summary)}</title>"]
     for fraction, text in ticks:
         y = above + plot_h * (1 - fraction / 2)
-        parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}" '
+        parts.append(f'<line x1="{left:.1f}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}" '
                      f'stroke="{GRID}" stroke-width="1"/>')
-        parts.append(f'<text class="y-label" x="{left - 6}" y="{y + 4:.1f}" '
-                     f'text-anchor="end" font-size="{FONT}" fill="{INK}">{escape(text)}</text>')
+        parts.append(f'<text class="y-label" x="{left - 6:.1f}" y="{y + 4:.1f}" '
+                     f'text-anchor="end" font-size="{font}" fill="{INK}">{escape(text)}</text>')
     stacked = [0] * len(dates)
     for n, (label, values) in enumerate(items):
         color = PALETTE[n % len(PALETTE)]
@@ -160,10 +161,10 @@ def _svg(layout: Layout, dates: list[date], items: list[tuple[str, list[int]]],
     for i in range(len(dates) - 1, -1, -step):
         x = left + slot * i + slot / 2
         anchor = "middle"
-        if x + 22 > width:  # keep the last label inside the picture
+        if x + 2 * font > width:  # keep the last label inside the picture
             x, anchor = width - 2, "end"
         parts.append(f'<text class="x-label" x="{x:.1f}" y="{height - 8}" '
-                     f'text-anchor="{anchor}" font-size="{FONT}" fill="{INK}" '
+                     f'text-anchor="{anchor}" font-size="{font}" fill="{INK}" '
                      f'data-day="{dates[i].isoformat()}">{escape(day_label(dates[i]))}</text>')
     if not any(totals):
         parts.append(f'<text x="{left + plot_w / 2:.0f}" y="{above + plot_h / 2:.0f}" '
