@@ -44,13 +44,19 @@ def test_no_serious_violation_on_any_page(live, new_page, database_url, axe_sour
     admin_email = arun(_seed(database_url))
     _, customer_email = arun(make_user(database_url, credit_nano=2_000_000_000))
     found: dict[str, list[str]] = {}
+    blocked: list[str] = []  # what the CSP refused, on any page: nothing may be
+
+    def watch(page):
+        page.on("console", lambda message: blocked.append(message.text)
+                if "Content Security Policy" in message.text else None)
+        return page
 
     def check(page, label: str) -> None:
         problems = serious_violations(page, axe_source)
         if problems:
             found[label] = problems
 
-    page = new_page(width, height)
+    page = watch(new_page(width, height))
     for path in PUBLIC_PAGES:
         assert page.goto(live.url + path).status == 200, path
         check(page, "logged out " + path)
@@ -59,7 +65,7 @@ def test_no_serious_violation_on_any_page(live, new_page, database_url, axe_sour
     if missing.headers["content-type"].startswith("text/html"):  # an HTML error page
         check(page, "logged out 404")
 
-    page = new_page(width, height)
+    page = watch(new_page(width, height))
     log_in_page(page, live.url, customer_email)
     for path in CUSTOMER_PAGES:
         assert page.goto(live.url + path).status == 200, path
@@ -72,7 +78,7 @@ def test_no_serious_violation_on_any_page(live, new_page, database_url, axe_sour
             page.click(".chart-data summary")
             check(page, "customer /usage numbers")
 
-    page = new_page(width, height)
+    page = watch(new_page(width, height))
     log_in_page(page, live.url, admin_email)
     for path in ["/", "/usage"] + ADMIN_PAGES:
         assert page.goto(live.url + path).status == 200, path
@@ -81,4 +87,5 @@ def test_no_serious_violation_on_any_page(live, new_page, database_url, axe_sour
     page.click(f"table.data >> text={admin_email}")
     page.wait_for_url(live.url + "/admin/accounts/*")
     check(page, "operator account page")
+    assert not blocked, blocked
     assert not found, "\n".join(f"{where}: {p}" for where, ps in found.items() for p in ps)
