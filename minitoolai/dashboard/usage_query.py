@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import case, func, select
@@ -162,22 +162,18 @@ class ChartRange:
 
 
 async def daily_usage(db: Database, account_id: int | None, span: ChartRange,
-                      model: str | None = None) -> tuple[list[date], dict[str, list[int]]]:
+                      flt: UsageFilter | None = None) -> tuple[list[date], dict[str, list[int]]]:
     """Every UTC day of `span` and, per model, that day's requests, tokens (in + out) or
     spend (nanodollars), as `span.metric` says; models ordered by their total, largest
-    first. Sums the same rows as `usage_totals` for the same days and model."""
+    first. The usage filter's other conditions (model, ...) apply as they do to the table,
+    so the chart sums the same rows as `usage_totals` for the same days."""
     day = _day_column(db, usage.c.created_at).label("day")
     measure = {"cost": func.sum(usage.c.cost), "requests": func.count(),
                "tokens": func.sum(usage.c.prompt_tokens + usage.c.completion_tokens)
                }[span.metric]
-    query = (select(day, usage.c.model, measure)
-             .where(usage.c.created_at >= _midnight(span.first),
-                    usage.c.created_at < _midnight(span.last + timedelta(days=1)))
-             .group_by(day, usage.c.model))
-    if account_id is not None:
-        query = query.where(usage.c.account_id == account_id)
-    if model:
-        query = query.where(usage.c.model == model)
+    days = replace(flt or UsageFilter(), start=span.first, end=span.last)
+    query = days.apply(select(day, usage.c.model, measure), account_id).group_by(
+        day, usage.c.model)
     async with db.read() as conn:
         rows = (await conn.execute(query)).all()
     dates = [span.first + timedelta(days=i) for i in range(span.days)]

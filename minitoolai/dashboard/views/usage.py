@@ -68,7 +68,7 @@ async def render_usage(ctx: Ctx, account_id: int | None, template: str, **values
     size = ctx.service.config.usage_page_size
     rows = await usage_page(ctx.db, account_id, flt, limit=size, before_id=_before(ctx))
     count, total, tokens = await usage_totals(ctx.db, account_id, flt)
-    dates, series = await daily_usage(ctx.db, account_id, span, flt.model)
+    dates, series = await daily_usage(ctx.db, account_id, span, flt)
     # the filter offers the catalog's models and any other the chart period saw: cheaper than
     # a DISTINCT over every row the account ever made
     models = sorted({m.id for m in ctx.runtime.catalog} | set(series) |
