@@ -127,6 +127,7 @@ def _as_date(value) -> date:
 
 CHART_METRICS = ("cost", "requests", "tokens")
 MAX_CHART_DAYS = 366
+CHART_RANGES = (7, 30, 90)  # the range buttons above the charts, in days up to today
 
 
 @dataclass(frozen=True, slots=True)

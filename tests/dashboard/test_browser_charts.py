@@ -5,6 +5,7 @@ exactly what the usage table counts for the same days."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -15,7 +16,7 @@ from minitoolai.dashboard.charts import day_label
 from minitoolai.dashboard.usage_query import _midnight
 from minitoolai.db.engine import Database
 from minitoolai.db.tables import usage
-from tests.dashboard.conftest import arun, log_in_page
+from tests.dashboard.conftest import arun, log_in_page, login
 from tests.dashboard.test_browser_layout import _seed
 
 
@@ -109,3 +110,23 @@ def test_chart_is_readable_and_exact(live, new_page, database_url, tmp_path, wid
     overflow = page.evaluate(
         "document.documentElement.scrollWidth - document.documentElement.clientWidth")
     assert overflow <= 0, f"the page scrolls sideways by {overflow}px"
+
+
+def test_operator_charts_take_a_range_and_metric(live, database_url):
+    """The platform page: the same range buttons and metrics over every account's usage."""
+    email = arun(_seed(database_url))
+    http = login(live.url, email)
+    requests_7, spend_7, tokens_7 = arun(_sums(database_url, 7))
+    for query, total in (("", None), ("?days=7", spend_7), ("?days=7&metric=requests",
+                                                            requests_7),
+                         ("?days=7&metric=tokens", tokens_7)):
+        page = http.get(live.url + "/admin" + query)
+        assert page.status_code == 200
+        totals = re.findall(r'data-metric="(\w+)" data-total="(\d+)"', page.text)
+        assert len(totals) == 2  # credit added, then usage
+        if total is not None:
+            assert int(totals[1][1]) == total
+    assert 'aria-current="true" data-range-link>7 days<' in page.text
+    for bad in ("days=8", "days=x", "metric=euros"):
+        refused = http.get(live.url + "/admin?" + bad)
+        assert refused.status_code == 400, bad

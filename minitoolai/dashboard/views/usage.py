@@ -13,6 +13,7 @@ from starlette.responses import Response, StreamingResponse
 from minitoolai.clock import utcnow
 from minitoolai.dashboard.charts import METRICS, stacked_bars
 from minitoolai.dashboard.usage_query import (
+    CHART_RANGES,
     ChartRange,
     UsageFilter,
     daily_usage,
@@ -37,9 +38,6 @@ def _before(ctx: Ctx) -> int | None:
     text = ctx.query("before").strip()
     # a row id: anything above the largest id means "from the newest", like no value
     return min(strict_int(text, "before"), MAX_ROW_ID) if text else None
-
-
-CHART_RANGES = (7, 30, 90)  # the range buttons above the chart, in days up to today
 
 
 def range_links(flt: UsageFilter, span: ChartRange, today: date) -> list[tuple[str, str, bool]]:
