@@ -182,7 +182,9 @@ class Platform:
             "MINITOOLAI_SWEEP_INTERVAL_SECONDS": "2",
             "MINITOOLAI_DATABASE__CONNECT_TIMEOUT_SECONDS": "2",
             "MINITOOLAI_DATABASE__POOL_TIMEOUT_SECONDS": "2",
-            "MINITOOLAI_DATABASE__READY_TIMEOUT_SECONDS": "1",
+            # (a cut is seen at once, refused; a longer wait only spares a slow moment of a
+            # busy machine from passing for an outage)
+            "MINITOOLAI_DATABASE__READY_TIMEOUT_SECONDS": "2",
             "MINITOOLAI_CHAT__BUILTIN_LOCAL_MODEL": "false",
             "MINITOOLAI_IMAGES__MODELS": json.dumps({"realvision": {"backend": "instant"}}),
             "MINITOOLAI_IMAGES__EMBEDDED_WORKERS": "0",  # the two workers run every job
