@@ -122,6 +122,11 @@ SELECT charge, (SELECT count(*) FROM a), (SELECT count(*) FROM u) FROM c
 """
 
 
+# What `reserve` raises when it refused and wrote nothing (no hold to give back): the
+# account's credit (402), or the key's limits (402), expiry (401) or models (403)
+REFUSALS = (InsufficientCredit, AuthenticationFailed, PermissionDenied)
+
+
 def month_of(moment: datetime) -> int:
     """The calendar month (UTC) of `moment` as YYYYMM: the key's monthly limit's period."""
     moment = moment.astimezone(UTC)
