@@ -46,8 +46,8 @@ def amount_in_range(settings: StripeSettings, text: str) -> int:
         raise InvalidRequest(f"not an amount: {text!r}", param="amount") from None
     low, high = parse_usd(settings.min_amount), parse_usd(settings.max_amount)
     if amount % NANO_PER_CENT or not low <= amount <= high:
-        raise InvalidRequest(f"choose an amount between ${format_usd(low)} and"
-                             f" ${format_usd(high)}, in whole cents", param="amount")
+        raise InvalidRequest(f"choose an amount between {display_usd(low)} and"
+                             f" {display_usd(high)}, in whole cents", param="amount")
     return amount
 
 
