@@ -25,7 +25,7 @@ from minitoolai.dashboard.tables import stripe_checkouts
 from minitoolai.db.engine import Database
 from minitoolai.errors import InvalidRequest, PermissionDenied, UpstreamError
 from minitoolai.ledger.credits import add_credit_in
-from minitoolai.money import NANO_PER_USD, format_usd, parse_usd
+from minitoolai.money import NANO_PER_USD, display_usd, format_usd, parse_usd
 
 log = logging.getLogger(__name__)
 NANO_PER_CENT = NANO_PER_USD // 100
