@@ -1,5 +1,5 @@
 """A real SMTP server on loopback (aiosmtpd) that keeps what it receives, for the tests of
-the emails the dashboard sends."""
+the emails the dashboard sends, and a live server that sends its email there."""
 
 from __future__ import annotations
 
@@ -7,10 +7,15 @@ import email
 import email.policy
 import queue
 import re
+from datetime import timedelta
 
 import pytest
+from sqlalchemy import update
 
-from tests.servers import free_port
+from minitoolai.app import create_app
+from minitoolai.dashboard.tables import password_resets
+from minitoolai.db.engine import Database
+from tests.servers import ThreadedServer, free_port
 
 RESET_LINK = re.compile(r"https?://\S+/reset/[A-Za-z0-9_-]+")
 
@@ -65,3 +70,25 @@ def mailbox():
         yield box
     finally:
         controller.stop()
+
+
+@pytest.fixture
+def live_mail(dash_settings, mailbox):
+    """The server, sending its email to `mailbox`, its links on its own address."""
+    port = free_port()
+    settings = dash_settings(public_url=f"http://127.0.0.1:{port}", smtp=mailbox.settings())
+    with ThreadedServer(create_app(settings), port=port) as server:
+        yield server
+
+
+async def expire_resets(database_url: str) -> None:
+    """Move every reset link's expiry into the past, by the database's clock (as if the
+    link's hour went by)."""
+    db = Database(database_url, pool_size=1)
+    try:
+        await db.sync_clock()
+        async with db.write() as conn:
+            await conn.execute(update(password_resets).values(
+                expires_at=db.now() - timedelta(seconds=1)))
+    finally:
+        await db.dispose()

@@ -5,18 +5,17 @@ inline field errors, and HTML error pages for the dashboard while the APIs keep 
 from __future__ import annotations
 
 import os
-from datetime import timedelta
 
-import pytest
 import requests
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from minitoolai.app import create_app
 from minitoolai.dashboard.tables import dashboard_sessions, password_resets
 from minitoolai.db.engine import Database
 from tests.dashboard.conftest import PASSWORD, csrf_of, login, make_user, page_token, visible
-from tests.dashboard.mailbox import mailbox, reset_link  # noqa: F401 - a fixture
-from tests.servers import ThreadedServer, free_port, run_cli
+from tests.dashboard.mailbox import expire_resets as _expire_resets
+from tests.dashboard.mailbox import live_mail, mailbox, reset_link  # noqa: F401 - fixtures
+from tests.servers import ThreadedServer, run_cli
 
 NEW_PASSWORD = "a brand new passphrase"
 
@@ -33,17 +32,6 @@ async def _rows(database_url: str, table, **where) -> list:
         await db.dispose()
 
 
-async def _expire_resets(database_url: str) -> None:
-    """Move every reset link's expiry into the past (as if an hour went by)."""
-    db = Database(database_url, pool_size=1)
-    try:
-        async with db.write() as conn:
-            await conn.execute(update(password_resets).values(
-                expires_at=db.now() - timedelta(seconds=1)))
-    finally:
-        await db.dispose()
-
-
 def _cannot_log_in(base: str, email: str, password: str) -> None:
     http = requests.Session()
     page = http.get(base + "/login")
@@ -56,14 +44,6 @@ def _cannot_log_in(base: str, email: str, password: str) -> None:
 def _logged_out(http: requests.Session, base: str) -> bool:
     response = http.get(base + "/keys", allow_redirects=False)
     return response.status_code == 303 and response.headers["location"].startswith("/login")
-
-
-@pytest.fixture
-def live_mail(dash_settings, mailbox):  # noqa: F811 - the fixture imported above
-    port = free_port()
-    settings = dash_settings(public_url=f"http://127.0.0.1:{port}", smtp=mailbox.settings())
-    with ThreadedServer(create_app(settings), port=port) as server:
-        yield server
 
 
 async def test_change_password(live, database_url):
