@@ -102,7 +102,7 @@ def reset_link(email: str,
     """Print a one-time link that lets the account choose a new password (for servers that
     send no email, or a customer who cannot receive it). Give it to the account's owner
     only: whoever opens it first sets the password."""
-    # here, not at the top: the dashboard's modules need its extra (argon2), other commands not
+    # here, not at the top: argon2 and the dashboard's tables load for this command only
     from minitoolai.dashboard.resets import create_reset, reset_url
 
     async def action(settings, db):
