@@ -100,14 +100,15 @@ async def use_reset(db: Database, token: str, password: str) -> Account | None:
 
 def reset_email(url: str, minutes: int) -> tuple[str, str]:
     """(subject, body) of the email that carries a reset link."""
-    return ("Reset your MiniToolAI password",
-            "Someone (we hope you) asked to reset the password of your MiniToolAI account.\n\n"
+    body = ("Someone (we hope you) asked to reset the password of your MiniToolAI account.\n\n"
             f"Choose a new password here:\n\n{url}\n\n"
             f"The link works once, within {minutes} minutes. If you did not ask for it,\n"
             "ignore this email: your password stays as it is.\n")
+    return "Reset your MiniToolAI password", body
 
 
-async def request_reset(db: Database, smtp: mail.SmtpSettings, base_url: str, email: str, minutes: int) -> bool:
+async def request_reset(db: Database, smtp: mail.SmtpSettings, base_url: str, email: str,
+                        minutes: int) -> bool:
     """Email a reset link to the account with this address, if there is one and it is not
     disabled; returns whether one was sent. The caller runs this in the background and
     answers the same either way (no account enumeration)."""

@@ -239,7 +239,7 @@ async def page_for_error(request: Request, exc: APIError,
                   " again, give the operator the request id below."
     try:
         response = error_page(ctx, exc.status_code, message)
-    except Exception:  # noqa: BLE001 - a broken template must not hide the first error
+    except Exception:  # a broken template must not hide the first error
         log.exception("the dashboard's error page failed")
         return None
     for name, value in (exc.headers or {}).items():

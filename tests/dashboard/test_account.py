@@ -15,6 +15,7 @@ from minitoolai.db.engine import Database
 from tests.dashboard.conftest import PASSWORD, csrf_of, login, make_user, page_token, visible
 from tests.dashboard.mailbox import expire_resets as _expire_resets
 from tests.dashboard.mailbox import live_mail, mailbox, reset_link  # noqa: F401 - fixtures
+from tests.redis_fixtures import REDIS_URL, TEST_REDIS_TIMEOUT, redis_prefix  # noqa: F401
 from tests.servers import ThreadedServer, run_cli
 
 NEW_PASSWORD = "a brand new passphrase"
@@ -173,6 +174,22 @@ async def test_reset_requests_are_throttled(dash_settings, database_url, mailbox
         assert refused.status_code == 200  # the count is per address, and per client x5
         bad = _forgot(server.url, "not an address")
         assert bad.status_code == 400 and 'aria-invalid="true"' in bad.text
+    assert len([mailbox.next() for _ in range(2)]) == 2
+
+
+async def test_reset_throttle_is_shared_through_redis(
+        dash_settings, database_url, mailbox, redis_prefix):  # noqa: F811
+    """Two servers on one Redis count one email address's requests together."""
+    _, email = await make_user(database_url)
+    settings = dash_settings(smtp=mailbox.settings(), redis_url=REDIS_URL,
+                             redis_key_prefix=redis_prefix,
+                             redis_timeout_seconds=TEST_REDIS_TIMEOUT,
+                             dashboard={"reset_requests_per_hour": 2})
+    with ThreadedServer(create_app(settings)) as one, ThreadedServer(create_app(settings)) as two:
+        assert _forgot(one.url, email).status_code == 200
+        assert _forgot(two.url, email).status_code == 200
+        assert _forgot(one.url, email).status_code == 429
+        assert _forgot(two.url, email).status_code == 429
     assert len([mailbox.next() for _ in range(2)]) == 2
 
 

@@ -9,8 +9,7 @@ from __future__ import annotations
 import pytest
 
 from tests.dashboard.conftest import PASSWORD, arun, make_user
-from tests.dashboard.mailbox import expire_resets, reset_link
-from tests.dashboard.mailbox import live_mail, mailbox  # noqa: F401 - fixtures
+from tests.dashboard.mailbox import expire_resets, live_mail, mailbox, reset_link  # noqa: F401
 
 NEW_PASSWORD = "a brand new passphrase"
 WIDTHS = pytest.mark.parametrize("width,height", [(1366, 900), (390, 844)],

@@ -132,7 +132,7 @@ async def _send_reset(db, settings, email: str, minutes: int) -> None:
     except (OSError, smtplib.SMTPException) as exc:
         log.error("could not send a password reset link to %s through %s:%s: %s", email,
                   settings.smtp.host, settings.smtp.port, exc)
-    except Exception:  # noqa: BLE001 - a background task: nobody else would see it
+    except Exception:  # a background task: nobody else would see it
         log.exception("sending a password reset link to %s failed", email)
 
 
