@@ -3,6 +3,8 @@ the message's headers and body, logging in, and the settings' checks."""
 
 from __future__ import annotations
 
+import smtplib
+
 import pytest
 
 from minitoolai.config import load_settings
@@ -67,3 +69,58 @@ def test_settings_from_the_environment():
 def test_bad_settings_name_the_key(environ, named):
     with pytest.raises(ConfigError, match=named):
         load_settings(environ)
+
+
+def _self_signed(tmp_path):
+    """A certificate for 127.0.0.1 that no authority signed (and its key), as files."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_file, key_file
+
+
+async def test_starttls_verifies_the_certificate(mailbox, tmp_path):  # noqa: F811
+    """With tls = "starttls" the connection is upgraded before anything is sent, and a
+    certificate no trusted authority signed is refused: the password and the link never
+    cross the network in clear nor to an impostor."""
+    import ssl
+
+    from aiosmtpd.controller import Controller
+
+    cert_file, key_file = _self_signed(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+    port = free_port()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=port, tls_context=context,
+                            require_starttls=True)
+    controller.start()
+    try:
+        settings = SmtpSettings(**{**mailbox.settings(), "port": port, "tls": "starttls"})
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await send(settings, "eve@example.com", "Hi", "body\n")
+        plain = SmtpSettings(**{**mailbox.settings(), "port": port, "tls": "none"})
+        with pytest.raises(smtplib.SMTPException):  # this server insists on STARTTLS
+            await send(plain, "eve@example.com", "Hi", "body\n")
+    finally:
+        controller.stop()
+    assert mailbox.empty()
