@@ -187,9 +187,9 @@ def create_app(settings: Settings, *, migrate: bool = True, workers: bool = True
     api_docs.install(app)
     # a path under one of these first segments is an API's: its errors stay JSON; any other
     # error (an unknown address, a page's 500) is a dashboard HTML page for a browser
-    api_segments = frozenset(first_segment(route.path) for router in API_ROUTERS
-                             for route in router.routes) | {first_segment(api_docs.OPENAPI_PATH),
-                                                           "metrics"}
+    api_segments = frozenset({first_segment(route.path) for router in API_ROUTERS
+                              for route in router.routes}
+                             | {first_segment(api_docs.OPENAPI_PATH), "metrics"})
 
     @app.exception_handler(APIError)
     async def on_api_error(request: Request, exc: APIError):
