@@ -55,6 +55,8 @@ class Settings(BaseModel):
     redis_timeout_seconds: float = Field(0.25, gt=0, le=10)  # per Redis call
     redis_retry_seconds: float = Field(5.0, gt=0)  # after losing Redis, per process till then
     redis_max_connections: int = Field(50, ge=2)  # per process, the subscription's included
+    # /health/ready answers 503 while Redis is lost (default: 200 "degraded", billing goes on)
+    redis_required_for_ready: bool = False
     demo_account: bool = True  # `serve` creates a demo account and key on first run
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
     log_format: Literal["text", "json"] = "text"  # json: one JSON object a line
