@@ -72,3 +72,18 @@ Index("ix_usage_account_model_id", usage.c.account_id, usage.c.model, usage.c.id
 
 # The usage page filtered by key (migration keys_0001), likewise within one account.
 Index("ix_usage_account_key_id", usage.c.account_id, usage.c.key_id, usage.c.id)
+
+# One-time password-reset links: only the SHA-256 of the link's token is stored; a row works
+# once (used_at is set by a conditional UPDATE), until expires_at on the database's clock,
+# and is deleted when the account's password changes. Created by the migration on the
+# `dashboard_auth` branch (dashboard_auth_0001_password_resets.py).
+password_resets = Table(
+    "password_resets",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("used_at", DateTime(timezone=True), nullable=True),
+    Index("ix_password_resets_account_id", "account_id"),
+)
