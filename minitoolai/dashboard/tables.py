@@ -37,7 +37,7 @@ redemption_codes = Table(
     Column("created_by", Integer, ForeignKey("accounts.id"), nullable=True),
     Column("used_by", Integer, ForeignKey("accounts.id"), nullable=True),
     Column("used_at", DateTime(timezone=True), nullable=True),
-    # voided by an operator before anyone redeemed it (migration keys_0001): who and when
+    # voided by an operator before anyone redeemed it (migration codes_0001): who and when
     Column("voided_at", DateTime(timezone=True), nullable=True),
     Column("voided_by", String(320), nullable=True),
 )

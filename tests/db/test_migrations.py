@@ -143,10 +143,14 @@ async def test_keys_limits_count_this_months_usage_from_before_the_upgrade(empty
     """keys_0001 adds expiry, monthly limits and allowlists: a key's spending this month
     (UTC) is filled from its usage rows, so a monthly limit set right after the upgrade
     counts what it already spent; last month's rows do not count. A downgrade removes the
-    columns and the upgrade again refills them."""
+    columns and the upgrade again refills them. The database's heads are the scripts'
+    (the readiness check compares them)."""
     from datetime import UTC, datetime, timedelta
 
+    from alembic.runtime.migration import MigrationContext
+
     from minitoolai.accounts.store import get_key
+    from minitoolai.db.migrate import expected_heads
     from minitoolai.ledger.holds import month_of
     from minitoolai.ledger.verify import verify
 
@@ -188,6 +192,10 @@ async def test_keys_limits_count_this_months_usage_from_before_the_upgrade(empty
         try:
             key = await get_key(db, "key_old")
             assert (key.spent, key.spent_in(month_of(now)), key.month_limit) == (550, 250, None)
+            async with db.read() as conn:  # what the readiness check compares
+                heads = await conn.run_sync(
+                    lambda sync: set(MigrationContext.configure(sync).get_current_heads()))
+            assert heads == expected_heads()
             assert key.expires_at is None and key.models is None
             assert await verify(db) == []
         finally:

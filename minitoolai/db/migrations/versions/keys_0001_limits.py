@@ -1,9 +1,9 @@
-"""keys: expiry, monthly spending limits and model allowlists on API keys; voided codes
+"""keys: expiry, monthly spending limits and model allowlists on API keys
 
-Its own branch from the core's second revision (and after the dashboard's codes), so it
-never conflicts with other work on either. A key's spending this month is filled from its
-usage rows of the current UTC month, so a monthly limit set right after the upgrade counts
-what the key already spent.
+Its own branch from the core's second revision, so it never conflicts with other core work
+(voided codes are codes_0001, on the dashboard's line). A key's spending this month is
+filled from its usage rows of the current UTC month, so a monthly limit set right after the
+upgrade counts what the key already spent.
 
 Revision ID: keys_0001
 Revises: 0002_core
@@ -18,7 +18,7 @@ from alembic import op
 revision = "keys_0001"
 down_revision = "0002_core"
 branch_labels = ("keys",)
-depends_on = ("dashboard_0002",)
+depends_on = None
 
 
 def upgrade() -> None:
@@ -30,10 +30,6 @@ def upgrade() -> None:
         batch.add_column(sa.Column("spent_month", sa.Integer(), nullable=False,
                                    server_default="0"))
         batch.add_column(sa.Column("models", sa.Text(), nullable=True))
-    with op.batch_alter_table("redemption_codes") as batch:
-        # a voided code can no longer be redeemed; who voided it and when stay on the row
-        batch.add_column(sa.Column("voided_at", sa.DateTime(timezone=True), nullable=True))
-        batch.add_column(sa.Column("voided_by", sa.String(320), nullable=True))
     # the usage page filtered by key, within one account (dashboard/tables.py)
     op.create_index("ix_usage_account_key_id", "usage", ["account_id", "key_id", "id"])
     now = datetime.now(UTC)
@@ -49,9 +45,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_usage_account_key_id", table_name="usage")
-    with op.batch_alter_table("redemption_codes") as batch:
-        batch.drop_column("voided_by")
-        batch.drop_column("voided_at")
     with op.batch_alter_table("api_keys") as batch:
         for name in ("models", "spent_month", "month_spent", "month_limit", "expires_at"):
             batch.drop_column(name)
