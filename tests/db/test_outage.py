@@ -263,3 +263,113 @@ def test_an_image_submit_cut_midway_leaves_no_hold_and_no_job(pg_name, fault_set
         assert conn.execute("SELECT state FROM image_jobs").fetchall() == \
             ([("error",)] if cut_during == "job-commit" else [])
     run(assert_ledger_ok(direct))
+
+
+# ---- chat: a hold left behind by a request that answered an error ---------------------------
+
+CREDIT = 10**12
+
+
+def _pause(direct: str, table: str, when: str) -> None:
+    """A trigger that sleeps 2 s in the server's INSERT into `table`, or at its COMMIT, so
+    that the test can cut the network at exactly that moment."""
+    with psycopg.connect(direct, autocommit=True) as conn:
+        conn.execute("CREATE FUNCTION pause() RETURNS trigger LANGUAGE plpgsql AS"
+                     " $$ BEGIN PERFORM pg_sleep(2); RETURN NEW; END $$")
+        conn.execute(f"CREATE TRIGGER pause BEFORE INSERT ON {table} FOR EACH ROW"
+                     " EXECUTE FUNCTION pause()" if when == "insert" else
+                     f"CREATE CONSTRAINT TRIGGER pause AFTER INSERT ON {table} DEFERRABLE"
+                     " INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION pause()")
+
+
+def _credit(direct: str, account_id: int) -> str:
+    return ("SELECT (SELECT count(*) FROM holds), held, balance, (SELECT count(*) FROM"
+            f" ledger_entries WHERE kind = 'charge') FROM accounts WHERE id = {account_id}")
+
+
+def _chat_request(route: str, text: str) -> dict:
+    if route == "/v1/responses":
+        return {"model": "gpt-4o-mini", "input": text, "max_output_tokens": 64}
+    return {"model": "gpt-4o-mini", "max_tokens": 64,
+            "messages": [{"role": "user", "content": text}]}
+
+
+@pytest.mark.parametrize("route", [CHAT, "/v1/chat/completions", "/v1/responses"])
+def test_a_chat_hold_whose_commit_answer_was_lost_is_released(pg_name, fault_settings, route):
+    """The hold's COMMIT landed but its answer was lost with the database: the request
+    answered 503, and nothing gave the hold back, so the customer's credit stayed held
+    until the sweeper (hold_ttl_seconds, 15 minutes), refusing their next requests with
+    402. The hold's id is the request's, known before the COMMIT: the failed request
+    releases it, in the background until the database is back."""
+    direct = pg_url(pg_name)
+    customer = run(make_customer(direct, CREDIT))
+    _pause(direct, "holds", "commit")
+    with TcpProxy("127.0.0.1", 5432) as proxy:
+        app = create_app(fault_settings(pg_url(pg_name, proxy.port),
+                                        images={"embedded_workers": 0}))
+        with ThreadedServer(app) as server, httpx.Client(base_url=server.url, timeout=30,
+                                                         headers=customer.headers) as http, \
+                ThreadPoolExecutor(1) as pool:
+            sent = pool.submit(http.post, route, json=_chat_request(route, "hi [chunks:3]"))
+            _wait_direct(direct, "SELECT count(*) FROM pg_stat_activity WHERE datname ="
+                         f" '{pg_name}' AND wait_event = 'PgSleep'", lambda r: r[0] == 1,
+                         "the hold's COMMIT to sleep in its trigger")
+            proxy.cut()
+            assert_unavailable(sent.result())
+            # the sleeping backend commits the hold nobody will hear of
+            held = _wait_direct(direct, _credit(direct, customer.account_id),
+                                lambda r: r[0] == 1, "the hold's COMMIT to land")
+            assert held[1] > 0
+            proxy.restore()
+            # given back in the background once the database is back
+            assert _wait_direct(direct, _credit(direct, customer.account_id),
+                                lambda r: r[0] == 0, "the hold to be released") == \
+                (0, 0, CREDIT, 0)
+            assert http.get("/api/balance/").json()["held"] == "0"
+            with psycopg.connect(direct, autocommit=True) as conn:
+                conn.execute("DROP TRIGGER pause ON holds")
+            served = http.post(route, json=_chat_request(route, "again [chunks:3]"))
+            assert served.status_code == 200, served.text
+    with psycopg.connect(direct) as conn:
+        rows = conn.execute("SELECT status, cost FROM usage ORDER BY created_at").fetchall()
+        (charged,) = conn.execute("SELECT -amount FROM ledger_entries WHERE kind ="
+                                  " 'charge'").fetchone()
+        assert conn.execute(_credit(direct, customer.account_id)).fetchone() == \
+            (0, 0, CREDIT - charged, 1)
+    assert [status for status, _ in rows] == ["error", "ok"] and rows[1][1] == charged > 0
+    run(assert_ledger_ok(direct))
+
+
+def test_a_chat_release_the_database_refused_is_made_when_it_is_back(pg_name, fault_settings,
+                                                                     upstream):
+    """The upstream failed while the database was away: the release of the request's hold
+    failed too, and the hold kept the credit until the sweeper. It is retried in the
+    background and lands within seconds of the database's return."""
+    direct = pg_url(pg_name)
+    customer = run(make_customer(direct, CREDIT))
+    with TcpProxy("127.0.0.1", 5432) as proxy:
+        app = create_app(fault_settings(
+            pg_url(pg_name, proxy.port), images={"embedded_workers": 0},
+            chat={"providers": {"openai": {"read_timeout": 1}}}))
+        with ThreadedServer(app) as server, httpx.Client(base_url=server.url, timeout=30,
+                                                         headers=customer.headers) as http, \
+                ThreadPoolExecutor(1) as pool:
+            asked = len(upstream.requests)
+            sent = pool.submit(http.post, CHAT, json=_chat_request(CHAT, "wait [hang]"))
+            deadline = time.monotonic() + 30
+            while len(upstream.requests) == asked:  # held, and the upstream is asked
+                assert time.monotonic() < deadline, "the upstream was never asked"
+                time.sleep(0.02)
+            proxy.cut()
+            answer = sent.result()
+            assert answer.status_code == 504, answer.text  # the upstream timed out
+            assert _wait_direct(direct, _credit(direct, customer.account_id),
+                                lambda r: r[0] == 1, "the hold")[1] > 0
+            proxy.restore()
+            assert _wait_direct(direct, _credit(direct, customer.account_id),
+                                lambda r: r[0] == 0, "the hold to be released") == \
+                (0, 0, CREDIT, 0)
+            assert http.get("/api/balance/").json()["held"] == "0"
+    with psycopg.connect(direct) as conn:
+        assert conn.execute("SELECT status, cost FROM usage").fetchall() == [("error", 0)]
+    run(assert_ledger_ok(direct))
