@@ -373,3 +373,37 @@ def test_a_chat_release_the_database_refused_is_made_when_it_is_back(pg_name, fa
     with psycopg.connect(direct) as conn:
         assert conn.execute("SELECT status, cost FROM usage").fetchall() == [("error", 0)]
     run(assert_ledger_ok(direct))
+
+
+# ---- `minitoolai worker` while the database is away ------------------------------------------
+
+def test_a_worker_logs_the_outage_once_and_polls_less_while_it_lasts(pg_name, fault_settings,
+                                                                     tmp_path):
+    """A real `minitoolai worker` process (polling every 0.05 s) whose network to PostgreSQL
+    is cut for 3 s logged an ERROR with a traceback at every poll (60 here, ~200 in a soak's
+    short outage). Now: one WARNING when the database goes away, one INFO when it is back,
+    no ERROR, and the polls meanwhile back off to AWAY_POLL_MAX apart."""
+    from tests.images.test_worker_crash import start_worker, stop_all, wait_for
+
+    log = tmp_path / "worker.log"
+    with TcpProxy("127.0.0.1", 5432) as proxy:
+        settings = fault_settings(pg_url(pg_name, proxy.port))
+        process = start_worker(settings, "http://127.0.0.1:9", log,
+                               poll_interval_seconds=0.05)
+        try:
+            wait_for(lambda: "1 loop(s) serving" in log.read_text(), what="the worker")
+            proxy.cut()
+            wait_for(lambda: "the database is unavailable" in log.read_text(),
+                     what="the worker to see the outage")
+            time.sleep(3)  # an outage of some length (60 polls at the usual interval)
+            proxy.restore()
+            wait_for(lambda: "the database is reachable again" in log.read_text(),
+                     what="the worker to see the database back")
+        finally:
+            stop_all([process])
+    lines = log.read_text().splitlines()
+    assert not [line for line in lines if "ERROR" in line or "Traceback" in line], lines
+    assert [line for line in lines if "WARNING" in line] == \
+        [line for line in lines if "the database is unavailable" in line]
+    assert len([line for line in lines if "the database is unavailable" in line]) == 1
+    assert len([line for line in lines if "reachable again" in line]) == 1
