@@ -287,16 +287,21 @@ def _credit(direct: str, account_id: int) -> str:
             f" ledger_entries WHERE kind = 'charge') FROM accounts WHERE id = {account_id}")
 
 
+SPEECH = "/v1/audio/speech"
+
+
 def _chat_request(route: str, text: str) -> dict:
+    if route == SPEECH:
+        return {"model": "tts-1", "input": text, "voice": "alloy"}
     if route == "/v1/responses":
         return {"model": "gpt-4o-mini", "input": text, "max_output_tokens": 64}
     return {"model": "gpt-4o-mini", "max_tokens": 64,
             "messages": [{"role": "user", "content": text}]}
 
 
-@pytest.mark.parametrize("route", [CHAT, "/v1/chat/completions", "/v1/responses"])
+@pytest.mark.parametrize("route", [CHAT, "/v1/chat/completions", "/v1/responses", SPEECH])
 def test_a_chat_hold_whose_commit_answer_was_lost_is_released(pg_name, fault_settings, route):
-    """The hold's COMMIT landed but its answer was lost with the database: the request
+    """(Chat, the Responses API and speech hold alike.) The hold's COMMIT landed but its answer was lost with the database: the request
     answered 503, and nothing gave the hold back, so the customer's credit stayed held
     until the sweeper (hold_ttl_seconds, 15 minutes), refusing their next requests with
     402. The hold's id is the request's, known before the COMMIT: the failed request
@@ -326,6 +331,10 @@ def test_a_chat_hold_whose_commit_answer_was_lost_is_released(pg_name, fault_set
                                 lambda r: r[0] == 0, "the hold to be released") == \
                 (0, 0, CREDIT, 0)
             assert http.get("/api/balance/").json()["held"] == "0"
+            if route == SPEECH:  # (this test's upstream speaks chat only)
+                assert run(charges_of(direct, customer.account_id)) == (0, 0, 0)
+                run(assert_ledger_ok(direct))
+                return
             with psycopg.connect(direct, autocommit=True) as conn:
                 conn.execute("DROP TRIGGER pause ON holds")
             served = http.post(route, json=_chat_request(route, "again [chunks:3]"))
