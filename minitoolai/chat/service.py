@@ -128,7 +128,8 @@ class ChatService:
             # its answer lost (db/pg_ledger.py), or the client left meanwhile (the hold
             # commits regardless): released (by its id, the request's), at once or in the
             # background while the database is away (ledger/undo.py)
-            self._settle_later(meter, meter.record(None, "error"), 0)
+            self.runtime.holds.settle(request.request_id, 0, meter.record(None, "error"),
+                                      account_id=principal.account_id)
             raise
         self.runtime.holds.track(request.request_id)
         try:
