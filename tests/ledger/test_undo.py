@@ -46,8 +46,8 @@ async def test_retried_in_the_background_until_it_lands(caplog):
     assert attempt.tries == 5
     # one line when it fails, one when it lands: not one per try
     assert [r.getMessage().split(" (")[0] for r in caplog.records] == \
-        ["undoing the release of r1 failed", "undid the release of r1, now that the database"
-         " is back"]
+        ["undoing the release of r1 failed",
+         "undid the release of r1, now that the database is back"]
 
 
 async def test_gives_up_once_the_holds_would_have_expired(caplog):
