@@ -123,7 +123,8 @@ def http_error(request: Request, exc: StarletteHTTPException) -> APIError:
     if exc.status_code == 404:
         return NotFound(f"no route for {request.method} {request.url.path}",
                         code="unknown_route")
-    err = APIError(str(exc.detail))
+    # Starlette's 405 carries `Allow` (RFC 9110 requires it): kept, on the page as in JSON
+    err = APIError(str(exc.detail), headers=dict(exc.headers or {}))
     err.status_code = exc.status_code
     err.error_type = "invalid_request_error"
     err.code = "method_not_allowed" if exc.status_code == 405 else None

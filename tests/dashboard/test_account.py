@@ -268,7 +268,8 @@ async def test_error_pages_are_html_on_the_dashboard_json_on_the_apis(live, data
     page = html(http.get(live.url + "/no/such/page"), 404, "Page not found")
     assert 'href="/account"' in page.text  # the logged-in navigation is there
     html(requests.get(live.url + "/nope"), 404, "Page not found")
-    html(http.get(live.url + "/logout"), 405, "Not allowed here")
+    wrong = html(http.get(live.url + "/logout"), 405, "Not allowed here")
+    assert wrong.headers["allow"] == "POST"  # RFC 9110: a 405 names the methods it takes
     html(http.post(live.url + "/keys", data={"name": "x"}), 403, "Not allowed")
     html(http.post(live.url + "/keys", data={"csrf_token": "x", "name": "y" * 70_000}), 413,
          "Too large")
@@ -276,6 +277,9 @@ async def test_error_pages_are_html_on_the_dashboard_json_on_the_apis(live, data
         response = http.get(live.url + path)
         assert response.status_code == 404 and response.json()["error"]["code"] == \
             "unknown_route", path
+    wrong = http.get(live.url + "/api/chat-completions/")
+    assert wrong.status_code == 405 and "POST" in wrong.headers["allow"]
+    assert wrong.json()["error"]["code"] == "method_not_allowed"
     response = http.get(live.url + "/nope", headers={"Accept": "application/json"})
     assert response.json()["error"]["code"] == "unknown_route"
     assert http.get(live.url + "/v1/models/x", params={"a": "b"}).headers[
