@@ -80,6 +80,25 @@ async def test_change_password(live, database_url):
     login(live.url, email, NEW_PASSWORD)
 
 
+async def test_change_password_gives_this_browser_a_new_session(live, database_url):
+    """A copy of this browser's session cookie (stolen: the reason to change a password)
+    stops working too; the browser itself stays logged in with a new cookie and token."""
+    _, email = await make_user(database_url)
+    http = login(live.url, email)
+    old_cookie = http.cookies.get("mtai_session")
+    old_token = page_token(http, live.url + "/account")
+    response = http.post(live.url + "/account/password", data={
+        "csrf_token": old_token, "current": PASSWORD, "password": NEW_PASSWORD,
+        "password2": NEW_PASSWORD}, allow_redirects=False)
+    assert response.status_code == 303
+    assert http.cookies.get("mtai_session") not in (None, old_cookie)
+    assert not _logged_out(http, live.url)
+    assert page_token(http, live.url + "/account") != old_token
+    thief = requests.Session()
+    thief.cookies.set("mtai_session", old_cookie)
+    assert _logged_out(thief, live.url)
+
+
 async def test_logout_everywhere(live, database_url):
     account_id, email = await make_user(database_url)
     sessions = [login(live.url, email) for _ in range(3)]
