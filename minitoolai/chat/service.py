@@ -43,7 +43,7 @@ from minitoolai.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from minitoolai.ledger.holds import UsageRecord, reserve
+from minitoolai.ledger.holds import UsageRecord
 from minitoolai.money import usd_number
 from minitoolai.observability import exchange
 from minitoolai.observability.metrics import UpstreamTimer
@@ -113,10 +113,11 @@ class ChatService:
         `prompt_exact`: the prompt's tokens when an in-process model counted them."""
         amount = hold_amount(request, prompt_bound)
         started = time.monotonic()
-        await reserve(self.runtime.db, request_id=request.request_id,
-                      account_id=principal.account_id, key_id=principal.key_id, amount=amount,
-                      kind="chat", ttl_seconds=self._settings.hold_ttl_seconds)
-        self.runtime.holds.track(request.request_id)
+        # from this process's credit lease when leases are on (ledger/leases.py), else a
+        # hold row, tracked so that it is renewed while the work lasts
+        await self.runtime.holds.reserve(request_id=request.request_id,
+                                         account_id=principal.account_id,
+                                         key_id=principal.key_id, amount=amount, kind="chat")
         meter = _Meter(endpoint, request, principal.account_id, prompt_bound, prompt_exact,
                        started, amount, image_tokens)
         try:
