@@ -77,8 +77,14 @@ async def test_leased_holds_charge_exactly(db, database_url, pg_only):
         == 4_500
     assert await k.settle_or_journal("r1", 99_999, RECORD, account_id=customer.account_id) \
         == 50_000  # never more than the hold
-    # charged on the lease: in the ledger and usage now, folded into the balance at the tick
+    # charged on the lease: in the ledger and usage now, folded into the account's row at
+    # the tick; the customer sees the charges at once (accounts.store.account_columns)
     assert await verify(db) == []
+    assert await credit(db, customer.account_id) == (10**9 - 54_500, 10_000_000 - 54_500)
+    async with db.read() as conn:
+        raw = (await conn.execute(sa.text("SELECT balance, held FROM accounts WHERE id = :a"),
+                                  {"a": customer.account_id})).one()
+    assert tuple(raw) == (10**9, 10_000_000)
     await k.leases.tick()
     assert await credit(db, customer.account_id) == (10**9 - 54_500, 10_000_000 - 54_500)
     assert await verify(db) == []
