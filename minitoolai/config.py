@@ -47,6 +47,8 @@ class Settings(BaseModel):
     hold_ttl_seconds: int = Field(900, ge=1)  # a hold older than this belongs to a dead process
     sweep_interval_seconds: float = Field(30.0, gt=0)
     auth_cache_seconds: float = Field(2.0, ge=0)  # how long a key lookup is trusted in-process
+    # the largest response an Idempotency-Key keeps for replay (24 h in the database)
+    idempotency_max_replay_bytes: int = Field(16 * 1024 * 1024, ge=0)
     # shared state across processes (rate limits, throttles, revocation); None: per process
     redis_url: str | None = None
     redis_key_prefix: str = "minitoolai:"  # keys and the pub/sub channel start with it

@@ -62,7 +62,8 @@ class Runtime:
                                      if settings.leases.size_nano and not db.is_sqlite
                                      else None)),
             # a claim left `running` longer than a hold lives belongs to a dead process
-            idempotency=IdempotencyStore(db, settings.hold_ttl_seconds),
+            idempotency=IdempotencyStore(db, settings.hold_ttl_seconds,
+                                         settings.idempotency_max_replay_bytes),
             redis=link,
             revocations=Revocations(auth, link),
         )
