@@ -136,8 +136,12 @@ class HoldKeeper:
     async def _settle(self, entry: PendingSettlement) -> int | None:
         """Make one settlement: on its credit lease's row, or its hold row's."""
         if entry.lease_id is not None:
-            return await settle_leased(
-                self._db, lease_id=entry.lease_id, request_id=entry.request_id,
+            # batched with this moment's other leased settlements (a journal replayed in a
+            # process with leases off settles alone)
+            settle_on_lease = (self.leases.settlements.settle if self.leases is not None
+                               else functools.partial(settle_leased, self._db))
+            return await settle_on_lease(
+                lease_id=entry.lease_id, request_id=entry.request_id,
                 account_id=entry.account_id, key_id=entry.key_id, charge=entry.cost,
                 record=entry.record)
         return await settle(self._db, entry.request_id, entry.cost, entry.record,

@@ -282,3 +282,36 @@ async def test_leases_are_off_on_sqlite(make_settings, database_url):
 def test_lease_size_must_be_money(make_settings):
     with pytest.raises(Exception, match="leases"):
         make_settings(leases={"size": "lots"})
+
+
+async def test_settlements_batched_with_a_swept_lease_and_a_repeat(db, database_url, pg_only):
+    """One batch: settlements on a live lease, two whose lease was swept (charged to the
+    account directly), and one request settled twice in the same batch (charged once)."""
+    customer = await make_customer(database_url, 10**9)
+    live, dead = keeper(db, 10_000_000, "live"), keeper(db, 10_000_000, "dead")
+    mine = await live.leases.take(customer.account_id, customer.key_id, 30_000)
+    theirs = await dead.leases.take(customer.account_id, customer.key_id, 20_000)
+    async with db.write() as conn:
+        await conn.execute(sa.text("UPDATE credit_leases SET expires_at = expires_at"
+                                   " - interval '1 hour' WHERE id = :id"), {"id": theirs.id})
+    assert await sweep_expired_leases(db) == 1
+
+    def settle(rid: str, lease, charge: int):
+        return live.leases.settlements.settle(
+            lease_id=lease.id, request_id=rid, account_id=customer.account_id,
+            key_id=customer.key_id, charge=charge, record=RECORD)
+
+    results = await asyncio.gather(
+        settle("a", mine, 1_000), settle("b", mine, 2_000), settle("c", mine, 0),
+        settle("a", mine, 1_000), settle("x", theirs, 4_000), settle("y", theirs, 5_000))
+    assert results == [1_000, 2_000, 0, None, 4_000, 5_000]
+    live.leases.settling(mine, 30_000, 3_000)
+    live.leases.landed(mine.id, 3_000)
+    await live.close_leases()
+    assert await credit(db, customer.account_id) == (10**9 - 12_000, 0)
+    async with db.read() as conn:
+        late = (await conn.execute(sa.text("SELECT count(*) FROM ledger_entries WHERE note"
+                                           " LIKE 'late charge%'"))).scalar_one()
+        usage = (await conn.execute(sa.text("SELECT count(*) FROM usage"))).scalar_one()
+    assert (late, usage) == (2, 5)
+    assert await verify(db) == []
