@@ -7,17 +7,19 @@ What it models (times in milliseconds):
   hold, 0.4 after the upstream answers), served first come, first served;
 - the upstream answers after `upstream` ms (the fake upstream's stream: no CPU here);
 - each process group-commits its ledger ops (db/tx.py GroupCommit): one transaction at a
-  time, holding everything queued meanwhile; a transaction of k statements takes
-  k * `stmt` + `commit` ms (round trips, then the WAL flush), and costs PostgreSQL
-  k * `stmt_cpu` + `commit_cpu` ms of CPU;
+  time, holding everything queued meanwhile; a transaction of k statements changing r rows
+  takes k * `stmt` + `commit` ms (round trips, then the WAL flush), and costs PostgreSQL
+  k * `stmt_cpu` + r * `row_cpu` + `commit_cpu` ms of CPU;
 - a transaction that touches the account's row holds its lock from its first statement to
   its commit: such transactions of all processes queue for the row, first come, first
   served, plus `handoff` ms to wake the next waiter (a `Lock:transactionid` wait);
-- without leases: a request's hold and its settlement are one statement each, both on the
-  row; with leases: the hold is taken in memory, the settlement is one statement on the
-  process's own lease row (no wait on anyone), and the account's row is taken only by
-  each process's fold every `tick` ms (3 statements) and by a top-up every `lease_holds`
-  requests (4 statements);
+- without leases: a request's hold (3 rows: account, key, hold) and its settlement (5 rows:
+  hold, account, key, ledger entry, usage) are one statement each, both on the row; with
+  leases: the hold is taken in memory, the settlements of one transaction are 2 statements
+  in all (lock their lease rows, then one multi-row statement: 2 rows per request, the
+  lease row once), on the process's own lease row (no wait on anyone), and the account's
+  row is taken only by each process's fold every `tick` ms (3 statements) and by a top-up
+  every `lease_holds` requests (4 statements);
 - PostgreSQL has `pg_cores` cores: the model reports the CPU it needs and caps the
   throughput where it would need more;
 - the load is closed: `conns` connections per server, each sending its next request when
@@ -28,8 +30,9 @@ machine they share the cores with everything else, which is why the measured fig
 bench/RESULTS.md are lower), checkpoints, autovacuum.
 
 The defaults are this machine's measured orders of magnitude (bench/RESULTS.md): about
-0.45 ms of server CPU per request, ~0.1 ms per statement round trip on loopback, a WAL
-flush ~0.5 ms.
+0.4 ms of server CPU per request, ~0.1 ms per statement round trip on loopback, a WAL
+flush ~0.5 ms; the CPU costs are set so that one server's PostgreSQL CPU per request comes
+out near the measured (0.23 ms without leases, 0.055 ms with).
 
     python bench/hot_account_model.py                 # N = 1, 2, 4, 8, 16
     python bench/hot_account_model.py --commit 2      # a slower disk
@@ -46,12 +49,13 @@ from dataclasses import dataclass
 
 @dataclass
 class Params:
-    server_cpu: float = 0.45
+    server_cpu: float = 0.40
     upstream: float = 3.0
     stmt: float = 0.10
-    stmt_cpu: float = 0.05
+    stmt_cpu: float = 0.03
+    row_cpu: float = 0.015
     commit: float = 0.5
-    commit_cpu: float = 0.03
+    commit_cpu: float = 0.02
     handoff: float = 0.05
     tick: float = 1000.0
     lease_holds: int = 1000  # requests served per top-up (lease size / hold)
@@ -91,12 +95,12 @@ class Sim:
 
     def reserve(self, s: int) -> None:
         if not self.leases:
-            self.submit(s, ("row", 1), self.upstream, s)
+            self.submit(s, ("row", 1, 3), self.upstream, s)
             return
         self.served_since_topup[s] += 1
         if self.served_since_topup[s] >= self.p.lease_holds:  # the lease runs low: top up
             self.served_since_topup[s] = 0
-            self.submit(s, ("row", 4), self.upstream, s)
+            self.submit(s, ("row", 4, 3), self.upstream, s)
         else:
             self.upstream(s)
 
@@ -105,7 +109,7 @@ class Sim:
                 self.settle, s)
 
     def settle(self, s: int) -> None:
-        self.submit(s, ("lease" if self.leases else "row", 1), self.finish, s)
+        self.submit(s, ("lease", 0, 2) if self.leases else ("row", 1, 5), self.finish, s)
 
     def finish(self, s: int) -> None:
         self.done += 1
@@ -124,15 +128,20 @@ class Sim:
             self.flushing[s] = False
             return
         statements = sum(op[1] for op, _, _ in batch)
+        rows = sum(op[2] for op, _, _ in batch)
+        if any(op[0] == "lease" for op, _, _ in batch):  # lock the leases, one statement
+            statements, rows = statements + 2, rows + 1
         on_row = any(op[0] == "row" for op, _, _ in batch)
         if on_row:
-            self.lock_row(lambda: self.run_batch(s, batch, statements, True))
+            self.lock_row(lambda: self.run_batch(s, batch, statements, rows, True))
         else:
-            self.run_batch(s, batch, statements, False)
+            self.run_batch(s, batch, statements, rows, False)
 
-    def run_batch(self, s: int, batch: list, statements: int, on_row: bool) -> None:
+    def run_batch(self, s: int, batch: list, statements: int, rows: int,
+                  on_row: bool) -> None:
         took = statements * self.p.stmt + self.p.commit
-        self.pg_cpu += statements * self.p.stmt_cpu + self.p.commit_cpu
+        self.pg_cpu += (statements * self.p.stmt_cpu + rows * self.p.row_cpu
+                        + self.p.commit_cpu)
         if on_row:
             self.row_held += took
         self.at(self.now + took, self.committed, s, batch, on_row)
@@ -159,7 +168,7 @@ class Sim:
             self.row_busy = False
 
     def fold(self, s: int) -> None:  # the lease tick: 3 statements on the row
-        self.submit(s, ("row", 3), lambda: None)
+        self.submit(s, ("row", 3, 3), lambda: None)
         self.at(self.now + self.p.tick, self.fold, s)
 
     # ---- a run --------------------------------------------------------------------------
