@@ -15,12 +15,14 @@ from minitoolai.accounts.store import get_account
 from minitoolai.db.engine import Database
 from minitoolai.errors import InsufficientCredit
 from minitoolai.ledger.holds import UsageRecord, reserve
+from minitoolai.ledger.journal import SettlementJournal, read_pending
 from minitoolai.ledger.keeper import HoldKeeper
 from minitoolai.ledger.leases import LeaseBook, settle_leased, sweep_expired_leases
 from minitoolai.ledger.settings import LeaseSettings
 from minitoolai.ledger.verify import verify
 from minitoolai.runtime import Runtime
 from tests.conftest import make_customer
+from tests.fakes.outage import DatabaseOutage
 
 RECORD = UsageRecord(endpoint="chat", model="gpt-4o-mini", prompt_tokens=10,
                      completion_tokens=5)
@@ -315,3 +317,41 @@ async def test_settlements_batched_with_a_swept_lease_and_a_repeat(db, database_
         usage = (await conn.execute(sa.text("SELECT count(*) FROM usage"))).scalar_one()
     assert (late, usage) == (2, 5)
     assert await verify(db) == []
+
+
+async def test_refused_leased_settlement_is_journaled_then_charged_once(database_url,
+                                                                      tmp_path, pg_only):
+    """The database goes away between the hold and the settlement: the charge is journaled
+    (fsync'd), the lease keeps its part, and the retry charges it once."""
+    customer = await make_customer(database_url, 10**9)
+    direct = Database(database_url, pool_size=2)
+    with DatabaseOutage(database_url) as outage:
+        db = Database(outage.url, pool_size=2)
+        k = HoldKeeper(db, ttl_seconds=60, journal=SettlementJournal(tmp_path),
+                       leases=LeaseBook(db, LeaseSettings(size="0.01"), owner="outage"))
+        try:
+            await hold(k, "ok", customer, 10_000)
+            await hold(k, "refused", customer, 10_000)
+            assert await k.settle_or_journal("ok", 600, RECORD,
+                                             account_id=customer.account_id) == 600
+            outage.begin()
+            assert await k.settle_or_journal("refused", 700, RECORD,
+                                             account_id=customer.account_id) is None
+            [pending] = read_pending(k.journal.path)
+            assert (pending.request_id, pending.cost, pending.lease_id) == (
+                "refused", 700, k.leases.leases[0].id)
+            problems = await verify(direct, tmp_path)
+            assert len(problems) == 1 and "not yet in the database" in problems[0]
+            outage.end()
+            assert await k.retry_pending() == 0
+            k.pending["refused"] = pending  # replayed again (a lost `done` line)
+            assert await k.retry_pending() == 0
+            await k.close_leases()
+        finally:
+            k.close_journal()
+            await db.dispose()
+    try:
+        assert await credit(direct, customer.account_id) == (10**9 - 1_300, 0)
+        assert await verify(direct, tmp_path) == []
+    finally:
+        await direct.dispose()
