@@ -134,6 +134,8 @@ def main() -> int:
     ap.add_argument("--chunks", type=int, default=20, help="content chunks per stream")
     ap.add_argument("--lease-size", default=None,
                     help="MINITOOLAI_LEASES__SIZE (USD); unset: the package's default")
+    ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                    help="more settings for the servers, e.g. MINITOOLAI_LEASES__TICK_SECONDS=2")
     ap.add_argument("--json", type=Path, default=None, help="write all figures here")
     args = ap.parse_args()
     if not wrk_available():
@@ -156,6 +158,7 @@ def main() -> int:
     })
     if args.lease_size is not None:
         env["MINITOOLAI_LEASES__SIZE"] = args.lease_size
+    env.update(item.split("=", 1) for item in args.env)
     import minitoolai
     results: dict = {"argv": sys.argv, "config": vars(args), "database": "postgresql",
                      "package": str(Path(minitoolai.__file__).parent),
