@@ -94,6 +94,13 @@ class PgWatch:
                 "SELECT pid FROM pg_stat_activity WHERE datname = :d AND pid <>"
                 " pg_backend_pid()"), {"d": self.dbname})]
 
+    def commits(self) -> int:
+        """Transactions committed in this database (pg_stat_database: flushed by each
+        backend at most once a second, hence the pause after each round)."""
+        with self.engine.connect() as conn:
+            return conn.execute(text("SELECT xact_commit FROM pg_stat_database"
+                                     " WHERE datname = :d"), {"d": self.dbname}).scalar_one()
+
     def cpu(self) -> dict[int, float]:
         return {pid: c for pid in self.pids() if (c := proc_cpu(pid)) is not None}
 
@@ -210,13 +217,13 @@ def main() -> int:
             for n in order:
                 targets = [urls[0], urls[0]] if n == 1 else urls
                 up0, cpu0 = upstream_count(fake_port), sum(cpu_seconds(p) for p in ps)
-                pg0 = watch.cpu()
+                pg0, commits0 = watch.cpu(), watch.commits()
                 load_before = os.getloadavg()[0]
                 watch.start()
                 res = load(targets, args.duration)
                 watch.stop()
-                time.sleep(0.3)  # the last settlements (a lease's fold is at the next tick)
-                pg1 = watch.cpu()
+                time.sleep(1.5)  # the last settlements, and the backends' statistics
+                pg1, commits1 = watch.cpu(), watch.commits()
                 cpu1, up1 = sum(cpu_seconds(p) for p in ps), upstream_count(fake_port)
                 served = max(1, up1 - up0)
                 pg_cpu = sum(c - pg0.get(pid, 0.0) for pid, c in pg1.items())
@@ -230,12 +237,14 @@ def main() -> int:
                        "server_cpu_ms_per_req": (cpu1 - cpu0) * 1000 / served,
                        "pg_cpu_ms_per_req": pg_cpu * 1000 / served,
                        "pg_backends": len(pg1),
+                       "commits_per_req": (commits1 - commits0) / served,
                        "lock_wait_share": watch.lock_waits / max(1, watch.busy),
                        "waits": dict(watch.waits), "load_before": load_before}
                 results["rounds"].append(row)
                 print(f"round {rnd + 1} servers={n}: {row['rps']:7.0f} req/s  server"
                       f" {row['server_cpu_ms_per_req']:.3f} ms/req  postgres"
-                      f" {row['pg_cpu_ms_per_req']:.3f} ms/req  lock waits"
+                      f" {row['pg_cpu_ms_per_req']:.3f} ms/req"
+                      f" {row['commits_per_req']:.2f} commits/req  lock waits"
                       f" {row['lock_wait_share']:.0%} of busy samples {row['waits']}",
                       flush=True)
                 time.sleep(1)
@@ -256,7 +265,8 @@ def main() -> int:
             rows = [r for r in results["rounds"] if r["servers"] == n]
             results[f"median_{n}"] = {k: statistics.median(r[k] for r in rows) for k in
                                       ("rps", "server_cpu_ms_per_req", "pg_cpu_ms_per_req",
-                                       "lock_wait_share", "p50_ms", "p99_ms")}
+                                       "commits_per_req", "lock_wait_share", "p50_ms",
+                                       "p99_ms")}
         print(json.dumps({k: results[k] for k in ("median_1", "median_2", "ledger_verify",
                                                    "totals")}, indent=2))
     finally:
