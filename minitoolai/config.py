@@ -22,6 +22,7 @@ from minitoolai.db.settings import DatabaseSettings
 from minitoolai.errors import ConfigError
 from minitoolai.images.settings import ImagesSettings
 from minitoolai.ledger.settings import LeaseSettings
+from minitoolai.mail import SmtpSettings
 from minitoolai.speech.settings import SpeechSettings
 
 ENV_PREFIX = "MINITOOLAI_"
@@ -55,6 +56,8 @@ class Settings(BaseModel):
     redis_timeout_seconds: float = Field(0.25, gt=0, le=10)  # per Redis call
     redis_retry_seconds: float = Field(5.0, gt=0)  # after losing Redis, per process till then
     redis_max_connections: int = Field(50, ge=2)  # per process, the subscription's included
+    # /health/ready answers 503 while Redis is lost (default: 200 "degraded", billing goes on)
+    redis_required_for_ready: bool = False
     demo_account: bool = True  # `serve` creates a demo account and key on first run
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
     log_format: Literal["text", "json"] = "text"  # json: one JSON object a line
@@ -70,6 +73,7 @@ class Settings(BaseModel):
     speech: SpeechSettings = Field(default_factory=SpeechSettings)
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
     leases: LeaseSettings = Field(default_factory=LeaseSettings)  # ledger/leases.py
+    smtp: SmtpSettings = Field(default_factory=SmtpSettings)  # outgoing email (mail.py)
 
     @field_validator("database_url")
     @classmethod
