@@ -69,7 +69,11 @@ from minitoolai.ledger.settings import LeaseSettings
 log = logging.getLogger(__name__)
 
 LOCK_LEASE = "SELECT account_id, key_id, amount, charged FROM credit_leases WHERE id = :id FOR UPDATE"
-ACCOUNT_FOR_GRANT = "SELECT balance, held FROM accounts WHERE id = :account_id FOR UPDATE"
+# with the charges leases made and did not fold yet, for the refusal's message (the
+# balance and held the customer sees, accounts/store.py)
+ACCOUNT_FOR_GRANT = ("SELECT balance, held, (SELECT coalesce(sum(charged), 0) FROM credit_leases"
+                     " WHERE account_id = :account_id) FROM accounts WHERE id = :account_id"
+                     " FOR UPDATE")
 KEY_FOR_GRANT = "SELECT spend_limit, spent, held FROM api_keys WHERE id = :key_id FOR UPDATE"
 GRANT_ACCOUNT = "UPDATE accounts SET held = held + :grant WHERE id = :account_id"
 GRANT_KEY = "UPDATE api_keys SET held = held + :grant WHERE id = :key_id"
@@ -211,7 +215,7 @@ class LeaseBook:
             row = await tx.fetchone(ACCOUNT_FOR_GRANT, params)
             if row is None:
                 return ("account", 0, 0)
-            balance, held = row[0], row[1]
+            balance, held, unfolded = row[0], row[1], int(row[2])
             limit = balance - held
             if lease.key_id is not None:
                 key_row = await tx.fetchone(KEY_FOR_GRANT, params)
@@ -224,7 +228,7 @@ class LeaseBook:
                     limit = min(limit, spend_limit - spent - key_held)
                 # more per-key limits (a monthly one) slot in here, each shrinking `limit`
             if limit < need:
-                return ("account", balance, held)
+                return ("account", balance - unfolded, held - unfolded)
             # at most half of what is left, so the other processes on it get some too, but
             # always what this request needs
             grant = max(need, min(want, limit // 2))
