@@ -39,6 +39,7 @@ from minitoolai.ledger.holds import Hold, UsageRecord, reserve, settle
 from minitoolai.ledger.journal import PendingSettlement, SettlementJournal
 from minitoolai.ledger.late import post_late_charge
 from minitoolai.ledger.leases import Lease, LeaseBook, settle_leased
+from minitoolai.ledger.undo import Undoer
 from minitoolai.observability import metrics
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class HoldKeeper:
         self.journal = journal
         self.pending: dict[str, PendingSettlement] = {}  # journaled, not yet in the database
         self._retry_now = asyncio.Event()
+        self.undoer = Undoer()  # releases the database refused, retried while it is away
 
     async def reserve(self, *, request_id: str, account_id: int, key_id: str | None,
                       amount: int, kind: str) -> Hold:
@@ -98,7 +100,8 @@ class HoldKeeper:
     async def settle_or_journal(self, request_id: str, cost: int, record: UsageRecord, *,
                                 account_id: int | None) -> int | None:
         """Settle; if the database fails, journal the settlement (fsync'd) and return None:
-        the background retry makes it. Raises only if the journal cannot be written."""
+        the background retry makes it. A release (`cost` 0) is retried in the background
+        without a journal. Raises only if the journal cannot be written."""
         leased = self._leased.pop(request_id, None)
         if leased is not None:
             lease, hold = leased
@@ -111,9 +114,19 @@ class HoldKeeper:
         try:
             charged = await self._settle(entry)
         except Exception as exc:  # whatever the database raised
-            if self.journal is None or entry.cost <= 0:
+            if entry.cost <= 0:
+                # a release (nothing to charge) is not journaled, but retried in the
+                # background: left to the sweeper, the held credit would refuse the
+                # customer's next requests until the hold expired (ledger/undo.py). (A
+                # leased hold's credit is back in its lease already: only its usage
+                # record is retried.)
+                self._landed(entry)
+                self.undoer.later(f"the release of {request_id}",
+                                  functools.partial(self._settle, entry),
+                                  give_up_after=self._ttl, error=exc)
+                return None
+            if self.journal is None:
                 self._landed(entry)  # given up: not on its way any more
-                # a release (nothing to charge): the sweeper frees the hold in time
                 raise
             log.error("settling %s failed (%s: %s); journaled, and retried until the"
                       " database takes it", entry.request_id, exc.__class__.__name__, exc)
