@@ -14,9 +14,10 @@ import pytest
 import requests
 import sqlalchemy as sa
 
+from minitoolai.app import create_app
 from minitoolai.db.engine import sync_url
 from tests.conftest import assert_ledger_ok, make_customer, run
-from tests.servers import free_port, run_cli, start_serve_process
+from tests.servers import ThreadedServer, free_port, run_cli, start_serve_process
 
 URL = "/api/chat-completions/"
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
@@ -127,4 +128,22 @@ def test_kill_9_lease_returned_by_the_sweeper(leased_env, database_url):
         survivor.send_signal(signal.SIGTERM)
         survivor.wait(30)
     assert charged > 0
+    run(assert_ledger_ok(database_url))
+
+
+def test_refusals_keep_their_envelope_with_leases(chat_settings, database_url):
+    """402 for an account or a key limit that cannot cover the hold, as without leases."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("credit leases are PostgreSQL's")
+    settings = chat_settings(leases={"size": "1"})
+    poor = run(make_customer(database_url, 1_000))
+    limited = run(make_customer(database_url, 10**9, spend_limit=1_000))
+    with ThreadedServer(create_app(settings)) as live:
+        refused = requests.post(live.url + URL, headers=poor.headers, json=BODY)
+        assert refused.status_code == 402, refused.text
+        assert refused.json()["error"]["message"].startswith(
+            "insufficient credit: available balance $0.000001 (balance $0.000001, held $0.00)")
+        limit = requests.post(live.url + URL, headers=limited.headers, json=BODY)
+        assert limit.status_code == 402, limit.text
+        assert limit.json()["error"]["code"] == "key_spend_limit"
     run(assert_ledger_ok(database_url))
