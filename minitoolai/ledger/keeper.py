@@ -38,7 +38,8 @@ from minitoolai.db.tx import Tx
 from minitoolai.ledger.holds import Hold, UsageRecord, reserve, settle
 from minitoolai.ledger.journal import PendingSettlement, SettlementJournal
 from minitoolai.ledger.late import post_late_charge
-from minitoolai.ledger.leases import Lease, LeaseBook, settle_leased
+from minitoolai.ledger.lease_settlements import settle_leased
+from minitoolai.ledger.leases import Lease, LeaseBook
 from minitoolai.ledger.undo import Undoer
 from minitoolai.observability import metrics
 

@@ -17,7 +17,8 @@ from minitoolai.errors import InsufficientCredit
 from minitoolai.ledger.holds import UsageRecord, reserve
 from minitoolai.ledger.journal import SettlementJournal, read_pending
 from minitoolai.ledger.keeper import HoldKeeper
-from minitoolai.ledger.leases import LeaseBook, settle_leased, sweep_expired_leases
+from minitoolai.ledger.lease_settlements import settle_leased
+from minitoolai.ledger.leases import LeaseBook, sweep_expired_leases
 from minitoolai.ledger.settings import LeaseSettings
 from minitoolai.ledger.verify import verify
 from minitoolai.runtime import Runtime
