@@ -99,8 +99,9 @@ def main() -> int:
     ap.add_argument("--log-level", default="warning",
                     help="the server's log_level (info: one access line per request)")
     ap.add_argument("--no-local-model", action="store_true",
-                    help="MINITOOLAI_CHAT__BUILTIN_LOCAL_MODEL=false: do not load the built-in"
-                         " GGUF model at start (it is idle here but counts in the RSS)")
+                    help="a relay-only server: MINITOOLAI_CHAT__BUILTIN_LOCAL_MODEL=false and"
+                         " MINITOOLAI_SPEECH__ESPEAK=false, no in-process model or engine"
+                         " (idle here, but the built-in GGUF and PyAV count in the RSS)")
     args = ap.parse_args()
     if not wrk_available():
         print("wrk is not installed: apt-get install -y wrk", file=sys.stderr)
@@ -125,6 +126,7 @@ def main() -> int:
         args.database_url = f"postgresql://postgres@127.0.0.1:5432/{pg_name}"
     if args.no_local_model:
         env["MINITOOLAI_CHAT__BUILTIN_LOCAL_MODEL"] = "false"
+        env["MINITOOLAI_SPEECH__ESPEAK"] = "false"
     if args.database_url:
         env["MINITOOLAI_DATABASE_URL"] = args.database_url
     database_url = args.database_url or f"sqlite:///{data_dir / 'minitoolai.sqlite3'}"

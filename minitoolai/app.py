@@ -29,7 +29,7 @@ from minitoolai.core_routes import router as core_router
 from minitoolai.dashboard import lifecycle as dashboard_lifecycle
 from minitoolai.dashboard.routes import router as dashboard_router
 from minitoolai.db.faults import as_unavailable
-from minitoolai.db.migrate import expected_heads, upgrade
+from minitoolai.db.revisions import expected_heads
 from minitoolai.errors import APIError, InvalidRequest, NotFound
 from minitoolai.http import error_response, seed_image_error_response
 from minitoolai.images import lifecycle as images_lifecycle
@@ -135,6 +135,10 @@ def create_app(settings: Settings, *, migrate: bool = True, workers: bool = True
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         if migrate:
+            # imported here: a server started by `serve` was migrated before it started
+            # and never loads Alembic (serving.py)
+            from minitoolai.db.migrate import upgrade
+
             await asyncio.to_thread(upgrade, settings.resolved_database_url)
         runtime = Runtime.build(settings)
         await runtime.resolve_secret_key()

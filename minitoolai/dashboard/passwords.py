@@ -4,6 +4,7 @@ the email exists (a dummy hash is verified when there is no account)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -15,7 +16,13 @@ from minitoolai.db.tables import accounts
 from minitoolai.errors import InvalidRequest
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
-_DUMMY_HASH = _hasher.hash("not a password: evens out the time of unknown-email logins")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Made at the first login, not at import: hashing takes argon2's 64 MiB for a moment,
+    which would otherwise count in the peak memory of every server, relay-only ones too."""
+    return _hasher.hash("not a password: evens out the time of unknown-email logins")
 
 
 async def hash_password(password: str) -> str:
@@ -26,7 +33,7 @@ async def hash_password(password: str) -> str:
 async def _verify(password_hash: str | None, password: str) -> bool:
     def check() -> bool:
         try:
-            return _hasher.verify(password_hash or _DUMMY_HASH, password)
+            return _hasher.verify(password_hash or _dummy_hash(), password)
         except (VerificationError, InvalidHashError):
             return False
 
