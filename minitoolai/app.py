@@ -160,6 +160,13 @@ def create_app(settings: Settings, *, migrate: bool = True, workers: bool = True
                 runtime.db.run_maintenance(), name="db-maintenance"))
             runtime.background.append(asyncio.create_task(
                 runtime.holds.run(), name="hold-keeper"))
+            if settings.loop_monitor_interval_ms:
+                from minitoolai.observability.loop_monitor import LoopMonitor
+
+                runtime.loop_monitor = LoopMonitor(settings.loop_monitor_interval_ms / 1000,
+                                                   settings.loop_stall_log_ms / 1000)
+                runtime.background.append(asyncio.create_task(
+                    runtime.loop_monitor.run(), name="loop-monitor"))
             if runtime.redis.configured:  # revocations pushed by the other processes
                 runtime.background.append(asyncio.create_task(
                     runtime.revocations.run(), name="revocation-subscriber"))

@@ -45,7 +45,7 @@ from minitoolai.errors import (
 )
 from minitoolai.ledger.holds import UsageRecord, reserve
 from minitoolai.money import usd_number
-from minitoolai.observability import exchange
+from minitoolai.observability import exchange, metrics
 from minitoolai.observability.metrics import UpstreamTimer
 from minitoolai.sse import EventStreamResponse
 
@@ -116,6 +116,7 @@ class ChatService:
         await reserve(self.runtime.db, request_id=request.request_id,
                       account_id=principal.account_id, key_id=principal.key_id, amount=amount,
                       kind="chat", ttl_seconds=self._settings.hold_ttl_seconds)
+        metrics.RESERVE_SECONDS.observe(time.monotonic() - started)
         self.runtime.holds.track(request.request_id)
         meter = _Meter(endpoint, request, principal.account_id, prompt_bound, prompt_exact,
                        started, amount, image_tokens)
@@ -184,6 +185,7 @@ class ChatService:
                      meter: _Meter) -> AsyncIterator[bytes]:
         status = "cancelled"  # unless the stream ends or fails
         settled = False
+        relay_started = time.monotonic()
         try:
             async for item in stream:
                 usage = stream.usage
@@ -227,6 +229,7 @@ class ChatService:
                     self.runtime.holds.finish(request.request_id,
                                               self._settle_estimate(meter, status))
             await asyncio.shield(stream.aclose())
+            metrics.RELAY_SECONDS.observe(time.monotonic() - relay_started)
 
     @staticmethod
     def _with_cost(event: bytes, cost: int) -> bytes:

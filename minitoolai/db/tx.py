@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import math
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -158,8 +159,10 @@ class GroupCommit:
             batch, self._batch = self._batch, []
             batch.sort(key=lambda entry: entry[0])  # stable: same account, same order
             metrics.LEDGER_BATCH.observe(len(batch))
+            started = time.perf_counter()
             try:
                 outcomes = await self._execute([op for _, op, _ in batch])
+                metrics.LEDGER_FLUSH.observe(time.perf_counter() - started)
             except BaseException as exc:
                 # the transaction itself failed or was interrupted (shutdown): the callers
                 # get the error. An op that did commit (PostgreSQL's reruns commit one by

@@ -77,9 +77,12 @@ class HoldKeeper:
         """Settle; if the database fails, journal the settlement (fsync'd) and return None:
         the background retry makes it. Raises only if the journal cannot be written."""
         entry = PendingSettlement(request_id, account_id, cost, record)
+        started = time.monotonic()
         try:
-            return await settle(self._db, entry.request_id, entry.cost, entry.record,
-                                account_id=entry.account_id)
+            charged = await settle(self._db, entry.request_id, entry.cost, entry.record,
+                                   account_id=entry.account_id)
+            metrics.SETTLE_SECONDS.observe(time.monotonic() - started)
+            return charged
         except Exception as exc:  # whatever the database raised
             if self.journal is None or entry.cost <= 0:
                 # a release (nothing to charge): the sweeper frees the hold in time
