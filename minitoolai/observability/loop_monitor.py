@@ -25,6 +25,16 @@ from minitoolai.observability import metrics
 log = logging.getLogger(__name__)
 
 
+def _runqueue_wait() -> float:
+    """Seconds this thread has spent runnable but waiting for a CPU (Linux schedstat; 0
+    elsewhere): how much of a lag the OS, not the server, caused."""
+    try:
+        with open("/proc/thread-self/schedstat", "rb") as handle:
+            return int(handle.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 class LoopMonitor:
     def __init__(self, interval: float, log_over: float) -> None:
         self.interval = interval
@@ -57,11 +67,12 @@ class LoopMonitor:
         observe = metrics.LOOP_LAG.observe
         sleep, clock, interval = asyncio.sleep, time.perf_counter, self.interval
         cpu = time.thread_time  # this thread's CPU time: tells a busy loop from a preempted one
+        waited = _runqueue_wait
         gc.callbacks.append(self._on_gc)
         try:
             while True:
                 collections, gc_time = self._collections, self._gc_time
-                asked, cpu0 = clock() + interval, cpu()
+                asked, cpu0, queued0 = clock() + interval, cpu(), waited()
                 await sleep(interval)
                 lag = clock() - asked
                 if lag < 0:
@@ -79,9 +90,12 @@ class LoopMonitor:
                     if on_cpu > self.worst_on_cpu:
                         self.worst_on_cpu = on_cpu
                     if lag > self.log_over:
-                        log.warning("event loop stalled %.1f ms (on CPU %.1f ms; %d garbage"
-                                    " collection(s) meanwhile, %.1f ms)", lag * 1000,
-                                    on_cpu * 1000, self._collections - collections,
-                                    (self._gc_time - gc_time) * 1000)
+                        queued = waited() - queued0
+                        log.warning("event loop stalled %.1f ms: on CPU %.1f ms (%d garbage"
+                                    " collection(s), %.1f ms), waiting for a CPU %.1f ms (the"
+                                    " machine's other processes), the rest blocked (a system"
+                                    " call, the GIL)", lag * 1000, on_cpu * 1000,
+                                    self._collections - collections,
+                                    (self._gc_time - gc_time) * 1000, queued * 1000)
         finally:
             gc.callbacks.remove(self._on_gc)
