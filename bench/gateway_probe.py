@@ -170,6 +170,6 @@ def stage_figures(before: dict, after: dict) -> dict:
                           "p99_ms": quantile(0.99),
                           "over_20ms": int(total - dict(cum).get(0.02, total))}
     figures["loop_lag_max_ms"] = after.get("minitoolai_event_loop_lag_max_seconds", 0) * 1000
-    # since the server started (not per run): the most CPU the loop's thread spent in a lag
+    # the most CPU the loop's thread spent in one lag of the run: the code's own stall
     figures["loop_busy_max_ms"] = after.get("minitoolai_event_loop_busy_max_seconds", 0) * 1000
     return figures

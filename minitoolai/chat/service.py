@@ -200,8 +200,14 @@ class ChatService:
                     await asyncio.shield(self._settle_later(
                         meter, meter.record(usage, "cancelled" if meter.client_gone else "ok"),
                         cost))
-                    if request.include_usage:
-                        yield self._with_cost(item, cost)
+                    # the item may hold the events read with the usage event around it
+                    begin, end = getattr(stream, "usage_span", None) or (0, len(item))
+                    event = self._with_cost(item[begin:end], cost) \
+                        if request.include_usage else b""
+                    if begin or end < len(item):
+                        event = item[:begin] + event + item[end:]
+                    if event:
+                        yield event
                     continue
                 # kept (not copied) for an estimate, should the usage never come
                 if meter.kept < KEEP_SENT_BYTES:

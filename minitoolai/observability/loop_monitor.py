@@ -41,16 +41,18 @@ class LoopMonitor:
         self.log_over = log_over
         self.max_lag = 0.0  # since the last `take_max`
         self.worst = 0.0  # since start
-        self.worst_on_cpu = 0.0  # the largest lag the loop's thread spent running (ours)
+        self.busy_max = 0.0  # of the lags since the last `take_max`, the most CPU spent in one
         self.gc_max = 0.0  # the longest garbage collection (seconds)
         self._collections = 0
         self._gc_time = 0.0
         self._gc_started = 0.0
 
-    def take_max(self) -> float:
-        """The largest lag since the last call (a scrape), and start again."""
-        value, self.max_lag = self.max_lag, 0.0
-        return value
+    def take_max(self) -> tuple[float, float]:
+        """The largest lag since the last call (a scrape), and the most of one the loop's
+        thread spent on CPU (our code's own stall), and start again."""
+        value, busy = self.max_lag, self.busy_max
+        self.max_lag = self.busy_max = 0.0
+        return value, busy
 
     def _on_gc(self, phase: str, info: dict) -> None:
         if phase == "start":
@@ -87,8 +89,8 @@ class LoopMonitor:
                     # of it means our code held the loop; little of it, that the OS ran
                     # something else (a loaded machine) or a system call blocked
                     on_cpu = min(lag, cpu() - cpu0)
-                    if on_cpu > self.worst_on_cpu:
-                        self.worst_on_cpu = on_cpu
+                    if on_cpu > self.busy_max:
+                        self.busy_max = on_cpu
                     if lag > self.log_over:
                         queued = waited() - queued0
                         log.warning("event loop stalled %.1f ms: on CPU %.1f ms (%d garbage"

@@ -82,8 +82,8 @@ LOOP_LAG_MAX = Gauge("minitoolai_event_loop_lag_max_seconds",
                      "The largest event-loop lag since the previous scrape of /metrics",
                      multiprocess_mode="max")
 LOOP_LAG_MAX_ON_CPU = Gauge("minitoolai_event_loop_busy_max_seconds",
-                            "Of the loop's lags since start, the most CPU time its thread"
-                            " spent in one (the code's own stalls, not the OS's)",
+                            "Of the loop's lags since the previous scrape, the most CPU time"
+                            " its thread spent in one (the code's own stall, not the OS's)",
                             multiprocess_mode="max")
 # read from the database at scrape time: the same in every process
 HOLDS_OPEN = Gauge("minitoolai_holds_open", "Credit holds open (all processes)",
@@ -133,6 +133,11 @@ def _settled_series(model: str, endpoint: str) -> tuple:
             TOKENS.labels(model, "completion"))
 
 
+@functools.lru_cache(maxsize=256)
+def _upstream_series(provider: str):
+    return UPSTREAM_LATENCY.labels(provider)  # labels() costs more than the observation
+
+
 class UpstreamTimer:
     """Times one upstream call and counts its failure: `with UpstreamTimer(name): ...`."""
 
@@ -146,7 +151,7 @@ class UpstreamTimer:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        UPSTREAM_LATENCY.labels(self.provider).observe(time.perf_counter() - self.started)
+        _upstream_series(self.provider).observe(time.perf_counter() - self.started)
         if exc is not None:
             kind = getattr(exc, "error_type", None) or exc_type.__name__
             UPSTREAM_ERRORS.labels(self.provider, kind).inc()
@@ -218,6 +223,7 @@ async def metrics_endpoint(request: Request) -> Response:
     await _read_database_gauges(runtime)
     monitor = getattr(runtime, "loop_monitor", None)
     if monitor is not None:
-        LOOP_LAG_MAX.set(monitor.take_max())
-        LOOP_LAG_MAX_ON_CPU.set(monitor.worst_on_cpu)
+        lag, busy = monitor.take_max()
+        LOOP_LAG_MAX.set(lag)
+        LOOP_LAG_MAX_ON_CPU.set(busy)
     return Response(generate_latest(_registry()), media_type=CONTENT_TYPE_LATEST)

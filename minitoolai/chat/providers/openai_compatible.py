@@ -151,6 +151,11 @@ class UpstreamStream:
         self._response = response
         self._usage_of = usage_of
         self.usage: Usage | None = None
+        # where the usage event lies in the item that carries it: the events read with it
+        # (the last content, [DONE]) come in the same item, so that the response sends
+        # them in one write instead of three (each write to a socket is a system call and
+        # a wake-up of the reader)
+        self.usage_span: tuple[int, int] | None = None
         self._role_seen = not add_role
         self._last = b""  # the last bytes relayed (numbers an error event of the Responses API)
 
@@ -189,12 +194,13 @@ class UpstreamStream:
                         and USAGE_OBJECT.search(complete) is not None):
                     before, event, after, usage = split_usage_event(complete,
                                                                     self._usage_of)
-                    if before:
-                        yield before
-                    self.usage = usage  # set just before its event: the gateway's signal
-                    yield event
-                    if after:
-                        yield after
+                    if usage is None:
+                        yield complete
+                    else:
+                        # set just before its item: the gateway's signal
+                        self.usage_span = (len(before), len(before) + len(event))
+                        self.usage = usage
+                        yield complete
                 else:
                     yield complete
                 self._last = complete
