@@ -119,10 +119,10 @@ def main() -> int:
         "MINITOOLAI_DATA_DIR": str(data_dir), "MINITOOLAI_HOST": "127.0.0.1",
         "MINITOOLAI_PORT": str(gw_port), "MINITOOLAI_DEMO_ACCOUNT": "false",
         "MINITOOLAI_RATE_LIMIT_PER_MINUTE": "0", "MINITOOLAI_LOG_LEVEL": args.log_level,
-        # the stall monitor: the largest event-loop lag of each run, from /metrics
-        "MINITOOLAI_LOOP_MONITOR_INTERVAL_MS": str(args.loop_monitor_ms),
         "OPENAI_BASE_URL": f"http://127.0.0.1:{fake_port}/v1", "OPENAI_API_KEY": "sk-bench",
     })
+    if args.loop_monitor_ms:  # the stall monitor: each run's largest event-loop lag (/metrics)
+        env["MINITOOLAI_LOOP_MONITOR_INTERVAL_MS"] = str(args.loop_monitor_ms)
     pg_name = None
     if args.postgres and not args.database_url:
         pg_name = f"minitoolai_bench_{os.getpid()}"
