@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from minitoolai.catalog import Model
 from minitoolai.chat.providers.base import ChatRequest, Usage
@@ -225,8 +226,9 @@ class OpenAICompatibleProvider:
         self.name = name
         self.cfg = cfg
         base = (cfg.base_url or OPENAI_DEFAULT_BASE_URL).rstrip("/")
-        self._url = base + "/chat/completions"
-        self._responses_url = base + "/responses"
+        # parsed once (aiohttp takes a URL as it is; a string it parses on every request)
+        self._url = URL(base + "/chat/completions")
+        self._responses_url = URL(base + "/responses")
         self._headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
         if cfg.api_key:
             self._headers["Authorization"] = f"Bearer {cfg.api_key}"
@@ -247,8 +249,10 @@ class OpenAICompatibleProvider:
                                          keepalive_timeout=30)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.cfg.connect_timeout,
                                         sock_read=self.cfg.read_timeout)
+        # the headers are the session's own: a request that names none skips merging them
         self._session = aiohttp.ClientSession(connector=connector, timeout=timeout,
-                                              auto_decompress=True, trust_env=False)
+                                              headers=self._headers, auto_decompress=True,
+                                              trust_env=False)
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -275,11 +279,11 @@ class OpenAICompatibleProvider:
     async def _post(self, request: ChatRequest, stream: bool) -> aiohttp.ClientResponse:
         return await self._post_to(self._url, self.payload(request, stream))
 
-    async def _post_to(self, url: str, data: bytes) -> aiohttp.ClientResponse:
+    async def _post_to(self, url: URL, data: bytes) -> aiohttp.ClientResponse:
         if self._session is None:
             raise ServiceUnavailable(f"provider {self.name!r} is not started")
         try:
-            response = await self._session.post(url, data=data, headers=self._headers)
+            response = await self._session.post(url, data=data)
         except (aiohttp.ServerTimeoutError, TimeoutError):
             raise UpstreamTimeout(f"upstream {self.name!r} did not answer in time") from None
         except aiohttp.ClientError as exc:
