@@ -85,21 +85,32 @@ class LedgerCounter:
             return conn.execute(select(func.count()).select_from(self.holds)).scalar_one()
 
     def snapshot(self) -> dict:
+        # one statement: one snapshot of the database (separate queries, on PostgreSQL,
+        # could count a charge in one and miss its usage row in the other, or the reverse)
+        charges = (select(func.count()).select_from(self.ledger)
+                   .where(self.ledger.c.kind == "charge").scalar_subquery())
+        estimated = (select(func.count()).select_from(self.usage)
+                     .where(self.usage.c.estimated.is_(True)).scalar_subquery())
         with self.engine.connect() as conn:
-            charges = conn.execute(select(func.count()).select_from(self.ledger)
-                                   .where(self.ledger.c.kind == "charge")).scalar_one()
-            by_status = dict(conn.execute(select(self.usage.c.status, func.count())
-                                          .group_by(self.usage.c.status)).all())
-            estimated = conn.execute(select(func.count()).select_from(self.usage)
-                                     .where(self.usage.c.estimated.is_(True))).scalar_one()
-        return {"charges": charges, "usage": sum(by_status.values()), "estimated": estimated,
+            rows = conn.execute(select(self.usage.c.status, func.count(), charges, estimated)
+                                .group_by(self.usage.c.status)).all()
+        by_status = {row[0]: row[1] for row in rows}
+        return {"charges": rows[0][2] if rows else 0, "usage": sum(by_status.values()),
+                "estimated": rows[0][3] if rows else 0,
                 **{f"status_{k}": v for k, v in by_status.items()}}
 
     def wait_settled(self, seconds: float = 30) -> int:
+        """Wait until no hold is open and the counts stop moving (a request wrk cut off may
+        still be reserving when the holds are first found at zero)."""
         deadline = time.monotonic() + seconds
-        while (left := self.open_holds()) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        return left
+        last = None
+        while time.monotonic() < deadline:
+            left, now = self.open_holds(), self.snapshot()
+            if not left and now == last:
+                return 0
+            last = now
+            time.sleep(0.3)
+        return self.open_holds()
 
     def close(self) -> None:
         self.engine.dispose()
