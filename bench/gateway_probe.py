@@ -171,7 +171,7 @@ def stage_figures(before: dict, after: dict) -> dict:
         mean = ((after.get(sum_key, 0) - before.get(sum_key, 0)) / total * 1000
                 if sum_key else float("nan"))
 
-        def quantile(q: float) -> float:
+        def quantile(q: float, cum=cum, total=total) -> float:
             for le, count in cum:
                 if count >= q * total:
                     return le * 1000

@@ -31,7 +31,9 @@ its own prefix under /tmp):
   @portkey-ai/gateway`; `node build/start-server.js --port=P --headless`, routed with the
   `x-portkey-provider: openai` and `x-portkey-custom-host` headers. As installed, 1.15.2
   fails every request on Node 20 (Portkey-AI/gateway#1389); the run uses a copy of its
-  build with the fix of PR #1390 (see `portkey_build`).
+  build with the fix of PR #1390 (see `portkey_build`). The recorded run also had the
+  workaround that issue names: `@hono/node-server` pinned to 1.14.2 (an npm `overrides`
+  entry in /tmp/portkey/package.json, and the gateway's nested 1.19 copy removed).
 - openai-forward: `python3 -m venv /tmp/venv-oaif && /tmp/venv-oaif/bin/pip install
   openai-forward pyyaml`; `aifd run --port P` with FORWARD_CONFIG at the fake.
 
@@ -149,7 +151,8 @@ def stop(proc: subprocess.Popen | None) -> None:
 
 def version_of(cmd: list[str]) -> str:
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60,
+                             check=False)
         return (out.stdout + out.stderr).strip().splitlines()[-1]
     except (OSError, IndexError, subprocess.TimeoutExpired):
         return "?"
@@ -195,7 +198,8 @@ http {{
     proc = subprocess.Popen([nginx, "-p", str(prefix), "-c", str(conf), "-g", "daemon off;"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(port, proc)
-    return System("nginx reverse proxy, static key check", version_of([nginx, "-v"]),
+    return System("nginx reverse proxy, static key check",
+                  version_of([nginx, "-v"]).rpartition("/")[2],
                   f"http://127.0.0.1:{port}/v1/chat/completions", key, proc=proc)
 
 
@@ -223,7 +227,7 @@ def start_minitoolai(fake_port: int, work: Path) -> System:
     import minitoolai
 
     commit = subprocess.run(["git", "-C", str(HERE.parent), "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip()
+                            capture_output=True, text=True, check=False).stdout.strip()
     return System("this project (auth, hold, settle on SQLite)",
                   f"{minitoolai.__version__} at {commit}",
                   f"http://127.0.0.1:{port}/v1/chat/completions", key, proc=proc)
@@ -255,7 +259,7 @@ litellm_settings:
     pip = LITELLM.parent / "pip"
     version = version_of([str(pip), "show", "litellm"]) if pip.exists() else "?"
     version = next((ln.split(":", 1)[1].strip() for ln in subprocess.run(
-        [str(pip), "show", "litellm"], capture_output=True, text=True).stdout.splitlines()
+        [str(pip), "show", "litellm"], capture_output=True, text=True, check=False).stdout.splitlines()
         if ln.startswith("Version:")), version)
     return System("LiteLLM proxy", version, f"http://127.0.0.1:{port}/v1/chat/completions",
                   key, proc=proc)
@@ -312,7 +316,8 @@ def start_openai_forward(fake_port: int, work: Path) -> System:
     wait_port(port, proc)
     pip = AIFD.parent / "pip"
     version = next((ln.split(":", 1)[1].strip() for ln in subprocess.run(
-        [str(pip), "show", "openai-forward"], capture_output=True, text=True).stdout.splitlines()
+        [str(pip), "show", "openai-forward"], capture_output=True, text=True,
+        check=False).stdout.splitlines()
         if ln.startswith("Version:")), "?")
     return System("openai-forward (Python)", version,
                   f"http://127.0.0.1:{port}/v1/chat/completions", "sk-bench", proc=proc)

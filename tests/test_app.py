@@ -89,7 +89,7 @@ def test_a_relay_only_server_loads_nothing_it_does_not_use(database_url, tmp_pat
                 "OPENAI_BASE_URL": "http://127.0.0.1:9/v1", "OPENAI_API_KEY": "sk-test",
                 "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)})
     proc = subprocess.run([sys.executable, "-c", RELAY_ONLY_SCRIPT], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     started, loaded = json.loads(proc.stdout.strip().splitlines()[-1])
     assert started == "lifespan.startup.complete"

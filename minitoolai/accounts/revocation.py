@@ -15,9 +15,9 @@ import asyncio
 import logging
 import time
 
+from minitoolai import redis_link
 from minitoolai.accounts.auth import Authenticator
 from minitoolai.config import Settings
-from minitoolai import redis_link
 from minitoolai.redis_link import RedisLink, Unavailable, close_client
 
 log = logging.getLogger(__name__)

@@ -61,8 +61,7 @@ class LoopMonitor:
         took = time.perf_counter() - self._gc_started
         self._collections += 1
         self._gc_time += took
-        if took > self.gc_max:
-            self.gc_max = took
+        self.gc_max = max(self.gc_max, took)
         metrics.GC_PAUSE.observe(took)
 
     async def run(self) -> None:
@@ -82,15 +81,13 @@ class LoopMonitor:
                 observe(lag)
                 if lag > self.max_lag:
                     self.max_lag = lag
-                    if lag > self.worst:
-                        self.worst = lag
+                    self.worst = max(self.worst, lag)
                 if lag > 0.001:
                     # of the time since the timer was set, how much did the thread run: all
                     # of it means our code held the loop; little of it, that the OS ran
                     # something else (a loaded machine) or a system call blocked
                     on_cpu = min(lag, cpu() - cpu0)
-                    if on_cpu > self.busy_max:
-                        self.busy_max = on_cpu
+                    self.busy_max = max(self.busy_max, on_cpu)
                     if lag > self.log_over:
                         queued = waited() - queued0
                         log.warning("event loop stalled %.1f ms: on CPU %.1f ms (%d garbage"

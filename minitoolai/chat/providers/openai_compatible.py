@@ -193,8 +193,7 @@ class UpstreamStream:
                     complete, self._role_seen = with_role(complete)
                 if (self.usage is None and USAGE_KEY in complete
                         and USAGE_OBJECT.search(complete) is not None):
-                    before, event, after, usage = split_usage_event(complete,
-                                                                    self._usage_of)
+                    before, event, _, usage = split_usage_event(complete, self._usage_of)
                     if usage is None:
                         yield complete
                     else:
