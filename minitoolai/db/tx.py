@@ -18,6 +18,7 @@ image job's change of state that must commit with its charge).
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import sqlite3
 import time
@@ -30,6 +31,8 @@ from sqlalchemy import text
 
 from minitoolai.db.engine import SQLITE_BUSY_TIMEOUT_MS
 from minitoolai.observability import metrics
+
+log = logging.getLogger(__name__)
 
 
 class Tx(Protocol):
@@ -218,7 +221,8 @@ class InlineSQLite(GroupCommit):
             await asyncio.sleep(interval)
         self._conn.execute("PRAGMA wal_autocheckpoint=0")
 
-        def checkpoint() -> None:
+        def checkpoint() -> float:
+            """Returns how long a RESTART held the write lock (0: none was needed)."""
             conn = sqlite3.connect(self._path, isolation_level=None, timeout=1)
             try:
                 conn.execute("PRAGMA synchronous=NORMAL")
@@ -235,16 +239,21 @@ class InlineSQLite(GroupCommit):
                 # loop's BEGIN IMMEDIATE finds the lock taken and retries with a sleep:
                 # the loop itself never waits.
                 if frames * WAL_FRAME_BYTES > WAL_RESTART_BYTES:
+                    started = time.perf_counter()
                     conn.execute("PRAGMA wal_checkpoint(RESTART)")
+                    return time.perf_counter() - started
+                return 0.0
             finally:
                 conn.close()
 
         while True:
             await asyncio.sleep(interval)
             try:
-                await asyncio.to_thread(checkpoint)
+                held = await asyncio.to_thread(checkpoint)
             except sqlite3.Error:  # busy or locked: the next round will do it
                 continue
+            if held > 0.1:  # the ledger's writes waited this long (not the loop)
+                log.warning("restarting the SQLite WAL held its write lock %.0f ms", held * 1000)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
