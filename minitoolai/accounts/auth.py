@@ -20,10 +20,12 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import select
 
 from minitoolai.accounts.keys import hash_secret
+from minitoolai.clock import as_utc
 from minitoolai.db.engine import Database
 from minitoolai.db.tables import accounts, api_keys
 from minitoolai.errors import APIError, AuthenticationFailed, PermissionDenied
@@ -38,6 +40,7 @@ class Principal:
 
     key_id: str
     account_id: int
+    expires_at: datetime | None = None  # the key's expiry (the hold checks it again)
 
 
 def bearer_token(authorization: str | None) -> str:
@@ -56,6 +59,12 @@ def bearer_token(authorization: str | None) -> str:
     return token
 
 
+def _expired(expires_at: datetime) -> AuthenticationFailed:
+    return AuthenticationFailed(
+        f"this API key expired on {expires_at:%Y-%m-%d %H:%M} UTC; create a new key in the"
+        " dashboard", code="expired_api_key")
+
+
 class Authenticator:
     def __init__(self, db: Database, cache_seconds: float = 2.0) -> None:
         self._db = db
@@ -72,9 +81,13 @@ class Authenticator:
         if hit is not None:
             now = time.monotonic()
             if hit[0] > now:
+                principal = hit[2]
+                if principal.expires_at is not None and principal.expires_at <= self._db.now():
+                    self._cache.pop(digest, None)
+                    raise _expired(principal.expires_at)
                 if hit[1] <= now and digest not in self._lookups:
                     self._lookup(digest).add_done_callback(_background_done)
-                return hit[2]
+                return principal
         task = self._lookups.get(digest) or self._lookup(digest)
         # shielded: a caller that goes away does not cancel the others' lookup
         return await asyncio.shield(task)
@@ -91,7 +104,7 @@ class Authenticator:
         async with self._db.read() as conn:
             row = (await conn.execute(
                 select(api_keys.c.id, api_keys.c.account_id, api_keys.c.revoked_at,
-                       accounts.c.disabled)
+                       api_keys.c.expires_at, accounts.c.disabled)
                 .join(accounts, accounts.c.id == api_keys.c.account_id)
                 .where(api_keys.c.key_hash == digest)
             )).first()
@@ -104,7 +117,11 @@ class Authenticator:
         if row.disabled:
             self._cache.pop(digest, None)
             raise PermissionDenied("this account is disabled", code="account_disabled")
-        principal = Principal(row.id, row.account_id)
+        expires_at = as_utc(row.expires_at)
+        if expires_at is not None and expires_at <= self._db.now():  # the database's clock
+            self._cache.pop(digest, None)
+            raise _expired(expires_at)
+        principal = Principal(row.id, row.account_id, expires_at)
         if self._ttl > 0 and evictions == self._evictions:
             if len(self._cache) > 100_000:
                 self._cache.clear()
