@@ -30,7 +30,7 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from gateway_probe import LedgerCounter, MemorySampler, cpu_seconds, syscalls
+from gateway_probe import LedgerCounter, MemorySampler, cpu_seconds, scrape, stage_figures, syscalls
 from gateway_report import machine, report
 from harness import cli as run_cli
 from harness import free_port, wait_http
@@ -96,11 +96,14 @@ def main() -> int:
                     help="directory for py-spy raw profiles of the server, one per gateway run"
                          " (the figures of profiled runs include py-spy's overhead)")
     ap.add_argument("--keep", action="store_true", help="keep the data directory")
+    ap.add_argument("--loop-monitor-ms", type=float, default=5.0,
+                    help="the server's loop_monitor_interval_ms (0: off)")
     ap.add_argument("--log-level", default="warning",
                     help="the server's log_level (info: one access line per request)")
     ap.add_argument("--no-local-model", action="store_true",
-                    help="MINITOOLAI_CHAT__BUILTIN_LOCAL_MODEL=false: do not load the built-in"
-                         " GGUF model at start (it is idle here but counts in the RSS)")
+                    help="a relay-only server: MINITOOLAI_CHAT__BUILTIN_LOCAL_MODEL=false and"
+                         " MINITOOLAI_SPEECH__ESPEAK=false, no in-process model or engine"
+                         " (idle here, but the built-in GGUF and PyAV count in the RSS)")
     args = ap.parse_args()
     if not wrk_available():
         print("wrk is not installed: apt-get install -y wrk", file=sys.stderr)
@@ -118,6 +121,8 @@ def main() -> int:
         "MINITOOLAI_RATE_LIMIT_PER_MINUTE": "0", "MINITOOLAI_LOG_LEVEL": args.log_level,
         "OPENAI_BASE_URL": f"http://127.0.0.1:{fake_port}/v1", "OPENAI_API_KEY": "sk-bench",
     })
+    if args.loop_monitor_ms:  # the stall monitor: each run's largest event-loop lag (/metrics)
+        env["MINITOOLAI_LOOP_MONITOR_INTERVAL_MS"] = str(args.loop_monitor_ms)
     pg_name = None
     if args.postgres and not args.database_url:
         pg_name = f"minitoolai_bench_{os.getpid()}"
@@ -125,6 +130,7 @@ def main() -> int:
         args.database_url = f"postgresql://postgres@127.0.0.1:5432/{pg_name}"
     if args.no_local_model:
         env["MINITOOLAI_CHAT__BUILTIN_LOCAL_MODEL"] = "false"
+        env["MINITOOLAI_SPEECH__ESPEAK"] = "false"
     if args.database_url:
         env["MINITOOLAI_DATABASE_URL"] = args.database_url
     database_url = args.database_url or f"sqlite:///{data_dir / 'minitoolai.sqlite3'}"
@@ -177,6 +183,7 @@ def main() -> int:
                     profiler = start_profiler(server.pid, args.duration,
                                               args.profile / f"gateway-{mode}-c{conc}.txt")
                 load = os.getloadavg()[0]
+                metrics0 = scrape(gw_port)  # also starts the run's largest loop lag afresh
                 cpu0, sys0 = cpu_seconds(sampler.proc), syscalls(sampler.proc)
                 gw = run_wrk(gw_url, body(stream, False), concurrency=conc,
                              duration=args.duration, api_key=api_key, threads=args.threads)
@@ -185,6 +192,7 @@ def main() -> int:
                 left = counter.wait_settled()
                 # the settlements of the last requests included
                 cpu1, sys1 = cpu_seconds(sampler.proc), syscalls(sampler.proc)
+                stages = stage_figures(metrics0, scrape(gw_port))
                 after, up_after = counter.snapshot(), upstream_count(fake_port)
                 r = row("gateway", mode, conc, gw)
                 r["direct"] = rows[-1]
@@ -199,6 +207,7 @@ def main() -> int:
                 r["writes_per_req"] = (sys1[1] - sys0[1]) / served
                 r["db"] = {k: after.get(k, 0) - before.get(k, 0) for k in after}
                 r["rss_peak_so_far_mb"] = sampler.peak / 2**20
+                r["stages"] = stages
                 rows.append(r)
                 print(f"  {mode:8} c={conc:<3} direct {direct.rps:8.0f} req/s p50"
                       f" {direct.p50_ms:.3f} ms | gateway {gw.rps:8.0f} req/s p50"

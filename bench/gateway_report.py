@@ -67,6 +67,23 @@ def report(results: dict, rows: list[dict]) -> None:
               f" {r['upstream_requests']:7}  charges {db['charges']:7}  usage {db['usage']:7}"
               f" ({statuses}; estimated {db['estimated']})  "
               f"{'OK' if match else 'MISMATCH'}")
+    print("\nthe server's stages (from its /metrics; ms, p50/p99 to the histogram's bucket):")
+    for r in rows:
+        stages = r.get("stages")
+        if r["target"] != "gateway" or not any(isinstance(v, dict)
+                                               for v in (stages or {}).values()):
+            continue  # a server without these metrics (an older commit)
+        parts = [f"{name} {f['mean_ms']:.2f} mean, p50<={f['p50_ms']:g}, p99<={f['p99_ms']:g}"
+                 for name, f in stages.items() if isinstance(f, dict) and name != "loop lag"]
+        gc_f = stages.get("gc")
+        if gc_f:
+            parts[-1] += f" ({gc_f['count']} collections)"
+        lag = stages.get("loop lag")
+        lag_text = (f"; loop lag p99<={lag['p99_ms']:g}, {lag['over_20ms']} of {lag['count']}"
+                    f" wake-ups over 20 ms" if lag else "")
+        print(f"  {r['mode']:8} c={r['concurrency']:<3} " + "; ".join(parts)
+              + f"{lag_text}; largest loop stall {stages['loop_lag_max_ms']:.1f} ms, largest"
+              f" on CPU (the code's own) {stages.get('loop_busy_max_ms', 0):.1f} ms")
     lv = results["ledger_verify"]
     print(f"ledger verify: rc={lv['rc']} {lv['output']}")
     peak = max(results["rss_peak_mb"], results["vm_hwm_mb"])

@@ -67,9 +67,13 @@ def wrk_available() -> str | None:
 
 
 def run_wrk(url: str, body: bytes, *, concurrency: int, duration: float,
-            api_key: str | None = None, threads: int = 1, timeout: float = 10.0) -> WrkResult:
-    auth = (f'wrk.headers["Authorization"] = {lua_string("Bearer " + api_key)}'
-            if api_key else "")
+            api_key: str | None = None, threads: int = 1, timeout: float = 10.0,
+            headers: dict[str, str] | None = None) -> WrkResult:
+    lines = [f'wrk.headers["Authorization"] = {lua_string("Bearer " + api_key)}'] \
+        if api_key else []
+    lines += [f"wrk.headers[ {lua_string(k)} ] = {lua_string(v)}"
+              for k, v in (headers or {}).items()]
+    auth = "\n".join(lines)
     script = LUA_TEMPLATE.format(body=lua_string(body.decode()), auth=auth, mark=MARK)
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
         handle.write(script)

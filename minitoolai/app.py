@@ -30,7 +30,7 @@ from minitoolai.dashboard import lifecycle as dashboard_lifecycle
 from minitoolai.dashboard.routes import router as dashboard_router
 from minitoolai.dashboard.web import first_segment, page_for_error
 from minitoolai.db.faults import as_unavailable
-from minitoolai.db.migrate import expected_heads, upgrade
+from minitoolai.db.revisions import expected_heads
 from minitoolai.errors import APIError, InvalidRequest, NotFound
 from minitoolai.http import error_response, seed_image_error_response
 from minitoolai.images import lifecycle as images_lifecycle
@@ -139,6 +139,10 @@ def create_app(settings: Settings, *, migrate: bool = True, workers: bool = True
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         if migrate:
+            # imported here: a server started by `serve` was migrated before it started
+            # and never loads Alembic (serving.py)
+            from minitoolai.db.migrate import upgrade
+
             await asyncio.to_thread(upgrade, settings.resolved_database_url)
         runtime = Runtime.build(settings)
         await runtime.resolve_secret_key()
@@ -160,6 +164,13 @@ def create_app(settings: Settings, *, migrate: bool = True, workers: bool = True
                 runtime.db.run_maintenance(), name="db-maintenance"))
             runtime.background.append(asyncio.create_task(
                 runtime.holds.run(), name="hold-keeper"))
+            if settings.loop_monitor_interval_ms:
+                from minitoolai.observability.loop_monitor import LoopMonitor
+
+                runtime.loop_monitor = LoopMonitor(settings.loop_monitor_interval_ms / 1000,
+                                                   settings.loop_stall_log_ms / 1000)
+                runtime.background.append(asyncio.create_task(
+                    runtime.loop_monitor.run(), name="loop-monitor"))
             if runtime.redis.configured:  # revocations pushed by the other processes
                 runtime.background.append(asyncio.create_task(
                     runtime.revocations.run(), name="revocation-subscriber"))

@@ -66,6 +66,9 @@ class Settings(BaseModel):
     cors_max_age_seconds: int = Field(600, ge=0)  # how long browsers cache a preflight
     metrics_enabled: bool = True  # GET /metrics (Prometheus)
     metrics_token: str | None = None  # when set, /metrics needs "Bearer <token>"
+    # the event loop's stall monitor (observability/loop_monitor.py): 0 = off
+    loop_monitor_interval_ms: float = Field(0, ge=0)
+    loop_stall_log_ms: float = Field(100, gt=0)  # a stall longer than this is logged
 
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     chat: ChatSettings = Field(default_factory=ChatSettings)

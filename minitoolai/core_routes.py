@@ -9,7 +9,7 @@ from starlette.requests import Request
 from minitoolai.accounts.store import get_account
 from minitoolai.catalog import Model
 from minitoolai.catalog_status import unavailable_reason
-from minitoolai.db.migrate import expected_heads
+from minitoolai.db.revisions import expected_heads
 from minitoolai.errors import DatabaseUnavailable
 from minitoolai.http import authenticate, json_response, runtime_of
 from minitoolai.money import display_usd, to_usd

@@ -15,21 +15,21 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
-
-import redis.asyncio as aioredis
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
-from redis.retry import Retry
+from typing import TYPE_CHECKING, TypeVar
 
 from minitoolai.config import Settings
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # what losing Redis looks like to a caller: redis-py's errors, a socket error it let through,
-# and our own deadline
-FAILURES = (RedisError, OSError, asyncio.TimeoutError)
+# and our own deadline. redis-py (about 6 MB) is imported with the first client
+# (`make_client`), which adds its errors here: a server without redis_url never loads it,
+# and nothing can raise them before. Callers read `redis_link.FAILURES` when they catch.
+FAILURES: tuple[type[BaseException], ...] = (OSError, asyncio.TimeoutError)
 
 
 class Unavailable(Exception):
@@ -57,6 +57,13 @@ class RedisLink:
     def make_client(settings: Settings, **options) -> aioredis.Redis:
         """A client whose every call ends within the timeout: short connect and read
         timeouts, at most one immediate retry, no backoff (the breaker is the backoff)."""
+        global FAILURES
+        import redis.asyncio as aioredis
+        from redis.backoff import NoBackoff
+        from redis.exceptions import RedisError
+        from redis.retry import Retry
+
+        FAILURES = (RedisError, OSError, asyncio.TimeoutError)
         timeout = settings.redis_timeout_seconds
         options = {"socket_timeout": timeout, "socket_connect_timeout": timeout,
                    "retry": Retry(NoBackoff(), 1), **options}

@@ -41,6 +41,7 @@ class Runtime:
     dashboard: Any = None
     run_workers: bool = True  # False: image workers run in other processes
     background: list = field(default_factory=list)  # asyncio tasks to cancel at stop
+    loop_monitor: Any = None  # observability/loop_monitor.py, when configured
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:

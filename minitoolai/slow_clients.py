@@ -37,7 +37,12 @@ class _HeaderDeadline:
     # uvicorn builds protocols from a class it is given (and pickles it by name for
     # --workers), so the one setting lives on the class; configure() sets it at start
     header_timeout: float = 10.0
-    _deadline: asyncio.TimerHandle | None = None
+    # One timer per connection, re-armed lazily: each response moves the deadline forward
+    # and each request's head clears it, but neither touches the timer; when it fires it
+    # closes the connection, waits for a later deadline, or finds none and stops. A timer
+    # made and cancelled per request cost a measurable share of the gateway's CPU.
+    _deadline: float | None = None  # loop time by which the awaited head must be complete
+    _timer: asyncio.TimerHandle | None = None
     _waiting_cycle: Any = None
 
     def connection_made(self, transport) -> None:
@@ -46,6 +51,9 @@ class _HeaderDeadline:
 
     def connection_lost(self, exc) -> None:
         self._disarm()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -63,16 +71,21 @@ class _HeaderDeadline:
             self._arm()
 
     def _arm(self) -> None:
-        self._disarm()
         self._waiting_cycle = self.cycle
-        self._deadline = self.loop.call_later(self.header_timeout, self._expired)
+        self._deadline = self.loop.time() + self.header_timeout
+        if self._timer is None:
+            self._timer = self.loop.call_at(self._deadline, self._expired)
 
     def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+        self._deadline = None  # the timer, when it fires, finds nothing to do
 
     def _expired(self) -> None:
+        self._timer = None
+        if self._deadline is None:
+            return
+        if self.loop.time() < self._deadline:  # armed again since: wait for that deadline
+            self._timer = self.loop.call_at(self._deadline, self._expired)
+            return
         self._deadline = None
         if self.cycle is self._waiting_cycle and not self.transport.is_closing():
             self.transport.close()

@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+STREAM_END = b"data: [DONE]\n\n"  # OpenAI's last event of a stream
 
 
 class EventStreamResponse(Response):
@@ -64,11 +65,20 @@ class EventStreamResponse(Response):
             await send({"type": "http.response.start", "status": self.status_code,
                         "headers": self.raw_headers})
             self._started = True
+            ended = False
             async for chunk in self.chunks:
-                if not gone.is_set():  # nobody to send to: just let the producer finish
-                    await send({"type": "http.response.body", "body": chunk,
-                                "more_body": True})
-            if not gone.is_set():
+                if gone.is_set() or ended:  # nobody to send to: let the producer finish
+                    continue
+                # the end of an OpenAI stream ends the response in the same write (one
+                # system call and one wake-up of the client less); what the producer does
+                # after it (closing the upstream) needs no client, so the watcher stops
+                # first: the connection's next request must not read as a hang-up
+                ended = chunk.endswith(STREAM_END)
+                if ended:
+                    watcher.cancel()
+                await send({"type": "http.response.body", "body": chunk,
+                            "more_body": not ended})
+            if not gone.is_set() and not ended:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
             if not gone.is_set():

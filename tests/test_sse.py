@@ -24,7 +24,54 @@ async def test_sends_every_chunk_then_ends():
 
     await EventStreamResponse(chunks())({"type": "http"}, receive, send)
     assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 200
-    assert [m.get("body") for m in sent[1:]] == [b"data: 1\n\n", b"data: [DONE]\n\n", b""]
+    # [DONE] ends the response in the same message (one write to the socket, not two)
+    assert [(m.get("body"), m.get("more_body")) for m in sent[1:]] == [
+        (b"data: 1\n\n", True), (b"data: [DONE]\n\n", False)]
+
+
+async def test_a_stream_without_done_ends_with_an_empty_message():
+    async def chunks():
+        yield b"event: response.completed\ndata: {}\n\n"
+
+    sent = []
+
+    async def receive():
+        await asyncio.sleep(3600)
+
+    async def send(message):
+        sent.append(message)
+
+    await EventStreamResponse(chunks())({"type": "http"}, receive, send)
+    assert [(m.get("body"), m.get("more_body")) for m in sent[1:]] == [
+        (b"event: response.completed\ndata: {}\n\n", True), (b"", False)]
+
+
+async def test_what_the_producer_does_after_done_is_not_a_hang_up():
+    """After [DONE] the response is complete: the server answers the watcher's receive()
+    with http.disconnect at once, which must not cancel the producer's cleanup."""
+    cleaned = []
+    hung_up = []
+
+    async def chunks():
+        try:
+            yield b"data: [DONE]\n\n"
+            await asyncio.sleep(0.01)  # e.g. closing the upstream
+        finally:
+            cleaned.append(True)
+
+    complete = asyncio.Event()
+
+    async def receive():
+        await complete.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        if not message.get("more_body", False) and message["type"] == "http.response.body":
+            complete.set()
+
+    await EventStreamResponse(chunks(), on_disconnect=lambda: hung_up.append(True))(
+        {"type": "http"}, receive, send)
+    assert cleaned == [True] and hung_up == []
 
 
 async def test_dropped_before_the_first_chunk_runs_the_cleanup():

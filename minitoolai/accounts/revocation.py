@@ -15,9 +15,10 @@ import asyncio
 import logging
 import time
 
+from minitoolai import redis_link
 from minitoolai.accounts.auth import Authenticator
 from minitoolai.config import Settings
-from minitoolai.redis_link import FAILURES, RedisLink, Unavailable, close_client
+from minitoolai.redis_link import RedisLink, Unavailable, close_client
 
 log = logging.getLogger(__name__)
 CHANNEL = "auth-evict"
@@ -76,14 +77,14 @@ class Revocations:
                     lost = False
                 self._link.succeeded()
                 await self._listen(pubsub)
-            except FAILURES as exc:
+            except redis_link.FAILURES as exc:
                 lost = True
                 await self._link.lost(exc)
                 await asyncio.sleep(self._link.retry_seconds)
             finally:
                 try:
                     await pubsub.aclose()
-                except FAILURES:
+                except redis_link.FAILURES:
                     pass  # the connection is already gone; nothing is left to close
 
     async def _listen(self, pubsub) -> None:
@@ -114,7 +115,7 @@ async def announce(settings: Settings, *, key_id: str | None = None,
         async with asyncio.timeout(max(1.0, settings.redis_timeout_seconds)):
             await client.publish(settings.redis_key_prefix + CHANNEL, message)
         return True
-    except FAILURES as exc:
+    except redis_link.FAILURES as exc:
         log.warning("could not tell the other processes through Redis: %s", exc)
         return False
     finally:

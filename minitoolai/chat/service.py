@@ -45,7 +45,7 @@ from minitoolai.errors import (
 )
 from minitoolai.ledger.holds import REFUSALS, UsageRecord
 from minitoolai.money import usd_number
-from minitoolai.observability import exchange
+from minitoolai.observability import exchange, metrics
 from minitoolai.observability.metrics import UpstreamTimer
 from minitoolai.sse import EventStreamResponse
 
@@ -132,6 +132,7 @@ class ChatService:
             self.runtime.holds.settle(request.request_id, 0, meter.record(None, "error"),
                                       account_id=principal.account_id)
             raise
+        metrics.RESERVE_SECONDS.observe(time.monotonic() - started)
         try:
             if request.stream:
                 stream = await self._first_route(routes, open_stream)
@@ -197,6 +198,7 @@ class ChatService:
                      meter: _Meter) -> AsyncIterator[bytes]:
         status = "cancelled"  # unless the stream ends or fails
         settled = False
+        relay_started = time.monotonic()
         try:
             async for item in stream:
                 usage = stream.usage
@@ -211,8 +213,14 @@ class ChatService:
                     await asyncio.shield(self._settle_later(
                         meter, meter.record(usage, "cancelled" if meter.client_gone else "ok"),
                         cost))
-                    if request.include_usage:
-                        yield self._with_cost(item, cost)
+                    # the item may hold the events read with the usage event around it
+                    begin, end = getattr(stream, "usage_span", None) or (0, len(item))
+                    event = self._with_cost(item[begin:end], cost) \
+                        if request.include_usage else b""
+                    if begin or end < len(item):
+                        event = item[:begin] + event + item[end:]
+                    if event:
+                        yield event
                     continue
                 # kept (not copied) for an estimate, should the usage never come
                 if meter.kept < KEEP_SENT_BYTES:
@@ -240,6 +248,7 @@ class ChatService:
                     self.runtime.holds.finish(request.request_id,
                                               self._settle_estimate(meter, status))
             await asyncio.shield(stream.aclose())
+            metrics.RELAY_SECONDS.observe(time.monotonic() - relay_started)
 
     @staticmethod
     def _with_cost(event: bytes, cost: int) -> bytes:

@@ -7,12 +7,11 @@ import logging
 import os
 
 import typer
-import uvicorn
 from sqlalchemy.exc import IntegrityError
 
 from minitoolai.accounts.store import create_account, create_key, list_accounts
 from minitoolai.cli.common import database_or_exit, settings_or_exit
-from minitoolai.config import Settings, load_settings
+from minitoolai.config import Settings
 from minitoolai.db.engine import Database
 from minitoolai.db.migrate import upgrade
 from minitoolai.errors import InvalidRequest
@@ -20,22 +19,11 @@ from minitoolai.ledger.credits import add_credit
 from minitoolai.money import parse_usd
 from minitoolai.observability.logs import configure_logging
 from minitoolai.observability.metrics import prepare_multiprocess_dir
-from minitoolai.slow_clients import uvicorn_options
+from minitoolai.serving import exec_server
 
 log = logging.getLogger(__name__)
 DEMO_EMAIL = "demo@minitoolai.local"
 DEMO_CREDIT_USD = "5"
-
-
-def app_from_env():
-    """uvicorn factory for `serve --workers N` (each process builds its own app)."""
-    from minitoolai.app import create_app
-    from minitoolai.slow_clients import configure
-
-    settings = load_settings()
-    configure(settings)  # this worker process's protocol classes (see slow_clients)
-    configure_logging(settings)  # again: `--workers N` processes start afresh
-    return create_app(settings, migrate=False)
 
 
 async def ensure_demo_account(settings: Settings) -> str | None:
@@ -109,9 +97,8 @@ def serve(host: str = typer.Option(None, help="interface to bind (default 127.0.
         upgrade(settings.resolved_database_url)
         demo_key = asyncio.run(ensure_demo_account(settings)) if settings.demo_account else None
     print_banner(settings, demo_key)
-    uvicorn.run("minitoolai.cli.serve:app_from_env", factory=True, host=settings.host,
-                port=settings.port, workers=workers, log_level=settings.log_level,
-                loop="auto", access_log=False, log_config=None, **uvicorn_options(settings))
+    # the server itself starts afresh, without this command's imports and memory
+    exec_server(workers)
 
 
 def worker():

@@ -4,6 +4,7 @@ the email exists (a dummy hash is verified when there is no account)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -18,7 +19,13 @@ from minitoolai.errors import InvalidRequest
 
 MAX_PASSWORD = 1024  # argon2 takes any length; this only bounds the work per attempt
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
-_DUMMY_HASH = _hasher.hash("not a password: evens out the time of unknown-email logins")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Made at the first login, not at import: hashing takes argon2's 64 MiB for a moment,
+    which would otherwise count in the peak memory of every server, relay-only ones too."""
+    return _hasher.hash("not a password: evens out the time of unknown-email logins")
 
 
 def new_password_problem(password: str, again: str, minimum: int) -> tuple[str, str] | None:
@@ -41,7 +48,7 @@ async def hash_password(password: str) -> str:
 async def _verify(password_hash: str | None, password: str) -> bool:
     def check() -> bool:
         try:
-            return _hasher.verify(password_hash or _DUMMY_HASH, password)
+            return _hasher.verify(password_hash or _dummy_hash(), password)
         except (VerificationError, InvalidHashError):
             return False
 

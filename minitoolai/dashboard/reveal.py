@@ -16,11 +16,12 @@ import hashlib
 import hmac
 import json
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from starlette.responses import Response
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 REVEAL_COOKIE = "mtai_reveal"
 REVEAL_SECONDS = 120  # from the redirect to the page that shows it: seconds, not minutes
@@ -28,6 +29,10 @@ _NONCE = 12
 
 
 def _aead(secret_key: str) -> AESGCM:
+    # imported at the first sealed secret: `cryptography` is about 6 MB that a server
+    # nobody uses the dashboard on never needs
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     key = hmac.new(secret_key.encode("utf-8"), b"minitoolai dashboard reveal v1",
                    hashlib.sha256).digest()
     return AESGCM(key)
@@ -44,6 +49,8 @@ def unseal(secret_key: str, bound_to: str, token: str | None) -> dict[str, Any] 
     """The payload, or None for a missing, tampered, foreign or malformed cookie."""
     if not token or len(token) > 4096:
         return None
+    from cryptography.exceptions import InvalidTag
+
     try:
         raw = base64.urlsafe_b64decode(token.encode("ascii"))
         plain = _aead(secret_key).decrypt(raw[:_NONCE], raw[_NONCE:], bound_to.encode("utf-8"))

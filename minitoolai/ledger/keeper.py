@@ -117,8 +117,10 @@ class HoldKeeper:
                                       lease.key_id)
         else:
             entry = PendingSettlement(request_id, account_id, cost, record)
+        started = time.monotonic()
         try:
             charged = await self._settle(entry)
+            metrics.SETTLE_SECONDS.observe(time.monotonic() - started)
         except Exception as exc:  # whatever the database raised
             if entry.cost <= 0:
                 # a release (nothing to charge) is not journaled, but retried in the

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own variable
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 UPSTREAM_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120)
+STAGE_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 JOB_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800)
 
 # ---- HTTP (the middleware) ----------------------------------------------------------------
@@ -63,6 +64,27 @@ SETTLE_FAILURES = Counter("minitoolai_settle_failures",
 LEDGER_BATCH = Histogram("minitoolai_ledger_batch_size",
                          "Ledger operations committed together (group commit)",
                          buckets=(1, 2, 4, 8, 16, 32, 64, 128))
+LEDGER_FLUSH = Histogram("minitoolai_ledger_flush_seconds",
+                         "Time one group-committed ledger transaction took, from BEGIN to"
+                         " COMMIT (SQLite: on the event loop)", buckets=STAGE_BUCKETS)
+STAGE = Histogram("minitoolai_chat_stage_seconds",
+                  "Time of one stage of a chat request: reserve (the hold, queueing for the"
+                  " group commit included), upstream (to its first byte or whole answer),"
+                  " relay (first byte to the stream's end), settle",
+                  ("stage",), buckets=STAGE_BUCKETS)
+LOOP_LAG = Histogram("minitoolai_event_loop_lag_seconds",
+                     "How late the event loop's monitor woke up (loop_monitor_interval_ms)",
+                     buckets=STAGE_BUCKETS)
+GC_PAUSE = Histogram("minitoolai_gc_pause_seconds",
+                     "Garbage collections of the server process (with the loop monitor on)",
+                     buckets=STAGE_BUCKETS)
+LOOP_LAG_MAX = Gauge("minitoolai_event_loop_lag_max_seconds",
+                     "The largest event-loop lag since the previous scrape of /metrics",
+                     multiprocess_mode="max")
+LOOP_LAG_MAX_ON_CPU = Gauge("minitoolai_event_loop_busy_max_seconds",
+                            "Of the loop's lags since the previous scrape, the most CPU time"
+                            " its thread spent in one (the code's own stall, not the OS's)",
+                            multiprocess_mode="max")
 # read from the database at scrape time: the same in every process
 HOLDS_OPEN = Gauge("minitoolai_holds_open", "Credit holds open (all processes)",
                    multiprocess_mode="mostrecent")
@@ -87,6 +109,11 @@ IMAGE_SECONDS = Histogram("minitoolai_image_job_duration_seconds",
                           buckets=JOB_BUCKETS)
 
 
+RESERVE_SECONDS = STAGE.labels("reserve")
+SETTLE_SECONDS = STAGE.labels("settle")
+RELAY_SECONDS = STAGE.labels("relay")
+
+
 def count_settled(endpoint: str, model: str, charged: int, prompt_tokens: int,
                   completion_tokens: int) -> None:
     """A settlement committed: count its money and tokens."""
@@ -106,6 +133,11 @@ def _settled_series(model: str, endpoint: str) -> tuple:
             TOKENS.labels(model, "completion"))
 
 
+@functools.lru_cache(maxsize=256)
+def _upstream_series(provider: str):
+    return UPSTREAM_LATENCY.labels(provider)  # labels() costs more than the observation
+
+
 class UpstreamTimer:
     """Times one upstream call and counts its failure: `with UpstreamTimer(name): ...`."""
 
@@ -119,7 +151,7 @@ class UpstreamTimer:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        UPSTREAM_LATENCY.labels(self.provider).observe(time.perf_counter() - self.started)
+        _upstream_series(self.provider).observe(time.perf_counter() - self.started)
         if exc is not None:
             kind = getattr(exc, "error_type", None) or exc_type.__name__
             UPSTREAM_ERRORS.labels(self.provider, kind).inc()
@@ -189,4 +221,9 @@ async def metrics_endpoint(request: Request) -> Response:
             raise AuthenticationFailed("/metrics needs 'Authorization: Bearer <metrics_token>'",
                                        headers={"WWW-Authenticate": "Bearer"})
     await _read_database_gauges(runtime)
+    monitor = getattr(runtime, "loop_monitor", None)
+    if monitor is not None:
+        lag, busy = monitor.take_max()
+        LOOP_LAG_MAX.set(lag)
+        LOOP_LAG_MAX_ON_CPU.set(busy)
     return Response(generate_latest(_registry()), media_type=CONTENT_TYPE_LATEST)

@@ -52,12 +52,15 @@ class SpeechService:
     # ---- start / stop ---------------------------------------------------------------------
     async def open(self) -> None:
         cfg = self.settings
-        missing = local_engine_missing()
+        # PyAV and numpy (about 30 MB) are imported only when a local engine is configured:
+        # a relay-only server (upstream speech models alone) never loads them
+        local = bool(cfg.espeak or cfg.piper_voices)
+        missing = local_engine_missing() if local else None
         if missing is not None:
             # the upstream models still work; the local ones say why they do not
             for provider in (speech_models.ESPEAK, speech_models.PIPER):
                 self.notes[provider] = missing
-        else:
+        elif local:
             from minitoolai.speech.audio import missing_encoders
 
             self.missing_formats = missing_encoders()

@@ -103,3 +103,11 @@ def test_three_serve_processes_at_once_on_a_fresh_postgresql(fresh_pg_name, tmp_
     with psycopg.connect(url) as conn:  # the first-run demo account, made once
         assert conn.execute("SELECT count(*) FROM accounts").fetchone()[0] == 1
         assert conn.execute("SELECT count(*) FROM api_keys").fetchone()[0] == 1
+
+
+def test_the_heads_read_without_alembic_are_alembics():
+    """/health/ready compares the database with heads read from the scripts directly (a
+    server never imports Alembic): they must be the ones Alembic computes."""
+    from minitoolai.db import revisions
+
+    assert revisions.expected_heads() == expected_heads()

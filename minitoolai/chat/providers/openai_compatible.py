@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from minitoolai.catalog import Model
 from minitoolai.chat.providers.base import ChatRequest, Usage
@@ -151,6 +152,11 @@ class UpstreamStream:
         self._response = response
         self._usage_of = usage_of
         self.usage: Usage | None = None
+        # where the usage event lies in the item that carries it: the events read with it
+        # (the last content, [DONE]) come in the same item, so that the response sends
+        # them in one write instead of three (each write to a socket is a system call and
+        # a wake-up of the reader)
+        self.usage_span: tuple[int, int] | None = None
         self._role_seen = not add_role
         self._last = b""  # the last bytes relayed (numbers an error event of the Responses API)
 
@@ -187,14 +193,14 @@ class UpstreamStream:
                     complete, self._role_seen = with_role(complete)
                 if (self.usage is None and USAGE_KEY in complete
                         and USAGE_OBJECT.search(complete) is not None):
-                    before, event, after, usage = split_usage_event(complete,
-                                                                    self._usage_of)
-                    if before:
-                        yield before
-                    self.usage = usage  # set just before its event: the gateway's signal
-                    yield event
-                    if after:
-                        yield after
+                    before, event, _, usage = split_usage_event(complete, self._usage_of)
+                    if usage is None:
+                        yield complete
+                    else:
+                        # set just before its item: the gateway's signal
+                        self.usage_span = (len(before), len(before) + len(event))
+                        self.usage = usage
+                        yield complete
                 else:
                     yield complete
                 self._last = complete
@@ -219,8 +225,9 @@ class OpenAICompatibleProvider:
         self.name = name
         self.cfg = cfg
         base = (cfg.base_url or OPENAI_DEFAULT_BASE_URL).rstrip("/")
-        self._url = base + "/chat/completions"
-        self._responses_url = base + "/responses"
+        # parsed once (aiohttp takes a URL as it is; a string it parses on every request)
+        self._url = URL(base + "/chat/completions")
+        self._responses_url = URL(base + "/responses")
         self._headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
         if cfg.api_key:
             self._headers["Authorization"] = f"Bearer {cfg.api_key}"
@@ -241,8 +248,10 @@ class OpenAICompatibleProvider:
                                          keepalive_timeout=30)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.cfg.connect_timeout,
                                         sock_read=self.cfg.read_timeout)
+        # the headers are the session's own: a request that names none skips merging them
         self._session = aiohttp.ClientSession(connector=connector, timeout=timeout,
-                                              auto_decompress=True, trust_env=False)
+                                              headers=self._headers, auto_decompress=True,
+                                              trust_env=False)
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -269,11 +278,11 @@ class OpenAICompatibleProvider:
     async def _post(self, request: ChatRequest, stream: bool) -> aiohttp.ClientResponse:
         return await self._post_to(self._url, self.payload(request, stream))
 
-    async def _post_to(self, url: str, data: bytes) -> aiohttp.ClientResponse:
+    async def _post_to(self, url: URL, data: bytes) -> aiohttp.ClientResponse:
         if self._session is None:
             raise ServiceUnavailable(f"provider {self.name!r} is not started")
         try:
-            response = await self._session.post(url, data=data, headers=self._headers)
+            response = await self._session.post(url, data=data)
         except (aiohttp.ServerTimeoutError, TimeoutError):
             raise UpstreamTimeout(f"upstream {self.name!r} did not answer in time") from None
         except aiohttp.ClientError as exc:
