@@ -432,7 +432,7 @@ def api_phase(app, api, key: str, tally: Tally) -> None:
 
 def billed_routes_phase(api, key: str, tally: Tally) -> None:
     started, before = time.monotonic(), tally.total
-    for path, (strategy, n) in ROUTES.items():
+    def fuzz(path: str, strategy, n: int) -> None:
         @seed(SEED)
         @fuzz_settings(n)
         @given(body=strategy, content_type=BODY_CONTENT_TYPES)
@@ -446,6 +446,9 @@ def billed_routes_phase(api, key: str, tally: Tally) -> None:
             tally.record(f"POST {path} (strategy)", path, response, body)
 
         case()
+
+    for path, (strategy, n) in ROUTES.items():
+        fuzz(path, strategy, n)
     tally.phase("billed routes' strategies", before, started)
 
 
@@ -470,7 +473,7 @@ def dashboard_phase(app, tally: Tally, admin_id: int, admin_email: str, other_id
         def record(route: str, response: requests.Response, what) -> None:
             tally.record(route, route, response, what)
 
-        for template in PAGES:
+        def fuzz_page(template: str) -> None:
             @seed(SEED)
             @fuzz_settings(120)
             @given(params=PARAMS, text=FORM_TEXT)
@@ -481,7 +484,7 @@ def dashboard_phase(app, tally: Tally, admin_id: int, admin_email: str, other_id
 
             get()
 
-        for path, strategy in PLAYGROUND.items():
+        def fuzz_playground(path: str, strategy) -> None:
             @seed(SEED)
             @fuzz_settings(150)
             @given(body=strategy)
@@ -493,6 +496,11 @@ def dashboard_phase(app, tally: Tally, admin_id: int, admin_email: str, other_id
                         body)
 
             playground()
+
+        for template in PAGES:
+            fuzz_page(template)
+        for path, strategy in PLAYGROUND.items():
+            fuzz_playground(path, strategy)
 
         @seed(SEED)
         @fuzz_settings(300)
@@ -513,8 +521,7 @@ def dashboard_phase(app, tally: Tally, admin_id: int, admin_email: str, other_id
         webhook()
 
         anonymous_token = csrf_of(anonymous.get("/signup").text)
-        for path, names in (("/signup", ["email", "name", "password", "password2"]),
-                            ("/login", ["email", "password", "next"])):
+        def fuzz_anonymous(path: str, names: list[str]) -> None:
             @seed(SEED)
             @fuzz_settings(100)
             @given(form=form_of(names))
@@ -526,7 +533,7 @@ def dashboard_phase(app, tally: Tally, admin_id: int, admin_email: str, other_id
 
             anonymous_form()
 
-        for template, names in FORMS.items():
+        def fuzz_form(template: str, names: list[str]) -> None:
             @seed(SEED)
             @fuzz_settings(150)
             @given(form=form_of(names), text=FORM_TEXT)
@@ -537,6 +544,12 @@ def dashboard_phase(app, tally: Tally, admin_id: int, admin_email: str, other_id
                         allow_redirects=False), form)
 
             post()
+
+        for path, names in (("/signup", ["email", "name", "password", "password2"]),
+                            ("/login", ["email", "password", "next"])):
+            fuzz_anonymous(path, names)
+        for template, names in FORMS.items():
+            fuzz_form(template, names)
     tally.phase("dashboard", before, started)
 
 
