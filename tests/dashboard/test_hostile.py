@@ -41,6 +41,13 @@ async def test_bad_query_and_form_values_are_clear_400s(live, database_url):
     # the largest valid values still work
     assert http.get(live.url + "/usage?before=" + "9" * 18 + "&end=9998-12-31"
                     ).status_code == 200
+    # the credit history's cursor too (found by tests/test_fuzz.py: "²".isdigit() is true, and
+    # int() refuses 5,000 digits: both were 500s)
+    for before in ("²", "1" * 5000, "9" * 20, "-1"):
+        response = http.get(live.url + "/credits", params={"before": before})
+        assert response.status_code == 400, (before[:10], response.text[:300])
+        assert "before must be a whole number" in response.text
+    assert http.get(live.url + "/credits?before=" + "9" * 18).status_code == 200
 
     token = page_token(http, live.url + "/keys")
     # exponents are not plain decimal USD; a plain number over the largest amount is refused
@@ -63,6 +70,13 @@ async def test_bad_query_and_form_values_are_clear_400s(live, database_url):
     response = admin.post(live.url + "/admin/codes", data={
         "csrf_token": token, "amount": "9" * 400, "count": "1"})
     assert response.status_code == 400 and "over the largest amount" in response.text
+    for before in ("²", "1" * 5000):
+        response = admin.get(f"{live.url}/admin/accounts/{account_id}",
+                             params={"entries_before": before})
+        assert response.status_code == 400, (before[:10], response.text[:300])
+        assert "entries_before must be a whole number" in response.text
+    assert admin.get(f"{live.url}/admin/accounts/{account_id}?entries_before=" + "9" * 18
+                     ).status_code == 200
     for path in ("/admin/accounts/²", "/admin/accounts/" + "1" * 30,
                  "/admin/accounts/" + "9" * 12, f"/admin/accounts/{2**31}"):
         assert admin.get(live.url + path).status_code == 404
