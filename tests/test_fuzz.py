@@ -48,7 +48,7 @@ from schemathesis import GenerationMode
 from schemathesis.python import asgi
 
 from minitoolai.app import create_app
-from minitoolai.catalog import SEED_IMAGE_MODELS
+from minitoolai.catalog import SEED_IMAGE_MODELS, build_catalog
 from tests.conftest import assert_ledger_ok, make_customer, run
 from tests.dashboard.conftest import PASSWORD, csrf_of, make_user
 from tests.dashboard.fake_stripe import FakeStripe
@@ -57,9 +57,10 @@ from tests.speech.helpers import account_state, usage_rows
 
 SEED = 15
 SCALE = float(os.environ.get("MTAI_FUZZ_SCALE", "1"))
-BUDGET_S = float(os.environ.get("MTAI_FUZZ_BUDGET_S", str(240 * max(1.0, SCALE))))
+BUDGET_S = float(os.environ.get("MTAI_FUZZ_BUDGET_S", str(300 * max(1.0, SCALE))))
 FLOOR = int(os.environ.get("MTAI_FUZZ_FLOOR", str(int(20_000 * SCALE))))
 CREDIT = 10**15
+MUTANTS = 4  # requests derived from each schemathesis case
 
 
 def examples(n: int) -> int:
@@ -106,6 +107,7 @@ class Tally:
 
     def __init__(self, budget_s: float) -> None:
         self.started = time.monotonic()
+        self.cpu_started = time.process_time()
         self.deadline = self.started + budget_s
         self.counts: collections.Counter = collections.Counter()
         self.statuses: collections.Counter = collections.Counter()
@@ -142,8 +144,11 @@ class Tally:
         if tokens is not None:
             self.tokens[request_id] = tokens
 
-    def phase(self, name: str, since_total: int, since: float) -> None:
-        self.phases.append((name, self.total - since_total, time.monotonic() - since))
+    def phase(self, name: str, since_total: int, since: float, cpu_since: float) -> None:
+        self.phases.append((name, self.total - since_total, time.monotonic() - since,
+                            time.process_time() - cpu_since))
+        print("\nfuzz phase {}: {} requests in {:.1f} s ({:.1f} s of CPU)".format(
+            *self.phases[-1]), flush=True)
 
 
 def fuzz_settings(n: int):
@@ -281,10 +286,10 @@ BODY_CONTENT_TYPES = st.sampled_from(["application/json"] * 6 + [
     "text/plain", "application/x-www-form-urlencoded", None,
     "application/json; charset=utf-8"])
 # route -> (strategy, examples); speech is the dearest (an eSpeak NG process per answer)
-ROUTES = {"/api/chat-completions/": (CHAT, 900), "/v1/chat/completions": (CHAT, 900),
-          "/v1/responses": (RESPONSES, 700), "/api/texttoimage/": (IMAGE, 500),
-          "/api/texttoimage/jobs/": (JOBS, 400), "/v1/images/generations": (OPENAI_IMAGE, 500),
-          "/v1/audio/speech": (SPEECH, 300), "/api/texttospeech/": (SPEECH, 300)}
+ROUTES = {"/api/chat-completions/": (CHAT, 1200), "/v1/chat/completions": (CHAT, 1200),
+          "/v1/responses": (RESPONSES, 1000), "/api/texttoimage/": (IMAGE, 700),
+          "/api/texttoimage/jobs/": (JOBS, 500), "/v1/images/generations": (OPENAI_IMAGE, 700),
+          "/v1/audio/speech": (SPEECH, 400), "/api/texttospeech/": (SPEECH, 400)}
 
 
 # ---- the dashboard ---------------------------------------------------------------------------
@@ -352,7 +357,7 @@ def test_fuzz_every_route(make_settings, database_url):
             asgi.shutdown_lifespans()
 
     report(tally)
-    check_charges(database_url, customer.account_id, tally)
+    check_charges(database_url, customer.account_id, tally, build_catalog(app_settings))
     run(assert_ledger_ok(database_url))
     assert not tally.out_of_time or tally.total >= FLOOR, "the budget ran out first"
     assert tally.total >= FLOOR, (f"{tally.total} requests, fewer than {FLOOR}: the suite "
@@ -361,7 +366,7 @@ def test_fuzz_every_route(make_settings, database_url):
 
 def api_phase(app, api, key: str, tally: Tally) -> None:
     """schemathesis on every operation of the published document, each case with mutants."""
-    started, before = time.monotonic(), tally.total
+    started, before, cpu = time.monotonic(), tally.total, time.process_time()
     schema = schemathesis.openapi.from_asgi("/api/openapi.json", app)
     auth = {"Authorization": f"Bearer {key}"}
     operations = [result.ok() for result in schema.get_all_operations()]
@@ -419,20 +424,20 @@ def api_phase(app, api, key: str, tally: Tally) -> None:
         has_inputs = bool(list(operation.body)) or any(
             parameter.name != "Authorization" for parameter in operation.iter_parameters())
         # an operation without inputs has one request to make; the others get 150 cases a
-        # mode, each with 3 mutants (generating a case from the document costs ~10-25 ms,
-        # a mutant ~nothing)
+        # mode, each with 4 mutants (generating a case from the document costs ~10-25 ms
+        # of CPU, a mutant next to nothing)
         fuzz(operation, GenerationMode.POSITIVE, 150 if has_inputs else 1,
-             3 if has_inputs else 0)
+             MUTANTS if has_inputs else 0)
         if has_inputs:  # negative cases need an input to break (the key is fixed)
-            fuzz(operation, GenerationMode.NEGATIVE, 150, 3)
+            fuzz(operation, GenerationMode.NEGATIVE, 150, MUTANTS)
     # every operation of the document was called
     called = {route.removesuffix(" (mutant)") for route in tally.counts}
     assert {f"{op.method.upper()} {op.path}" for op in operations} <= called
-    tally.phase("schemathesis and mutants", before, started)
+    tally.phase("schemathesis and mutants", before, started, cpu)
 
 
 def billed_routes_phase(api, key: str, tally: Tally) -> None:
-    started, before = time.monotonic(), tally.total
+    started, before, cpu = time.monotonic(), tally.total, time.process_time()
     def fuzz(path: str, strategy, n: int) -> None:
         @seed(SEED)
         @fuzz_settings(n)
@@ -450,11 +455,11 @@ def billed_routes_phase(api, key: str, tally: Tally) -> None:
 
     for path, (strategy, n) in ROUTES.items():
         fuzz(path, strategy, n)
-    tally.phase("billed routes' strategies", before, started)
+    tally.phase("billed routes' strategies", before, started, cpu)
 
 
 def dashboard_phase(app, tally: Tally, admin_id: int, admin_email: str, other_id: int) -> None:
-    started, before = time.monotonic(), tally.total
+    started, before, cpu = time.monotonic(), tally.total, time.process_time()
     with asgi.get_client(app) as http, asgi.get_client(app) as anonymous:
         page = http.get("/login")
         logged_in = http.post("/login", data={"csrf_token": csrf_of(page.text),
@@ -514,9 +519,10 @@ def dashboard_phase(app, tally: Tally, admin_id: int, admin_email: str, other_id
                 record("POST /billing/stripe/webhook", anonymous.post(
                     "/billing/stripe/webhook", data=body, headers={
                         "Content-Type": "application/json",
-                        # UTF-8 bytes on the wire (the in-process client writes latin-1)
+                        # UTF-8 bytes on the wire (the in-process client writes latin-1);
+                        # no line breaks (no client can send them in a header)
                         "Stripe-Signature": signature.encode("utf-8", "replace")
-                        .decode("latin-1")}),
+                        .decode("latin-1").replace("\r", "").replace("\n", "").lstrip()}),
                     (body, signature))
 
         webhook()
@@ -551,23 +557,24 @@ def dashboard_phase(app, tally: Tally, admin_id: int, admin_email: str, other_id
             fuzz_anonymous(path, names)
         for template, names in FORMS.items():
             fuzz_form(template, names)
-    tally.phase("dashboard", before, started)
+    tally.phase("dashboard", before, started, cpu)
 
 
 def report(tally: Tally) -> None:
     elapsed = time.monotonic() - tally.started
-    print(f"\nfuzz: {tally.total} requests in {elapsed:.1f} s "
+    cpu = time.process_time() - tally.cpu_started
+    print(f"\nfuzz: {tally.total} requests in {elapsed:.1f} s, {cpu:.1f} s of CPU "
           f"({tally.total / elapsed:.0f}/s, seed {SEED}, scale {SCALE}, budget {BUDGET_S:.0f} s"
           f"{', SPENT' if tally.out_of_time else ''}), statuses "
           f"{dict(sorted(tally.statuses.items()))}, {sum(tally.billed.values())} billed units, "
           f"{len(tally.refused)} refused on billed routes")
-    for name, count, seconds in tally.phases:
-        print(f"  phase {name}: {count} requests in {seconds:.1f} s")
+    for name, count, seconds, cpu_seconds in tally.phases:
+        print(f"  phase {name}: {count} requests in {seconds:.1f} s ({cpu_seconds:.1f} s CPU)")
     for route, count in sorted(tally.counts.items()):
         print(f"  {count:6d}  {route}")
 
 
-def check_charges(database_url: str, account_id: int, tally: Tally) -> None:
+def check_charges(database_url: str, account_id: int, tally: Tally, catalog) -> None:
     balance, held = run(account_state(database_url, account_id))
     rows = run(usage_rows(database_url, account_id))
     per_request: collections.Counter = collections.Counter()
@@ -583,6 +590,9 @@ def check_charges(database_url: str, account_id: int, tally: Tally) -> None:
             per_request[request_id] += 1
         if request_id in tally.tokens:
             assert (row.prompt_tokens, row.completion_tokens) == tally.tokens[request_id], row
+        model = catalog.get(row.model)
+        if model is not None and model.kind == "chat":  # the exact price of its tokens
+            assert row.cost == model.chat_cost(row.prompt_tokens, row.completion_tokens), row
     # every billed answer charged once per unit, none more
     assert per_request == collections.Counter(tally.billed), [
         (rid, per_request[rid], n) for rid, n in tally.billed.items() if per_request[rid] != n]
