@@ -20,15 +20,16 @@ tests/test_slow_clients.py, tests/dashboard/test_hostile.py and tests/test_memor
 
 Properties: no response is a 5xx; the charges match the answers exactly (every usage row is
 that of a billed 2xx answer, by the x-request-id the answer carried: a refused request is
-charged nothing, an accepted one once per billed unit, with the token counts it reported);
-no hold is left open; the balance is the credit less the charges; the ledger verifies.
+charged nothing, an accepted one once per billed unit, with the token counts it reported
+and, for a chat model, exactly the catalog's price of those tokens); no hold is left open; the balance is the credit less the charges; the ledger verifies.
 
 Cost: the chat upstream is tests/fakes/openai_upstream.py (a few words per answer), images
 use the instant backend, the built-in model is off. Scale: MTAI_FUZZ_SCALE multiplies every
-example count (1 in CI: about 22,000 requests per database in about 3 minutes on two cores);
-MTAI_FUZZ_BUDGET_S bounds each database's run (generation stops when it is spent), and
-MTAI_FUZZ_FLOOR is the request count a run must reach (default 20,000 times the scale), so
-that a suite that silently generates less fails. docs/development.md says more.
+example count (1 in CI: about 23,000 requests per database, about 100-110 s of CPU);
+MTAI_FUZZ_BUDGET_S bounds each database's run (default 360 s; each phase has its share and
+stops sending when it is spent), and MTAI_FUZZ_FLOOR is the request count a run must reach
+(default 20,000 times the scale), so that a suite that silently generates less fails.
+docs/development.md says more.
 """
 
 from __future__ import annotations
@@ -320,8 +321,8 @@ FORMS = {"/keys": ["name", "spend_limit"], "/redeem": ["code"],
          "/admin/accounts/{me}/credit": ["amount", "reason"],
          "/admin/accounts/{other}/disabled": ["disabled"],
          "/keys/{key}": ["name", "spend_limit"], "/keys/{text}/revoke": [],
-         # last: a valid password here ends the session the fuzzer uses
-         "/admin/accounts/{me}/password": ["password"]}
+         # last: a valid password here, or a logout, ends the session the fuzzer uses
+         "/admin/accounts/{me}/password": ["password"], "/logout": []}
 PLAYGROUND = {"/playground/chat": CHAT, "/playground/image": IMAGE,
               "/playground/speech": SPEECH}
 
