@@ -46,12 +46,16 @@ class Settings(BaseModel):
     hold_ttl_seconds: int = Field(900, ge=1)  # a hold older than this belongs to a dead process
     sweep_interval_seconds: float = Field(30.0, gt=0)
     auth_cache_seconds: float = Field(2.0, ge=0)  # how long a key lookup is trusted in-process
+    # the largest response an Idempotency-Key keeps for replay (24 h in the database)
+    idempotency_max_replay_bytes: int = Field(16 * 1024 * 1024, ge=0)
     # shared state across processes (rate limits, throttles, revocation); None: per process
     redis_url: str | None = None
     redis_key_prefix: str = "minitoolai:"  # keys and the pub/sub channel start with it
     redis_timeout_seconds: float = Field(0.25, gt=0, le=10)  # per Redis call
     redis_retry_seconds: float = Field(5.0, gt=0)  # after losing Redis, per process till then
     redis_max_connections: int = Field(50, ge=2)  # per process, the subscription's included
+    # /health/ready answers 503 while Redis is lost (default: 200 "degraded", billing goes on)
+    redis_required_for_ready: bool = False
     demo_account: bool = True  # `serve` creates a demo account and key on first run
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"
     log_format: Literal["text", "json"] = "text"  # json: one JSON object a line

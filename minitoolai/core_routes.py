@@ -13,6 +13,8 @@ from minitoolai.db.migrate import expected_heads
 from minitoolai.errors import DatabaseUnavailable
 from minitoolai.http import authenticate, json_response, runtime_of
 from minitoolai.money import display_usd, to_usd
+from minitoolai.redis_link import RedisLink
+from minitoolai.redis_link import Unavailable as RedisUnavailable
 
 router = APIRouter(redirect_slashes=False)
 
@@ -39,19 +41,27 @@ async def live(request: Request):
 async def ready(request: Request):
     """Readiness: whether this server can serve billed requests now: the database answers
     within `database.ready_timeout_seconds` and is migrated to this code's revisions.
-    200 {"status": "ready", "checks": {...}}, or 503 naming each check that failed."""
+    200 {"status": "ready", "checks": {...}}, or 503 naming each check that failed. With
+    `redis_url`, Redis is checked too; losing it degrades limits to per process but blocks
+    no billing, so it answers 200 "degraded" unless `redis_required_for_ready` is set."""
     runtime = runtime_of(request)
     checks = await readiness_checks(runtime)
-    if all(value == "ok" for value in checks.values()):
-        return json_response({"status": "ready", "checks": checks})
+    required = ["database", "migrations"]
+    if runtime.settings.redis_required_for_ready:
+        required.append("redis")
+    if all(checks.get(name, "ok") == "ok" for name in required):
+        status = "ready" if all(value == "ok" for value in checks.values()) else "degraded"
+        return json_response({"status": status, "checks": checks})
     return json_response({"status": "unavailable", "checks": checks}, 503,
                          {"Retry-After": str(runtime.db.retry_after),
                           "Cache-Control": "no-store"})
 
 
 async def readiness_checks(runtime) -> dict[str, str]:
-    """Each check: "ok", or what is wrong (another capability may add its own, e.g. Redis)."""
+    """Each check: "ok", or what is wrong."""
     checks = {"database": "ok", "migrations": "ok"}
+    if runtime.redis.configured:
+        checks["redis"] = await redis_check(runtime.redis)
     try:
         found = await runtime.db.revisions(runtime.settings.database.ready_timeout_seconds)
     except DatabaseUnavailable as exc:
@@ -66,6 +76,17 @@ async def readiness_checks(runtime) -> dict[str, str]:
         checks["migrations"] = (f"database at {sorted(found) or 'no revision'}, this server"
                                 f" needs {sorted(expected)}: run `minitoolai db upgrade`")
     return checks
+
+
+async def redis_check(link: RedisLink) -> str:
+    """A PING through the link's breaker: while Redis is known lost this costs nothing (the
+    breaker answers), and once its retry time has passed this PING is the probe."""
+    try:
+        await link.call(lambda client: client.ping())
+    except RedisUnavailable:
+        return ("unreachable: rate limits and throttles are per process, and revocations"
+                " reach other processes within auth_cache_seconds, until it is back")
+    return "ok"
 
 
 async def balance(request: Request):

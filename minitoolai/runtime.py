@@ -57,7 +57,8 @@ class Runtime:
             holds=HoldKeeper(db, settings.hold_ttl_seconds,
                              journal=SettlementJournal(settings.settlement_journal_dir)),
             # a claim left `running` longer than a hold lives belongs to a dead process
-            idempotency=IdempotencyStore(db, settings.hold_ttl_seconds),
+            idempotency=IdempotencyStore(db, settings.hold_ttl_seconds,
+                                         settings.idempotency_max_replay_bytes),
             redis=link,
             revocations=Revocations(auth, link),
         )

@@ -70,3 +70,32 @@ def test_dockerfile_runs_the_cli_unprivileged():
     assert 'ENTRYPOINT ["minitoolai"]' in text and 'CMD ["serve"]' in text
     # the runtime stage installs only from the wheels built in the build stage
     assert "--no-index --find-links /wheels" in text
+
+
+COMPOSE_V1 = shutil.which("docker-compose")
+NO_COMPOSE = ("needs docker-compose (Debian: apt-get install -y docker-compose): it validates"
+              " the file against the Compose Specification's schema without a Docker engine")
+
+
+def _compose_config(path: Path) -> subprocess.CompletedProcess:
+    # a clean environment: the file's ${...} defaults, not this machine's variables, decide
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp"}
+    return subprocess.run([COMPOSE_V1, "-f", str(path), "config", "-q"], capture_output=True,
+                          text=True, timeout=60, env=env, check=False)
+
+
+@pytest.mark.skipif(COMPOSE_V1 is None, reason=NO_COMPOSE)
+def test_compose_file_is_valid_for_compose():
+    done = _compose_config(DEPLOY / "compose.yaml")
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+
+
+@pytest.mark.skipif(COMPOSE_V1 is None, reason=NO_COMPOSE)
+def test_compose_validation_catches_a_mistake(tmp_path):
+    """The check above is a real one: the same file with one wrong condition is refused."""
+    text = (DEPLOY / "compose.yaml").read_text()
+    assert "service_completed_successfully" in text
+    broken = tmp_path / "compose.yaml"
+    broken.write_text(text.replace("service_completed_successfully", "service_finished"))
+    done = _compose_config(broken)
+    assert done.returncode != 0 and "service_finished" in done.stderr, done.stderr

@@ -75,7 +75,9 @@ def _reasoning(body: dict, model: Model) -> str | None:
         return None
     allowed, default = REASONING_EFFORTS[model.reasoning]
     if value is None:
-        return default
+        # the Responses-only (codex) models are reasoning-only: OpenAI refuses "none" for
+        # them, so without a choice nothing is sent and the upstream's default applies
+        return None if model.api == "responses" else default
     if value not in allowed:
         raise InvalidRequest(f"'reasoning_effort' for {model.id} must be one of"
                              f" {', '.join(allowed)} (got {value!r})", param="reasoning_effort")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import case, func, select
@@ -86,13 +86,16 @@ async def usage_page(db: Database, account_id: int | None, flt: UsageFilter, *,
         return (await conn.execute(query)).all()
 
 
-async def usage_totals(db: Database, account_id: int | None, flt: UsageFilter) -> tuple[int, int]:
-    """(requests, cost in nanodollars) matching the filter."""
-    query = flt.apply(select(func.count(), func.coalesce(func.sum(usage.c.cost), 0))
+async def usage_totals(db: Database, account_id: int | None,
+                       flt: UsageFilter) -> tuple[int, int, int]:
+    """(requests, cost in nanodollars, tokens in + out) matching the filter."""
+    query = flt.apply(select(func.count(), func.coalesce(func.sum(usage.c.cost), 0),
+                             func.coalesce(func.sum(usage.c.prompt_tokens
+                                                    + usage.c.completion_tokens), 0))
                       .select_from(usage), account_id)
     async with db.read() as conn:
         row = (await conn.execute(query)).one()
-    return int(row[0]), int(row[1])
+    return int(row[0]), int(row[1]), int(row[2])
 
 
 async def usage_rows_for_csv(db: Database, account_id: int | None, flt: UsageFilter,
@@ -122,27 +125,74 @@ def _as_date(value) -> date:
     return value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
 
 
+CHART_METRICS = ("cost", "requests", "tokens")
+MAX_CHART_DAYS = 366
+CHART_RANGES = (7, 30, 90)  # the range buttons above the charts, in days up to today
+
+
+@dataclass(frozen=True, slots=True)
+class ChartRange:
+    """The days a chart covers (UTC, inclusive) and what it counts."""
+    first: date
+    last: date
+    metric: str = "cost"
+
+    @property
+    def days(self) -> int:
+        return (self.last - self.first).days + 1
+
+    @classmethod
+    def of(cls, flt: UsageFilter, metric: str | None, default_days: int,
+           today: date | None = None) -> ChartRange:
+        """The chart of a usage filter: its own dates where it has them (so the chart sums
+        to the table's total), else the last `default_days` days up to its end or today.
+        Strict: an unknown metric, a start after the end, or more than MAX_CHART_DAYS days
+        is a 400 naming the parameter."""
+        metric = (metric or "").strip() or "cost"
+        if metric not in CHART_METRICS:
+            raise InvalidRequest(f"metric must be one of {', '.join(CHART_METRICS)}",
+                                 param="metric")
+        last = flt.end or max(today or utcnow().date(), flt.start or FIRST_DAY)
+        first = flt.start or max(last - timedelta(days=default_days - 1), FIRST_DAY)
+        if first > last:
+            raise InvalidRequest("start must not be after end", param="start")
+        if (last - first).days + 1 > MAX_CHART_DAYS:
+            raise InvalidRequest(f"a date range covers at most {MAX_CHART_DAYS} days",
+                                 param="start")
+        return cls(first, last, metric)
+
+
+async def daily_usage(db: Database, account_id: int | None, span: ChartRange,
+                      flt: UsageFilter | None = None) -> tuple[list[date], dict[str, list[int]]]:
+    """Every UTC day of `span` and, per model, that day's requests, tokens (in + out) or
+    spend (nanodollars), as `span.metric` says; models ordered by their total, largest
+    first. The usage filter's other conditions (model, ...) apply as they do to the table,
+    so the chart sums the same rows as `usage_totals` for the same days."""
+    day = _day_column(db, usage.c.created_at).label("day")
+    measure = {"cost": func.sum(usage.c.cost), "requests": func.count(),
+               "tokens": func.sum(usage.c.prompt_tokens + usage.c.completion_tokens)
+               }[span.metric]
+    days = replace(flt or UsageFilter(), start=span.first, end=span.last)
+    query = days.apply(select(day, usage.c.model, measure), account_id).group_by(
+        day, usage.c.model)
+    async with db.read() as conn:
+        rows = (await conn.execute(query)).all()
+    dates = [span.first + timedelta(days=i) for i in range(span.days)]
+    index = {d: i for i, d in enumerate(dates)}
+    series: dict[str, list[int]] = defaultdict(lambda: [0] * span.days)
+    for raw_day, name, total in rows:
+        i = index.get(_as_date(raw_day))
+        if i is not None:
+            series[name][i] += int(total or 0)
+    return dates, dict(sorted(series.items(), key=lambda kv: -sum(kv[1])))
+
+
 async def daily_spend(db: Database, account_id: int | None, days: int,
                       today: date | None = None) -> tuple[list[date], dict[str, list[int]]]:
     """The last `days` UTC days and, per model, the spend of each day (nanodollars)."""
-    today = today or utcnow().date()
-    first = today - timedelta(days=days - 1)
-    day = _day_column(db, usage.c.created_at).label("day")
-    query = (select(day, usage.c.model, func.sum(usage.c.cost))
-             .where(usage.c.created_at >= _midnight(first), usage.c.cost > 0)
-             .group_by(day, usage.c.model))
-    if account_id is not None:
-        query = query.where(usage.c.account_id == account_id)
-    async with db.read() as conn:
-        rows = (await conn.execute(query)).all()
-    dates = [first + timedelta(days=i) for i in range(days)]
-    index = {d: i for i, d in enumerate(dates)}
-    series: dict[str, list[int]] = defaultdict(lambda: [0] * days)
-    for raw_day, model, total in rows:
-        i = index.get(_as_date(raw_day))
-        if i is not None:
-            series[model][i] += int(total)
-    return dates, dict(sorted(series.items(), key=lambda kv: -sum(kv[1])))
+    last = today or utcnow().date()
+    return await daily_usage(db, account_id,
+                             ChartRange(last - timedelta(days=days - 1), last, "cost"))
 
 
 async def daily_credits(db: Database, days: int,

@@ -72,6 +72,28 @@ def _install_sqlite_hooks(engine: AsyncEngine, begin_sql: str) -> None:
         conn.exec_driver_sql(begin_sql)
 
 
+class _Faults:
+    """`with db._faults:` turns a driver's "the database is away or full" into
+    DatabaseUnavailable (503 with Retry-After); anything else passes unchanged. A class, not
+    a generator-based context manager: it wraps every ledger call on the hot path, and holds
+    no state, so one instance serves every concurrent call."""
+
+    __slots__ = ("retry_after",)
+
+    def __init__(self, retry_after: int) -> None:
+        self.retry_after = retry_after
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, exc, traceback) -> bool:
+        if isinstance(exc, Exception) and not isinstance(exc, DatabaseUnavailable):
+            fault = as_unavailable(exc, retry_after=self.retry_after, raw_io=True)
+            if fault is not None:
+                raise fault from exc
+        return False
+
+
 class Database:
     """Connections for reading and for writing. Create once at start, `dispose()` at stop.
 
@@ -89,6 +111,7 @@ class Database:
         self.settings = settings
         self._clock_offset = timedelta(0)  # database clock - local clock (sync_clock)
         self.retry_after = settings.retry_after_seconds
+        self._faults = _Faults(self.retry_after)
         self.is_sqlite = make_url(url).get_backend_name() == "sqlite"
         pool = {"pool_size": settings.pool_size, "max_overflow": settings.max_overflow,
                 "pool_timeout": settings.pool_timeout_seconds}
@@ -147,26 +170,20 @@ class Database:
         """The database of a server or worker process, within its connection budget."""
         return cls(settings.resolved_database_url, settings=settings.database)
 
-    def _fault(self, exc: BaseException) -> DatabaseUnavailable | None:
-        return as_unavailable(exc, retry_after=self.retry_after, raw_io=True)
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
         """One short write transaction: commits on success, rolls back on any error."""
-        try:
+        with self._faults:
             async with self._writer.begin() as conn:
                 yield conn
-        except Exception as exc:
-            if (fault := self._fault(exc)) is None:
-                raise
-            raise fault from exc
 
     @asynccontextmanager
     async def ledger(self):
         """A short write transaction for the ledger's hot statements (see db/tx.py)."""
         from minitoolai.db.tx import SATx
 
-        try:
+        with self._faults:
             if self._inline is not None:
                 async with self._inline.transaction() as tx:
                     yield tx
@@ -176,10 +193,6 @@ class Database:
             else:
                 async with self._writer.begin() as conn:
                     yield SATx(conn)
-        except Exception as exc:
-            if (fault := self._fault(exc)) is None:
-                raise
-            raise fault from exc
 
     async def run_ledger(self, op, order: int | None = None):
         """Run `op(tx)` in a short write transaction, group-committed with the other ledger
@@ -187,27 +200,19 @@ class Database:
         db/pg_ledger.py). `order`: the account the op locks (see GroupCommit.run)."""
         from minitoolai.db.tx import SATx
 
-        try:
+        with self._faults:
             if self._inline is not None:
                 return await self._inline.run(op, order)
             if self._pg_ledger is not None:
                 return await self._pg_ledger.run(op, order)
             async with self._writer.begin() as conn:
                 return await op(SATx(conn))
-        except Exception as exc:
-            if (fault := self._fault(exc)) is None:
-                raise
-            raise fault from exc
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        try:
+        with self._faults:
             async with self._reader.connect() as conn:
                 yield conn
-        except Exception as exc:
-            if (fault := self._fault(exc)) is None:
-                raise
-            raise fault from exc
 
     async def revisions(self, timeout: float) -> set[str]:
         """The migration revisions the database is at (`GET /health/ready`); raises

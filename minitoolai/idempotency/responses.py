@@ -8,6 +8,9 @@ A request without the header costs nothing here (one header lookup). With it:
   `Idempotent-Replayed: true`. A stream's replay is the first stream's bytes, all of them
   in one response: the same events, the usage chunk and its cost, `[DONE]`. If the first
   client hung up mid-stream, the replay has what had been sent to it by then.
+- a response larger than `idempotency_max_replay_bytes` is sent in full but not kept (the
+  copy stops growing at the limit): a retry gets 409 `idempotency_result_too_large` instead
+  of a second run and a second charge.
 - an error answered before the response began (validation, 402, an upstream refusing: none
   of them charges anything) is not kept: the key is released and a retry runs again.
 """
@@ -23,7 +26,8 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from minitoolai.errors import Conflict, InvalidRequest, Unprocessable
-from minitoolai.idempotency.store import Busy, IdempotencyStore, Mismatch, Recorded, fingerprint
+from minitoolai.idempotency.store import (Busy, IdempotencyStore, Mismatch, Recorded, TooLarge,
+                                          fingerprint)
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,12 @@ async def idempotent(request: Request, store: IdempotencyStore | None, account_i
     except Busy:
         raise Conflict("a request with this Idempotency-Key is still being processed; retry"
                        " once it has finished", headers={"Retry-After": "1"}) from None
+    except TooLarge as exc:
+        raise Conflict("this Idempotency-Key's request already ran and was charged once, but its"
+                       f" response (status {exc.status_code}) was larger than the"
+                       f" {store.max_replay_bytes} bytes kept for replay; see your usage for"
+                       " it, and use a new key for a new request",
+                       code="idempotency_result_too_large") from None
     except Mismatch:
         raise Unprocessable("this Idempotency-Key was already used with another request (a"
                         " different endpoint or body); use a new key for a new request"
@@ -75,22 +85,29 @@ class RecordingResponse(Response):
         status: int | None = None
         headers: list[tuple[str, str]] = []
         parts: list[bytes] = []
+        size = 0
+        limit = self._store.max_replay_bytes
         kept = False
 
         async def recording_send(message: Message) -> None:
-            nonlocal status, kept
+            nonlocal status, kept, size, parts
             if message["type"] == "http.response.start":
                 status = message["status"]
                 headers.extend((k.decode("latin-1"), v.decode("latin-1"))
                                for k, v in message.get("headers", ())
                                if k.decode("latin-1").lower() not in SKIPPED_HEADERS)
             elif message["type"] == "http.response.body":
-                parts.append(message.get("body", b""))
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size <= limit:
+                    parts.append(chunk)
+                elif parts:  # over the limit: stop holding a copy in memory
+                    parts = []
                 if not message.get("more_body", False):
                     # kept before the last byte goes: a client that has the whole answer
                     # and retries at once finds it recorded, not still running (409)
                     kept = True
-                    await asyncio.shield(self._keep(status, headers, b"".join(parts)))
+                    await asyncio.shield(self._keep(status, headers, parts, size))
             await send(message)
 
         try:
@@ -98,14 +115,16 @@ class RecordingResponse(Response):
         finally:
             if not kept:  # cut short (the client went away): keep what was sent
                 # shielded: a client that hangs up must not leave the key `running`
-                await asyncio.shield(self._keep(status, headers, b"".join(parts)))
+                await asyncio.shield(self._keep(status, headers, parts, size))
 
-    async def _keep(self, status: int | None, headers, body: bytes) -> None:
+    async def _keep(self, status: int | None, headers, parts: list[bytes], size: int) -> None:
         try:
             if status is None:  # nothing was sent: nothing happened that a retry repeats
                 await self._store.release(self._account_id, self._key)
+            elif size > self._store.max_replay_bytes:
+                await self._store.record_too_large(self._account_id, self._key, status)
             else:
                 await self._store.record(self._account_id, self._key,
-                                         Recorded(status, headers, body))
+                                         Recorded(status, headers, b"".join(parts)))
         except Exception:  # the key stays `running` and is taken over once stale
             log.exception("could not record the result of Idempotency-Key %r", self._key)

@@ -8,7 +8,9 @@ transaction, what a request carrying the key does:
 - the key belongs to a request with another endpoint or body: 422;
 - the key's first request is still running: 409 (a claim left `running` by a process that
   died is taken over once older than the hold TTL: that request can no longer settle);
-- the key's first request finished: its recorded response is answered again.
+- the key's first request finished: its recorded response is answered again;
+- its response was larger than the replay limit: 409 `idempotency_result_too_large` (the
+  request ran and was charged once; running it again would charge it twice).
 
 Concurrent claims of one key: SQLite serialises write transactions; on PostgreSQL the
 second INSERT waits on the first's primary key and fails once it commits (then 409).
@@ -48,6 +50,14 @@ class Mismatch(Exception):
     """The key was used with another endpoint or body."""
 
 
+class TooLarge(Exception):
+    """The key's first request finished, but its response was too large to keep."""
+
+    def __init__(self, status_code: int | None) -> None:
+        super().__init__(status_code)
+        self.status_code = status_code
+
+
 def fingerprint(endpoint: str, body) -> str:
     """The request as the key remembers it: the endpoint and the body's canonical JSON
     (key order and spacing do not matter, values do)."""
@@ -56,8 +66,11 @@ def fingerprint(endpoint: str, body) -> str:
 
 
 class IdempotencyStore:
-    def __init__(self, db: Database, stale_seconds: float) -> None:
+    def __init__(self, db: Database, stale_seconds: float,
+                 max_replay_bytes: int = 16 * 1024 * 1024) -> None:
         self._db = db
+        # a response larger than this is not kept: only that it happened (state `too_large`)
+        self.max_replay_bytes = max_replay_bytes
         self._stale = timedelta(seconds=stale_seconds)
         self._purged_at = float("-inf")
 
@@ -87,6 +100,8 @@ class IdempotencyStore:
             raise Busy() from None
         if row.fingerprint != print_:
             raise Mismatch()
+        if row.state == "too_large":
+            raise TooLarge(row.status_code)
         if row.state != "done":
             raise Busy()
         headers = [(name, value) for name, value in orjson.loads(row.headers or "[]")]
@@ -98,6 +113,14 @@ class IdempotencyStore:
                 (idempotency_keys.c.account_id == account_id) & (idempotency_keys.c.key == key)
             ).values(state="done", status_code=result.status_code,
                      headers=orjson.dumps(result.headers).decode(), body=result.body))
+
+    async def record_too_large(self, account_id: int, key: str, status_code: int) -> None:
+        """The request finished but its response is over `max_replay_bytes`: keep only that,
+        so a retry is refused instead of run (and charged) again."""
+        async with self._db.write() as conn:
+            await conn.execute(update(idempotency_keys).where(
+                (idempotency_keys.c.account_id == account_id) & (idempotency_keys.c.key == key)
+            ).values(state="too_large", status_code=status_code, headers=None, body=None))
 
     async def release(self, account_id: int, key: str) -> None:
         """The request failed before answering: nothing to keep, a retry runs again."""

@@ -14,7 +14,7 @@ idempotency_keys = Table(
     Column("key", String(255), primary_key=True),
     # sha256 of the endpoint and the canonical JSON body: the same key with another body is 422
     Column("fingerprint", String(64), nullable=False),
-    Column("state", String(16), nullable=False),  # running | done
+    Column("state", String(16), nullable=False),  # running | done | too_large
     Column("status_code", Integer, nullable=True),
     Column("headers", Text, nullable=True),  # JSON: the first response's headers to replay
     Column("body", LargeBinary, nullable=True),

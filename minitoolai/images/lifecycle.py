@@ -51,6 +51,7 @@ async def stop(runtime) -> None:
     service = runtime.images
     if service is None:
         return
+    await service.stop_undoing()
     closed = set()
     for backend in service.backends.values():
         if id(backend) not in closed:

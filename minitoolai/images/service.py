@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 
 from minitoolai.clock import as_utc, utcnow
-from minitoolai.errors import InvalidRequest, NotFound, ServiceUnavailable
+from minitoolai.errors import InsufficientCredit, InvalidRequest, NotFound, ServiceUnavailable
 from minitoolai.images import queue
 from minitoolai.images.backends import model_ready
 from minitoolai.images.request import ImageRequest, parse_image_request
@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 SEED_ENDPOINT = "/api/texttoimage"
 QUEUE_COUNT_SECONDS = 0.5
+UNDO_RETRY_FIRST, UNDO_RETRY_MAX = 0.5, 10.0  # seconds between tries to undo a failed submit
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +42,7 @@ class ImagesService:
         self._changed = asyncio.Event()  # set when jobs finish: wakes waiters
         self._queued_count = 0
         self._queued_at = float("-inf")
+        self._undoing: set[asyncio.Task] = set()  # failed submits still being undone
 
     # ---- availability ----
     def is_available(self, model) -> bool:
@@ -79,10 +81,7 @@ class ImagesService:
                 price = self.runtime.catalog.get(req.model).image_nano
                 job_id = queue.new_job_id()
                 request_id = base_id if len(reqs) == 1 else f"{base_id}-{n}"
-                await reserve(self.db, request_id=request_id, account_id=principal.account_id,
-                              key_id=principal.key_id, amount=price, kind="image",
-                              ttl_seconds=self.settings.hold_ttl_seconds)
-                rows.append({
+                row = {
                     "id": job_id, "request_id": request_id,
                     "account_id": principal.account_id, "key_id": principal.key_id,
                     "endpoint": endpoint, "model": req.model, "prompt": req.prompt,
@@ -90,18 +89,75 @@ class ImagesService:
                     "steps": req.steps, "cfg_scale": req.cfg_scale, "width": req.width,
                     "height": req.height, "seed": req.seed, "price": price,
                     "state": "queued", "attempts": 0, "created_at": utcnow(),
-                })
+                }
+                try:
+                    await reserve(self.db, request_id=request_id,
+                                  account_id=principal.account_id, key_id=principal.key_id,
+                                  amount=price, kind="image",
+                                  ttl_seconds=self.settings.hold_ttl_seconds)
+                except InsufficientCredit:
+                    raise  # refused: nothing was written
+                except BaseException:
+                    # the database went away under the hold's COMMIT: it may have landed
+                    # (db/pg_ledger.py), so it is undone below with the others
+                    rows.append(row)
+                    raise
+                rows.append(row)
             await queue.insert_jobs(self.db, rows)
         except BaseException:
-            # no job exists: give the holds back now (the sweeper would, hours later)
-            for row in rows:
-                await asyncio.shield(release(self.db, row["request_id"], UsageRecord(
-                    endpoint=endpoint, model=row["model"], status="error"),
-                    account_id=row["account_id"]))
+            await asyncio.shield(self._undo_submit(rows, endpoint))
             raise
         self._queued_count += len(rows)
         self.wake.set()
         return [Ticket(row["id"], sign_job(self.runtime.secret_key, row["id"])) for row in rows]
+
+    async def _undo_submit(self, rows: list[dict], endpoint: str) -> None:
+        """A submit that answers an error must leave no job to run and no credit held.
+
+        Usually no job exists: the holds are given back. But the database may have gone
+        away mid-submit: then the release fails too (and the image hold would keep the
+        credit for `hold_ttl_seconds`, hours, until the sweeper), or the jobs' INSERT
+        committed with its answer lost (and the jobs would run and be charged while the
+        client was told they failed). So: cancel any job that exists (which releases its
+        hold), release the rest, and while the database is away keep trying in the
+        background, until the holds would expire anyway."""
+        if not rows:
+            return
+        try:
+            await self._cancel_and_release(rows, endpoint)
+        except Exception as exc:  # the database is away: try again shortly
+            log.warning("undoing a failed image submit (%s) failed (%s: %s); retrying in the"
+                        " background", rows[0]["request_id"], type(exc).__name__, exc)
+            task = asyncio.create_task(self._retry_undo(rows, endpoint),
+                                       name=f"undo-submit-{rows[0]['request_id']}")
+            self._undoing.add(task)
+            task.add_done_callback(self._undoing.discard)
+
+    async def _cancel_and_release(self, rows: list[dict], endpoint: str) -> None:
+        await queue.cancel_unfinished(self.db, [row["id"] for row in rows],
+                                      "the submit failed: its answer was an error")
+        for row in rows:  # idempotent: a hold released above is not found again
+            await release(self.db, row["request_id"], UsageRecord(
+                endpoint=endpoint, model=row["model"], status="error"),
+                account_id=row["account_id"])
+
+    async def _retry_undo(self, rows: list[dict], endpoint: str) -> None:
+        deadline = time.monotonic() + self.settings.hold_ttl_seconds
+        delay = UNDO_RETRY_FIRST
+        while time.monotonic() < deadline:
+            await asyncio.sleep(delay)
+            try:
+                await self._cancel_and_release(rows, endpoint)
+                log.warning("undid the failed image submit %s", rows[0]["request_id"])
+                return
+            except Exception:  # still away; past the deadline the sweeper releases them
+                delay = min(delay * 2, UNDO_RETRY_MAX)
+
+    async def stop_undoing(self) -> None:
+        """At shutdown: the holds of submits not undone yet are left to the sweeper."""
+        for task in list(self._undoing):
+            task.cancel()
+        await asyncio.gather(*self._undoing, return_exceptions=True)
 
     async def _queued(self) -> int:
         """Jobs waiting, counted at most every QUEUE_COUNT_SECONDS (max_queued is a soft

@@ -75,3 +75,45 @@ async def test_zero_turns_the_limit_off_without_asking_redis(caplog):
         await limiter.check_shared("key_a")  # port 1 would fail: it is never called
     assert link.healthy and not caplog.records
     await link.close()
+
+
+async def test_readiness_reports_redis_and_degrades_without_failing(redis_prefix,  # noqa: F811
+                                                                    make_settings):
+    """`/health/ready` checks Redis when configured: lost, it says so and stays 200
+    ("degraded": billing goes on) unless `redis_required_for_ready`; back, "ready" again."""
+    import httpx
+
+    from minitoolai.app import create_app
+    from tests.servers import ThreadedServer
+
+    proxy = TcpProxy("127.0.0.1", int(REDIS_URL.rsplit(":", 1)[1].split("/")[0])).start()
+    try:
+        for required in (False, True):
+            settings = make_settings(redis_url=redis_url_of(proxy), redis_key_prefix=redis_prefix,
+                                     redis_timeout_seconds=TIMEOUT, redis_retry_seconds=0.2,
+                                     redis_required_for_ready=required)
+            with ThreadedServer(create_app(settings)) as server:
+                answer = httpx.get(server.url + "/health/ready", timeout=10)
+                assert answer.status_code == 200, answer.text
+                assert answer.json() == {"status": "ready", "checks": {
+                    "database": "ok", "migrations": "ok", "redis": "ok"}}
+                proxy.cut()
+                try:
+                    answer = httpx.get(server.url + "/health/ready", timeout=10)
+                    body = answer.json()
+                    assert body["checks"]["redis"].startswith("unreachable: rate limits")
+                    assert body["checks"]["database"] == "ok"
+                    if required:
+                        assert answer.status_code == 503 and body["status"] == "unavailable"
+                    else:
+                        assert answer.status_code == 200 and body["status"] == "degraded"
+                finally:
+                    proxy.restore()
+                deadline = time.monotonic() + 10
+                while (answer := httpx.get(server.url + "/health/ready", timeout=10)
+                       ).json()["status"] != "ready":
+                    assert time.monotonic() < deadline, answer.text
+                    await asyncio.sleep(0.1)
+                assert answer.status_code == 200
+    finally:
+        proxy.stop()

@@ -105,6 +105,9 @@ def test_seed_python_example_on_codex_streams_and_charges_exactly(server, codex_
         {"role": "user", "content": "What's the largest U.S. state by area?"}]
     assert sent["max_output_tokens"] == 1000
     assert "temperature" not in sent  # the codex models refuse it (catalog policy)
+    # nor is the seed's default effort ("none") sent: OpenAI refuses it for the codex
+    # models (400 unsupported_value); their own default applies
+    assert "reasoning" not in sent
     assert "messages" not in sent
     prompt = count_input_tokens(sent)
     completion = 5 + REASONING

@@ -41,7 +41,7 @@ def test_operator_pages(live, new_page, database_url):
     page = new_page()
     log_in_page(page, base, admin)
     page.click("nav >> text=Admin")
-    assert page.locator("svg.chart").count() == 2
+    assert page.locator("svg.chart-wide").count() == 2  # and a phone-sized drawing of each
     assert "Accounts" in page.inner_text(".stats")
 
     # search, open, adjust with a reason

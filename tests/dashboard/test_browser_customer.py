@@ -105,6 +105,7 @@ def test_customer_journey(live, new_page, database_url, upstream, tmp_path):
     assert (row.model, row.prompt_tokens, row.completion_tokens, row.cost, row.status) == \
         ("gpt-4o-mini", prompt_tokens, 5, cost, "ok")
     assert account.balance == CODE_VALUE - cost and account.held == 0
+    assert text.endswith(f"out tokens · charged ${format_usd(cost)}")  # what was taken
     page.click("nav >> text=Usage")
     table = page.inner_text("table.usage-table")
     # what a person reads (the display rule), and the exact cost on hover
@@ -112,7 +113,7 @@ def test_customer_journey(live, new_page, database_url, upstream, tmp_path):
     assert page.locator("table.usage-table .money").first.get_attribute("title") == \
         f"${format_usd(cost)}"
     assert "1 request," in page.inner_text("#usage-summary")
-    bars = page.locator("svg.chart rect")
+    bars = page.locator("svg.chart-wide rect")
     assert bars.count() == 1
     assert "gpt-4o-mini" in page.inner_text(".legend")
     # filters: another model shows nothing

@@ -12,6 +12,7 @@ from minitoolai.app import create_app
 from minitoolai.dashboard.playground_key import playground_key_id
 from minitoolai.db.engine import Database
 from minitoolai.db.tables import usage
+from minitoolai.money import format_usd
 from tests.conftest import assert_ledger_ok
 from tests.dashboard.conftest import login, make_user, page_token
 from tests.servers import ThreadedServer
@@ -106,3 +107,30 @@ async def test_pages_degrade_without_images_and_speech(dash_settings, database_u
             assert response.status_code == 503, path
             assert "not running" in response.json()["error"]["message"]
         assert http.get(live.url + "/docs").status_code == 200
+
+
+async def test_charge_of_a_request_is_the_accounts_own(live, database_url):
+    """/playground/charge answers what one of the session's own requests was charged (the
+    settled usage row); another account's request reads exactly like one not settled yet."""
+    alice_id, alice = await make_user(database_url, credit_nano=100_000_000)
+    _, bob = await make_user(database_url, credit_nano=100_000_000)
+    http = login(live.url, alice)
+    token = page_token(http, live.url + "/playground")
+    response = _post(http, live.url + "/playground/chat", CHAT, token)
+    request_id = response.headers["x-request-id"]
+    answer = http.get(live.url + "/playground/charge", params={"request_id": request_id})
+    rows = (await _keys_and_usage(database_url, alice_id))[2]
+    assert answer.status_code == 200
+    assert answer.json() == {"request_id": request_id, "settled": True, "status": "ok",
+                             "cost": format_usd(rows[0].cost)}
+    other = login(live.url, bob).get(live.url + "/playground/charge",
+                                     params={"request_id": request_id})
+    assert other.json() == {"request_id": request_id, "settled": False}
+    for bad in ("", "x" * 65):
+        refused = http.get(live.url + "/playground/charge", params={"request_id": bad})
+        assert refused.status_code == 400 and "request_id" in refused.text
+    # no session, no answer
+    anonymous = requests.get(live.url + "/playground/charge",
+                             params={"request_id": request_id}, allow_redirects=False)
+    assert anonymous.status_code in (302, 303, 401)
+

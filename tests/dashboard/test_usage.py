@@ -53,7 +53,7 @@ async def test_filters_paging_and_csv(dash_settings, database_url):
                    for i in range(24, 14, -1))
         # shown by the display rule, exact on hover
         assert ('25 requests, <span class="money" title="$0.000000325">&lt;$0.0001</span>'
-                ' in total.') in first
+                ' in total, 325 tokens (in + out).') in first
         older = re.search(r'href="(\?before=\d+)"', first).group(1)
         second = http.get(live.url + "/usage" + older).text
         assert _request_ids(second) == list(range(14, 4, -1))
@@ -63,6 +63,23 @@ async def test_filters_paging_and_csv(dash_settings, database_url):
         assert "9 requests" in day2
         both = http.get(live.url + "/usage?start=2026-11-02&end=2026-11-03&model=gpt-4o").text
         assert _request_ids(both) == [23, 21, 19, 17, 15, 13, 11, 9]
+        # the chart covers the filter's days: it sums to exactly what the table counts,
+        # whichever metric it draws (issue 17)
+        query = "/usage?start=2026-11-02&end=2026-11-03&model=gpt-4o"
+        expected = {"cost": sum(i + 1 for i in range(9, 25, 2)), "requests": 8,
+                    "tokens": sum(i + 1 for i in range(9, 25, 2))}
+        for metric, total in expected.items():
+            text = http.get(live.url + query + "&metric=" + metric).text
+            assert f'data-metric="{metric}" data-total="{total}"' in text
+            days = re.findall(r'<td data-label="Day">([\d-]+)</td>', text)
+            assert days == ["2026-11-03", "2026-11-02"]
+        assert "8 requests" in both and f"{expected['tokens']} tokens" in both
+        # the range and metric are checked as strictly as the dates
+        for bad, param in (("metric=money", "metric must be one of cost, requests, tokens"),
+                           ("start=2026-11-03&end=2026-11-02", "start must not be after end"),
+                           ("start=2025-01-01&end=2026-11-02", "at most 366 days")):
+            refused = http.get(live.url + "/usage?" + bad)
+            assert refused.status_code == 400 and param in refused.text, bad
         # a malformed date is a clear 400 naming the field (issue 15)
         refused = http.get(live.url + "/usage?start=yesterday")
         assert refused.status_code == 400 and "start must be a date" in refused.text

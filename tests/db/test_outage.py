@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import psycopg
+import pytest
 from sqlalchemy import func, select
 
 from minitoolai.app import create_app
@@ -195,4 +197,69 @@ def test_database_unreachable_answers_503_then_recovers(pg_name, fault_settings)
     chat_ok = ok_rows - 1  # the image job's usage row
     assert chat_ok == served and charges == served + 1
     assert total == served * (6 * 150 + 3 * 600) + 1_500_000
+    run(assert_ledger_ok(direct))
+
+
+def _wait_direct(direct: str, query: str, predicate, what: str, timeout: float = 30.0):
+    """Poll the database itself (not through the proxy) until `predicate(row)`."""
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(direct, autocommit=True) as conn:
+        while not predicate(row := conn.execute(query).fetchone()):
+            assert time.monotonic() < deadline, f"timed out waiting for {what}: {row}"
+            time.sleep(0.05)
+    return row
+
+
+@pytest.mark.parametrize("cut_during", ["hold-commit", "job-insert", "job-commit"])
+def test_an_image_submit_cut_midway_leaves_no_hold_and_no_job(pg_name, fault_settings,
+                                                              cut_during):
+    """Found by bench/soak.py: a submit that lost the database midway answered 503 but
+    left its hold (the hold's COMMIT landed unseen, or the job's INSERT failed and so did
+    the release), keeping the credit for the image hold's 6 hours; had the job's INSERT
+    committed unseen, the job would have run and been charged though the client was told
+    it failed. A trigger that sleeps (at the hold's COMMIT, in the job's INSERT, or at its
+    COMMIT) lets the test cut the network at exactly that moment."""
+    direct = pg_url(pg_name)
+    customer = run(make_customer(direct, 10**12))
+    table, when = {"hold-commit": ("holds", "commit"), "job-insert": ("image_jobs", "insert"),
+                   "job-commit": ("image_jobs", "commit")}[cut_during]
+    with psycopg.connect(direct, autocommit=True) as conn:
+        conn.execute("CREATE FUNCTION pause() RETURNS trigger LANGUAGE plpgsql AS"
+                     " $$ BEGIN PERFORM pg_sleep(2); RETURN NEW; END $$")
+        conn.execute(f"CREATE TRIGGER pause BEFORE INSERT ON {table} FOR EACH ROW"
+                     " EXECUTE FUNCTION pause()" if when == "insert" else
+                     f"CREATE CONSTRAINT TRIGGER pause AFTER INSERT ON {table} DEFERRABLE"
+                     " INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION pause()")
+    image = {"model": "realvision", "prompt": "a lighthouse", "steps": 4, "width": 256,
+             "height": 256}
+    with TcpProxy("127.0.0.1", 5432) as proxy:
+        # no worker: nothing may run the job in the moment between its COMMIT and its undo
+        app = create_app(fault_settings(pg_url(pg_name, proxy.port),
+                                        images={"embedded_workers": 0}))
+        with ThreadedServer(app) as server, httpx.Client(base_url=server.url, timeout=30,
+                                                         headers=customer.headers) as http, \
+                ThreadPoolExecutor(1) as pool:
+            submitted = pool.submit(http.post, "/api/texttoimage/", json=image)
+            _wait_direct(direct, "SELECT count(*) FROM pg_stat_activity WHERE datname ="
+                         f" '{pg_name}' AND wait_event = 'PgSleep'", lambda r: r[0] == 1,
+                         "the server's statement to sleep in its trigger")
+            proxy.cut()
+            assert_unavailable(submitted.result(), image=True)
+            # the database is away from the server: the hold is still there (and, cut at
+            # the job's COMMIT, the job too, once the sleeping backend commits it)
+            held = _wait_direct(direct, "SELECT count(*), (SELECT count(*) FROM image_jobs)"
+                                " FROM holds", lambda r: r[1] == (cut_during == "job-commit")
+                                and r[0] == 1, "the sleeping backend to finish")
+            assert held[0] == 1
+            proxy.restore()
+            # undone in the background once the database is back: no hold, no job to run
+            _wait_direct(direct, "SELECT count(*), (SELECT count(*) FROM image_jobs WHERE"
+                         " state IN ('queued', 'processing')) FROM holds",
+                         lambda r: r == (0, 0), "the submit to be undone")
+            assert http.get("/api/balance/").json()["held"] == "0"
+    with psycopg.connect(direct) as conn:
+        assert conn.execute("SELECT count(*) FROM ledger_entries WHERE kind = 'charge'"
+                            ).fetchone()[0] == 0
+        assert conn.execute("SELECT state FROM image_jobs").fetchall() == \
+            ([("error",)] if cut_during == "job-commit" else [])
     run(assert_ledger_ok(direct))

@@ -48,6 +48,13 @@ class FakeResponsesOnly(FakeOpenAI):
         body = orjson.loads(await request.read())
         self.requests.append(body)
         number = len(self.requests)
+        effort = (body.get("reasoning") or {}).get("effort")
+        if effort in ("none", "minimal"):  # as OpenAI answers for its codex models
+            return web.json_response({"error": {
+                "message": f"Unsupported value: '{effort}' is not supported with the"
+                           f" '{body.get('model')}' model. Supported values are: 'low',"
+                           " 'medium', and 'high'.", "type": "invalid_request_error",
+                "param": "reasoning.effort", "code": "unsupported_value"}}, status=400)
         reasoning = {"type": "reasoning", "id": f"rs_{number}", "summary": []}
         if _calls_tool(body):
             name = body["tools"][0]["name"]

@@ -156,3 +156,35 @@ async def test_images_and_speech_keys(make_settings, database_url):
     assert (charges, rows) == (4, 4)
     assert charged == 2 * 1_500_000 + 2 * len("Hello there.") * 1_000
     await assert_ledger_ok(database_url)
+
+
+async def test_a_response_over_the_replay_limit_is_refused_not_run_again(chat_settings,
+                                                                         database_url):
+    """The stored copy is bounded: a stream larger than `idempotency_max_replay_bytes` is
+    sent whole but not kept, and its retry is a 409, never a second run and charge."""
+    customer = await make_customer(database_url, CREDIT)
+    settings = chat_settings(rate_limit_per_minute=0, idempotency_max_replay_bytes=1024)
+    with ThreadedServer(create_app(settings)) as server:
+        def post(key, body):
+            return requests.post(server.url + "/api/chat-completions/", json=body, timeout=60,
+                                 headers={**customer.headers, "Idempotency-Key": key})
+
+        first = post("big-1", SLOW)
+        assert first.status_code == 200 and len(first.content) > 1024
+        assert first.content.endswith(b"data: [DONE]\n\n")
+        again = post("big-1", SLOW)
+        assert again.status_code == 409
+        error = envelope(again)
+        assert (error["type"], error["code"]) == ("idempotency_error",
+                                                  "idempotency_result_too_large")
+        assert "charged once" in error["message"] and "1024 bytes" in error["message"]
+        # a small answer under the same limit is still replayed
+        small = {**SLOW, "stream": False, "max_completion_tokens": 5,
+                 "messages": [{"role": "user", "content": "hi"}]}
+        kept = [post("small-1", small) for _ in range(2)]
+        assert [k.status_code for k in kept] == [200, 200] and len(kept[0].content) <= 1024
+        assert kept[1].headers["idempotent-replayed"] == "true"
+        assert kept[0].content == kept[1].content
+    charges, rows, _ = await counts(database_url, customer.account_id)
+    assert (charges, rows) == (2, 2)
+    await assert_ledger_ok(database_url)

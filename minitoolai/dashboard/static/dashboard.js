@@ -24,9 +24,10 @@
     }
   });
 
-  // charts wider than a phone scroll sideways: start at the latest days
-  document.querySelectorAll(".chart-box").forEach(function (box) {
-    box.scrollLeft = box.scrollWidth;
+  // a box that scrolls sideways (a wide table on a phone) must be reachable by keyboard to
+  // be scrolled without a mouse (WCAG 2.1.1)
+  document.querySelectorAll(".table-wrap").forEach(function (box) {
+    if (box.scrollWidth > box.clientWidth && !box.hasAttribute("tabindex")) { box.tabIndex = 0; }
   });
 
   // forms that ask first: <form data-confirm="...">
@@ -36,12 +37,28 @@
     });
   });
 
-  // example tabs in the API docs: <button data-example="pre-id">
-  document.querySelectorAll(".tabs [data-example]").forEach(function (tab) {
-    tab.addEventListener("click", function () {
-      tab.parentNode.querySelectorAll("[data-example]").forEach(function (other) {
-        other.classList.toggle("on", other === tab);
-        $(other.getAttribute("data-example")).hidden = other !== tab;
+  // tabs (the playground's, the API docs' examples), as the WAI-ARIA tabs pattern has them:
+  // <div role="tablist"><button role="tab" aria-controls="panel-id">; the selected tab alone
+  // is in the Tab order (roving tabindex); the arrow keys, Home and End select another
+  document.querySelectorAll("[role=tablist]").forEach(function (list) {
+    var tabs = Array.prototype.slice.call(list.querySelectorAll("[role=tab]"));
+    function select(tab, focus) {
+      tabs.forEach(function (other) {
+        var on = other === tab;
+        other.classList.toggle("on", on);
+        other.setAttribute("aria-selected", on ? "true" : "false");
+        other.tabIndex = on ? 0 : -1;
+        $(other.getAttribute("aria-controls")).hidden = !on;
+      });
+      if (focus) { tab.focus(); }
+    }
+    tabs.forEach(function (tab, i) {
+      tab.addEventListener("click", function () { select(tab, false); });
+      tab.addEventListener("keydown", function (event) {
+        var next = { ArrowRight: i + 1, ArrowLeft: i - 1, Home: 0, End: tabs.length - 1 }[event.key];
+        if (next === undefined) { return; }
+        event.preventDefault();
+        select(tabs[(next + tabs.length) % tabs.length], true);
       });
     });
   });
@@ -50,20 +67,31 @@
   if (!pg) { return; }
   var csrf = pg.getAttribute("data-csrf");
 
-  document.querySelectorAll(".tabs [data-tab]").forEach(function (tab) {
-    tab.addEventListener("click", function () {
-      document.querySelectorAll(".tabs [data-tab]").forEach(function (other) {
-        var on = other === tab;
-        other.classList.toggle("on", on);
-        other.setAttribute("aria-selected", on ? "true" : "false");
-        $("tab-" + other.getAttribute("data-tab")).hidden = !on;
-      });
-    });
-  });
+  // money as the server sends it, exact: a string ("0.000123") or the API's JSON number
+  function usd(value) {
+    var text = typeof value === "number" ? value.toFixed(9) : String(value);
+    var parts = text.split(".");
+    var frac = (parts[1] || "").replace(/0+$/, "");
+    while (frac.length < 2) { frac += "0"; }
+    return "$" + parts[0] + "." + frac;
+  }
 
-  function post(url, body) {
+  // what a finished request was charged, from its usage row (written when the ledger
+  // settled it): asked again for a while, as a stopped chat settles a moment later
+  function charged(requestId, tries) {
+    return fetch("/playground/charge?request_id=" + encodeURIComponent(requestId),
+                 { credentials: "same-origin", headers: { "Accept": "application/json" } })
+      .then(function (r) { return r.json(); })
+      .then(function (answer) {
+        if (answer.settled || tries <= 1) { return answer; }
+        return new Promise(function (resolve) { setTimeout(resolve, 500); })
+          .then(function () { return charged(requestId, tries - 1); });
+      });
+  }
+
+  function post(url, body, signal) {
     return fetch(url, {
-      method: "POST", credentials: "same-origin",
+      method: "POST", credentials: "same-origin", signal: signal,
       headers: { "Content-Type": "application/json", "Accept": "application/json",
                  "X-CSRF-Token": csrf },
       body: JSON.stringify(body)
@@ -99,8 +127,12 @@
     $("chat-input").addEventListener("keydown", function (event) {
       if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) { chatForm.requestSubmit(); }
     });
+    var stop = $("chat-stop");
+    var inFlight = null;  // the AbortController of the stream being read
+    stop.addEventListener("click", function () { if (inFlight) { inFlight.abort(); } });
     chatForm.addEventListener("submit", function (event) {
       event.preventDefault();
+      if (inFlight) { return; }
       var input = $("chat-input");
       var text = input.value.trim();
       if (!text) { return; }
@@ -121,7 +153,12 @@
       };
       var answer = "";
       var usage = null;
-      post("/playground/chat", body).then(function (response) {
+      var requestId = null;
+      var controller = new AbortController();
+      inFlight = controller;
+      stop.hidden = false;
+      post("/playground/chat", body, controller.signal).then(function (response) {
+        requestId = response.headers.get("x-request-id");
         if (!response.ok) { return errorOf(response).then(function (m) { throw new Error(m); }); }
         var reader = response.body.getReader();
         var decoder = new TextDecoder();
@@ -157,16 +194,36 @@
           var meta = document.createElement("span");
           meta.className = "meta";
           meta.textContent = usage.prompt_tokens + " in / " + usage.completion_tokens +
-            " out tokens" + (usage.cost !== undefined ? " · $" + usage.cost : "");
+            " out tokens" + (usage.cost !== undefined ? " · charged " + usd(usage.cost) : "");
           out.appendChild(meta);
         }
         $("chat-status").textContent = "";
       }).catch(function (error) {
-        history.pop();
-        out.className = "msg error";
-        out.textContent = error.message;
-        $("chat-status").textContent = "";
-      }).then(function () { send.disabled = false; });
+        if (error.name !== "AbortError") {
+          history.pop();
+          out.className = "msg error";
+          out.textContent = error.message;
+          $("chat-status").textContent = "";
+          return;
+        }
+        // stopped: keep what came, say so, then show what the stopped request cost
+        history.push({ role: "assistant", content: answer });
+        out.classList.add("stopped");
+        var note = document.createElement("span");
+        note.className = "meta";
+        note.textContent = "Stopped.";
+        out.appendChild(note);
+        $("chat-status").textContent = "Stopped.";
+        if (!requestId) { return; }
+        charged(requestId, 60).then(function (answer) {
+          note.textContent = answer.settled ? "Stopped · charged " + usd(answer.cost)
+            : "Stopped · the charge is not settled yet: see Usage";
+        }).catch(function () { /* the usage page has it */ });
+      }).then(function () {
+        send.disabled = false;
+        stop.hidden = true;
+        inFlight = null;
+      });
     });
   }
 
@@ -178,6 +235,9 @@
       var status = $("image-status");
       var result = $("image-result");
       var send = $("image-send");
+      var cost = $("image-cost");
+      var requestId = null;
+      cost.hidden = true;
       result.textContent = "";
       send.disabled = true;
       status.textContent = "Submitting…";
@@ -187,8 +247,16 @@
         steps: parseInt($("image-steps").value, 10),
         width: parseInt($("image-width").value, 10), height: parseInt($("image-height").value, 10)
       };
-      function fail(message) { status.textContent = ""; result.textContent = message; result.className = "image-result error-text"; send.disabled = false; }
+      function fail(message) {
+        status.textContent = "";
+        result.textContent = message;
+        result.className = "image-result error-text";
+        cost.textContent = "Nothing was charged.";
+        cost.hidden = false;
+        send.disabled = false;
+      }
       post("/playground/image", body).then(function (response) {
+        requestId = response.headers.get("x-request-id");
         if (!response.ok) { return errorOf(response).then(function (m) { throw new Error(m); }); }
         return response.json();
       }).then(function (ticket) {
@@ -206,6 +274,13 @@
               result.appendChild(img);
               status.textContent = "Done.";
               send.disabled = false;
+              if (requestId) {
+                charged(requestId, 10).then(function (answer) {
+                  if (!answer.settled) { return; }
+                  cost.textContent = "Charged " + usd(answer.cost) + ".";
+                  cost.hidden = false;
+                });
+              }
             } else if (job.status === "error") {
               fail(job.message || "the job failed");
             } else {
@@ -243,6 +318,8 @@
       var status = $("speech-status");
       var audio = $("speech-audio");
       var send = $("speech-send");
+      var cost = $("speech-cost");
+      cost.hidden = true;
       send.disabled = true;
       status.textContent = "Synthesising…";
       var body = { model: modelSelect.value, input: $("speech-input").value,
@@ -250,7 +327,16 @@
       if (voiceSelect.value) { body.voice = voiceSelect.value; }
       post("/playground/speech", body).then(function (response) {
         if (!response.ok) { return errorOf(response).then(function (m) { throw new Error(m); }); }
-        return response.blob();
+        // the price of the whole text, charged once all the audio has been sent
+        var price = response.headers.get("x-cost-usd");
+        var characters = response.headers.get("x-characters");
+        return response.blob().then(function (blob) {
+          if (price) {
+            cost.textContent = "Charged " + usd(price) + " (" + characters + " characters).";
+            cost.hidden = false;
+          }
+          return blob;
+        });
       }).then(function (blob) {
         audio.src = URL.createObjectURL(blob);
         audio.hidden = false;

@@ -29,14 +29,14 @@ async def overview(ctx: Ctx) -> Response:
     account = await get_account(ctx.db, ctx.account.id)  # fresh numbers, not the session's
     days = ctx.service.config.chart_days
     dates, series = await daily_spend(ctx.db, account.id, days)
-    chart, legend = stacked_bars(dates, series, title=f"Daily spend per model, last {days} days")
+    chart = stacked_bars(dates, series, title=f"Spend per model per day, last {days} days")
     recent = await usage_page(ctx.db, account.id, UsageFilter(), limit=5)
     topup = ctx.query("topup")
     notice = {"success": "Thank you! Your payment is being confirmed; the credit appears "
                          "here as soon as Stripe tells us.",
               "cancelled": "The payment was cancelled; nothing was charged."}.get(topup)
     amounts = [(a, parse_usd(a)) for a in ctx.service.config.stripe.amounts]
-    return ctx.render("overview.html", account=account, chart=chart, legend=legend,
+    return ctx.render("overview.html", account=account, chart=chart,
                       recent=recent, notice=notice, amounts=amounts,
                       stripe=ctx.service.config.stripe)
 

@@ -4,18 +4,25 @@ the account's playground key, so it is held, charged, limited and listed like an
 
 The page's script posts JSON with the session's CSRF token in `X-CSRF-Token`; errors come
 back in the API's own envelope (status and message), which the script shows.
+
+Every request's cost is shown as charged: chat's from the stream's usage event (sent only
+once the charge is in), speech's from `X-Cost-USD`, an image's and a stopped chat's from
+the usage row itself (`/playground/charge`), which the ledger wrote when it settled.
 """
 
 from __future__ import annotations
 
 import orjson
+from sqlalchemy import select
 from starlette.responses import Response
 
 from minitoolai.catalog_status import is_available
 from minitoolai.dashboard.playground_key import playground_principal
 from minitoolai.dashboard.web import Ctx, page, security_headers
 from minitoolai.errors import InvalidRequest, ServiceUnavailable
+from minitoolai.db.tables import usage
 from minitoolai.http import json_response, read_json
+from minitoolai.money import format_usd
 from minitoolai.speech.validation import parse_speech
 
 CHAT_ENDPOINT = "/api/chat-completions"
@@ -96,9 +103,26 @@ async def speech(ctx: Ctx) -> Response:
     return _api(await service.speak(principal, req, SPEECH_ENDPOINT))
 
 
+async def charge(ctx: Ctx) -> Response:
+    """What one of the account's own requests was charged, once settled: the page asks
+    after a finished image job and after a chat it stopped (the hold is settled a moment
+    later, when the gateway has read the upstream's usage)."""
+    request_id = ctx.query("request_id").strip()
+    if not 0 < len(request_id) <= 64:
+        raise InvalidRequest("request_id must be 1 to 64 characters", param="request_id")
+    async with ctx.db.read() as conn:
+        row = (await conn.execute(select(usage.c.cost, usage.c.status).where(
+            usage.c.request_id == request_id, usage.c.account_id == ctx.account.id))).first()
+    if row is None:  # not settled yet, or another account's: the same answer for both
+        return _api(json_response({"request_id": request_id, "settled": False}))
+    return _api(json_response({"request_id": request_id, "settled": True,
+                               "status": row.status, "cost": format_usd(row.cost)}))
+
+
 ROUTES = [
     ("/playground", page(playground), ["GET"]),
     ("/playground/chat", page(chat), ["POST"]),
     ("/playground/image", page(image), ["POST"]),
     ("/playground/speech", page(speech), ["POST"]),
+    ("/playground/charge", page(charge), ["GET"]),
 ]

@@ -6,13 +6,17 @@ from __future__ import annotations
 import csv
 import io
 import urllib.parse
+from datetime import date, timedelta
 
 from starlette.responses import Response, StreamingResponse
 
-from minitoolai.dashboard.charts import stacked_bars
+from minitoolai.clock import utcnow
+from minitoolai.dashboard.charts import METRICS, stacked_bars
 from minitoolai.dashboard.usage_query import (
+    CHART_RANGES,
+    ChartRange,
     UsageFilter,
-    daily_spend,
+    daily_usage,
     usage_page,
     usage_rows_for_csv,
     usage_totals,
@@ -34,27 +38,47 @@ def _before(ctx: Ctx) -> int | None:
     return before_row_id(ctx.query("before"), "before")
 
 
+def range_links(flt: UsageFilter, span: ChartRange, today: date) -> list[tuple[str, str, bool]]:
+    """(label, query, current) per range button: each sets start and end, so the table, the
+    totals and the chart below all cover the same days."""
+    links = []
+    for days in CHART_RANGES:
+        first = today - timedelta(days=days - 1)
+        params = {**flt.as_params(), "start": first.isoformat(), "end": today.isoformat(),
+                  "metric": span.metric}
+        links.append((f"{days} days", "?" + urllib.parse.urlencode(params),
+                      flt.start == first and flt.end == today))
+    return links
+
+
+def metric_links(flt: UsageFilter, span: ChartRange) -> list[tuple[str, str, bool]]:
+    return [(label, "?" + urllib.parse.urlencode({**flt.as_params(), "metric": metric}),
+             metric == span.metric) for metric, label in METRICS.items()]
+
+
 async def render_usage(ctx: Ctx, account_id: int | None, template: str, **values) -> Response:
     """The usage table and chart of one account (or all, for the operator)."""
     flt = usage_filter(ctx)
+    today = utcnow().date()
+    span = ChartRange.of(flt, ctx.query("metric"), ctx.service.config.chart_days, today)
     size = ctx.service.config.usage_page_size
     rows = await usage_page(ctx.db, account_id, flt, limit=size, before_id=_before(ctx))
-    count, total = await usage_totals(ctx.db, account_id, flt)
-    days = ctx.service.config.chart_days
-    dates, series = await daily_spend(ctx.db, account_id, days)
+    count, total, tokens = await usage_totals(ctx.db, account_id, flt)
+    dates, series = await daily_usage(ctx.db, account_id, span, flt)
     # the filter offers the catalog's models and any other the chart period saw: cheaper than
     # a DISTINCT over every row the account ever made
     models = sorted({m.id for m in ctx.runtime.catalog} | set(series) |
                     ({flt.model} if flt.model else set()))
-    if flt.model:
-        series = {m: v for m, v in series.items() if m == flt.model}
-    chart, legend = stacked_bars(dates, series, title=f"Daily spend per model, last {days} days")
+    title = METRICS[span.metric] + " per model per day"
+    chart = stacked_bars(dates, series, title=title, metric=span.metric)
     params = flt.as_params()
     older = None
     if len(rows) == size:
-        older = "?" + urllib.parse.urlencode({**params, "before": rows[-1].id})
-    return ctx.render(template, rows=rows, flt=flt, models=models,
-                      count=count, total=total, chart=chart, legend=legend, older=older,
+        keep = {} if span.metric == "cost" else {"metric": span.metric}
+        older = "?" + urllib.parse.urlencode({**params, "before": rows[-1].id, **keep})
+    return ctx.render(template, rows=rows, flt=flt, models=models, tokens=tokens,
+                      count=count, total=total, chart=chart, span=span, older=older,
+                      ranges=range_links(flt, span, today), metrics=metric_links(flt, span),
                       csv_query=urllib.parse.urlencode(params), **values)
 
 
