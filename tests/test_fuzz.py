@@ -309,11 +309,12 @@ FORM_TEXT = st.one_of(st.text(max_size=30), st.sampled_from([
     "9999-12-31", "0001-01-01", "2026-02-30", "20260101", "2026-W01-1", "<script>", "%00",
     "1" * 5000, "$5", " 12.5 ", "100000000000", "https://evil.example/", "//evil.example"]))
 PARAMS = st.dictionaries(st.sampled_from(["start", "end", "model", "before", "entries_before",
-                                          "q", "state", "batch", "topup", "next", "zz"]),
+                                          "q", "state", "batch", "topup", "next", "days",
+                                          "metric", "charges", "request_id", "zz"]),
                          FORM_TEXT,
                          max_size=4)
 PAGES = ["/", "/usage", "/usage.csv", "/keys", "/credits", "/credits.csv", "/playground",
-         "/docs", "/admin", "/admin/catalog", "/admin/accounts", "/admin/codes",
+         "/playground/charge", "/docs", "/admin", "/admin/catalog", "/admin/accounts", "/admin/codes",
          "/admin/accounts/{me}", "/admin/accounts/{me}/ledger.csv", "/login", "/signup",
          "/static/dashboard/{text}", "/admin/accounts/{text}", "/admin/codes.csv"]
 FORMS = {"/keys": ["name", "spend_limit"], "/redeem": ["code"],
