@@ -28,6 +28,7 @@ from minitoolai.config import Settings
 from minitoolai.core_routes import router as core_router
 from minitoolai.dashboard import lifecycle as dashboard_lifecycle
 from minitoolai.dashboard.routes import router as dashboard_router
+from minitoolai.dashboard.web import first_segment, page_for_error
 from minitoolai.db.faults import as_unavailable
 from minitoolai.db.migrate import expected_heads, upgrade
 from minitoolai.errors import APIError, InvalidRequest, NotFound
@@ -43,6 +44,7 @@ from minitoolai.speech.routes import router as speech_router
 
 log = logging.getLogger(__name__)
 
+API_ROUTERS = (core_router, chat_router, images_router, speech_router)
 # start order; stopped in reverse
 CAPABILITIES = (chat_lifecycle, images_lifecycle, speech_lifecycle, dashboard_lifecycle)
 
@@ -121,7 +123,8 @@ def http_error(request: Request, exc: StarletteHTTPException) -> APIError:
     if exc.status_code == 404:
         return NotFound(f"no route for {request.method} {request.url.path}",
                         code="unknown_route")
-    err = APIError(str(exc.detail))
+    # Starlette's 405 carries `Allow` (RFC 9110 requires it): kept, on the page as in JSON
+    err = APIError(str(exc.detail), headers=dict(exc.headers or {}))
     err.status_code = exc.status_code
     err.error_type = "invalid_request_error"
     err.code = "method_not_allowed" if exc.status_code == 405 else None
@@ -183,12 +186,18 @@ def create_app(settings: Settings, *, migrate: bool = True, workers: bool = True
                      hot_routes=chat_hot_routes, redirect_slashes=False,
                      docs_url=None, redoc_url=None, openapi_url=api_docs.OPENAPI_PATH)
     api_docs.install(app)
+    # a path under one of these first segments is an API's: its errors stay JSON; any other
+    # error (an unknown address, a page's 500) is a dashboard HTML page for a browser
+    api_segments = frozenset({first_segment(route.path) for router in API_ROUTERS
+                              for route in router.routes}
+                             | {first_segment(api_docs.OPENAPI_PATH), "metrics"})
 
     @app.exception_handler(APIError)
     async def on_api_error(request: Request, exc: APIError):
         if _is_image_path(request.url.path):
             return seed_image_error_response(exc)
-        return error_response(exc)
+        page = await page_for_error(request, exc, api_segments)
+        return page if page is not None else error_response(exc)
 
     @app.exception_handler(ClientDisconnect)
     async def on_client_gone(request: Request, exc: ClientDisconnect):
@@ -223,7 +232,7 @@ def create_app(settings: Settings, *, migrate: bool = True, workers: bool = True
         # plain-text 500; it still logs the traceback after
         return await on_api_error(request, unexpected_error(request, exc))
 
-    routers = (core_router, chat_router, images_router, speech_router, dashboard_router)
+    routers = (*API_ROUTERS, dashboard_router)
     for router in routers:
         app.include_router(router)
     app.add_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)

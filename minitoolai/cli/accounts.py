@@ -7,7 +7,10 @@ import typer
 from minitoolai.accounts.revocation import announce
 from minitoolai.accounts.store import create_account, find_account, list_accounts, set_account_flags
 from minitoolai.cli.common import (
+    EXIT_USAGE,
     console,
+    err_console,
+    fail,
     json_option,
     make_table,
     money_fields,
@@ -89,3 +92,33 @@ def disable(email: str, enable: bool = typer.Option(False, "--enable", help="re-
 
     account = with_db(action)
     console.print(f"{account.email}: {'enabled' if enable else 'disabled'}")
+
+
+@app.command("reset-link")
+def reset_link(email: str,
+               minutes: int = typer.Option(None, min=5, max=7 * 24 * 60,
+                                           help="how long the link works (default:"
+                                                " dashboard.password_reset_minutes)")):
+    """Print a one-time link that lets the account choose a new password (for servers that
+    send no email, or a customer who cannot receive it). Give it to the account's owner
+    only: whoever opens it first sets the password."""
+    # here, not at the top: argon2 and the dashboard's tables load for this command only
+    from minitoolai.dashboard.resets import create_reset, reset_url
+
+    async def action(settings, db):
+        if not settings.dashboard.enabled:
+            fail("the dashboard is disabled (dashboard.enabled = false): the link would not"
+                 " open", EXIT_USAGE)
+        account = await find_account(db, email)
+        if account.disabled:
+            fail(f"{account.email} is disabled: enable it first (accounts disable --enable)")
+        await db.sync_clock()  # the link expires by the database's clock
+        token = await create_reset(db, account.id,
+                                   minutes or settings.dashboard.password_reset_minutes)
+        return settings, reset_url(settings.base_url, token)
+
+    settings, url = with_db(action)
+    if not settings.public_url:
+        err_console.print("note: public_url is not set; the link uses "
+                          f"{settings.base_url}, where this server listens")
+    console.print(url)

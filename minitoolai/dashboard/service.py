@@ -50,6 +50,12 @@ class DashboardService:
             "login-address", 5 * self.config.login_failures_per_15min, redis)
         self.redeem_throttle = FailureThrottle.for_link(
             "redeem", self.config.redeem_failures_per_15min, redis)
+        # "forgot password" requests, counted per email address and per client address:
+        # each one may send an email, so a script must not make the server spam a mailbox
+        hourly = self.config.reset_requests_per_hour
+        self.reset_throttle = FailureThrottle.for_link("reset", hourly, redis, 3600.0)
+        self.reset_address_throttle = FailureThrottle.for_link("reset-address", 5 * hourly,
+                                                               redis, 3600.0)
         self.templates = Environment(loader=FileSystemLoader(TEMPLATES_DIR),
                                      autoescape=select_autoescape(("html", "xml")),
                                      trim_blocks=True, lstrip_blocks=True)
@@ -57,6 +63,7 @@ class DashboardService:
         self.templates.filters["usd_exact"] = usd_exact
         self.templates.filters["when"] = when
         self.templates.globals["version"] = __version__
+        self.templates.globals["min_password"] = self.config.min_password_length
         self.static_names = {p.name for p in STATIC_DIR.iterdir() if p.is_file()}
 
     @property

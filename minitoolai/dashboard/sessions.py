@@ -22,7 +22,8 @@ SESSION_COOKIE = "mtai_session"
 ANON_CSRF_COOKIE = "mtai_csrf"
 
 
-def _digest(token: str) -> str:
+def digest(token: str) -> str:
+    """What a session row is keyed by: the cookie value's SHA-256."""
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
@@ -53,7 +54,7 @@ async def create_session(db: Database, account_id: int, days: float) -> tuple[st
             dashboard_sessions.c.account_id == account_id,
             dashboard_sessions.c.expires_at < now))
         await conn.execute(insert(dashboard_sessions).values(
-            id_hash=_digest(token), account_id=account_id, csrf_token=csrf, created_at=now,
+            id_hash=digest(token), account_id=account_id, csrf_token=csrf, created_at=now,
             expires_at=now + timedelta(days=days)))
     return token, csrf
 
@@ -67,7 +68,7 @@ async def load_session(db: Database, token: str | None) -> Session | None:
         row = (await conn.execute(
             select(dashboard_sessions.c.csrf_token, dashboard_sessions.c.expires_at, accounts)
             .join(accounts, accounts.c.id == dashboard_sessions.c.account_id)
-            .where(dashboard_sessions.c.id_hash == _digest(token))
+            .where(dashboard_sessions.c.id_hash == digest(token))
         )).first()
     if row is None or as_utc(row.expires_at) <= utcnow() or row.disabled:
         return None
@@ -81,7 +82,7 @@ async def end_session(db: Database, token: str | None) -> None:
         return
     async with db.write() as conn:
         await conn.execute(delete(dashboard_sessions)
-                           .where(dashboard_sessions.c.id_hash == _digest(token)))
+                           .where(dashboard_sessions.c.id_hash == digest(token)))
 
 
 async def purge_expired(db: Database) -> int:
@@ -93,7 +94,7 @@ async def purge_expired(db: Database) -> int:
 
 
 async def end_all_sessions(db: Database, account_id: int) -> None:
-    """Log an account out everywhere (when an operator disables it)."""
+    """Log an account out everywhere (when an operator disables it, or its owner asks)."""
     async with db.write() as conn:
         await conn.execute(delete(dashboard_sessions)
                            .where(dashboard_sessions.c.account_id == account_id))

@@ -67,6 +67,9 @@ class DashboardSettings(BaseModel):
     # 15 min; 5x that per client address over all accounts in 15 min
     login_failures_per_15min: int = Field(10, ge=1)
     redeem_failures_per_15min: int = Field(10, ge=1)  # per account: no guessing codes
+    password_reset_minutes: int = Field(60, ge=5, le=7 * 24 * 60)  # a reset link works this long
+    # "forgot password" requests per email address, and 5x that per client address, an hour
+    reset_requests_per_hour: int = Field(3, ge=1)
     usage_page_size: int = Field(100, ge=10, le=1000)
     chart_days: int = Field(30, ge=1, le=366)
     playground_models: list[str] = Field(default_factory=list)  # empty: every available one

@@ -25,7 +25,7 @@ from minitoolai.dashboard.tables import stripe_checkouts
 from minitoolai.db.engine import Database
 from minitoolai.errors import InvalidRequest, PermissionDenied, UpstreamError
 from minitoolai.ledger.credits import add_credit_in
-from minitoolai.money import NANO_PER_USD, format_usd, parse_usd
+from minitoolai.money import NANO_PER_USD, display_usd, format_usd, parse_usd
 
 log = logging.getLogger(__name__)
 NANO_PER_CENT = NANO_PER_USD // 100
@@ -46,8 +46,8 @@ def amount_in_range(settings: StripeSettings, text: str) -> int:
         raise InvalidRequest(f"not an amount: {text!r}", param="amount") from None
     low, high = parse_usd(settings.min_amount), parse_usd(settings.max_amount)
     if amount % NANO_PER_CENT or not low <= amount <= high:
-        raise InvalidRequest(f"choose an amount between ${format_usd(low)} and"
-                             f" ${format_usd(high)}, in whole cents", param="amount")
+        raise InvalidRequest(f"choose an amount between {display_usd(low)} and"
+                             f" {display_usd(high)}, in whole cents", param="amount")
     return amount
 
 

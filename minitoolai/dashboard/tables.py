@@ -66,3 +66,18 @@ playground_keys = Table(
 # The usage page filtered by model reads newest-first within one account and one model; the
 # core's (account_id, created_at) index leaves that to a scan of all the account's rows.
 Index("ix_usage_account_model_id", usage.c.account_id, usage.c.model, usage.c.id)
+
+# One-time password-reset links: only the SHA-256 of the link's token is stored; a row works
+# once (used_at is set by a conditional UPDATE), until expires_at on the database's clock,
+# and is deleted when the account's password changes. Created by the migration on the
+# `dashboard_auth` branch (dashboard_auth_0001_password_resets.py).
+password_resets = Table(
+    "password_resets",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("used_at", DateTime(timezone=True), nullable=True),
+    Index("ix_password_resets_account_id", "account_id"),
+)

@@ -30,6 +30,8 @@ from minitoolai.dashboard.sessions import (
 from minitoolai.errors import APIError, NotFound
 from minitoolai.http import read_body, runtime_of
 from minitoolai.inputs import check_text
+from minitoolai.observability import exchange
+from minitoolai.observability.exchange import note_error
 
 log = logging.getLogger(__name__)
 FLASH_COOKIE = "mtai_flash"
@@ -202,4 +204,45 @@ def page(handler: Handler, *, login: bool = True, admin: bool = False,
 
 
 def error_page(ctx: Ctx, status: int, message: str) -> Response:
-    return ctx.render("error.html", status_code=status, status=status, message=message)
+    return ctx.render("error.html", status_code=status, status=status, message=message,
+                      request_id=exchange.request_id())
+
+
+def first_segment(path: str) -> str:
+    return path.lstrip("/").split("/", 1)[0]
+
+
+async def page_for_error(request: Request, exc: APIError,
+                         api_segments: frozenset[str]) -> Response | None:
+    """The HTML error page for an error the app answers outside a page handler (no route,
+    wrong method, an unexpected exception), when the request is for the dashboard: the
+    dashboard is on, the path is not under an API's first segment (`/api`, `/v1`,
+    `/health`, ...), and the client did not ask for JSON. None: answer the JSON envelope."""
+    runtime = getattr(request.app.state, "runtime", None)
+    service = getattr(runtime, "dashboard", None)
+    if service is None or first_segment(request.url.path) in api_segments \
+            or request.headers.get("accept", "").startswith("application/json"):
+        return None
+    try:
+        session = await load_session(runtime.db, request.cookies.get(SESSION_COOKIE))
+    except Exception:  # noqa: BLE001 - the database may be why this page is shown
+        session = None
+    ctx = Ctx(request, runtime, service, session)
+    message = exc.message
+    if exc.code == "unknown_route":
+        message = "There is no page at this address. Check the link, or start again from" \
+                  " the overview."
+    elif exc.code == "method_not_allowed":
+        message = f"This address does not take {request.method} requests."
+    elif exc.status_code >= 500 and exc.status_code != 503:
+        message = "Something went wrong on our side. It has been logged; if it happens" \
+                  " again, give the operator the request id below."
+    try:
+        response = error_page(ctx, exc.status_code, message)
+    except Exception:  # a broken template must not hide the first error
+        log.exception("the dashboard's error page failed")
+        return None
+    for name, value in (exc.headers or {}).items():
+        response.headers.setdefault(name, value)
+    note_error(exc.error_type)
+    return response

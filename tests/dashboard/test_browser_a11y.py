@@ -16,7 +16,7 @@ from tests.dashboard.conftest import arun, log_in_page, make_user
 from tests.dashboard.test_browser_layout import ADMIN_PAGES, CUSTOMER_PAGES, _seed
 
 AXE = Path(__file__).parent / "node" / "node_modules" / "axe-core" / "axe.min.js"
-PUBLIC_PAGES = ["/", "/login", "/signup", "/docs"]
+PUBLIC_PAGES = ["/", "/login", "/signup", "/docs", "/forgot"]
 # WCAG 2.0/2.1 A and AA, and axe's best practices that are about structure (regions, headings)
 TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"]
 
@@ -64,6 +64,12 @@ def test_no_serious_violation_on_any_page(live, new_page, database_url, axe_sour
     assert missing.status == 404
     if missing.headers["content-type"].startswith("text/html"):  # an HTML error page
         check(page, "logged out 404")
+    page.goto(live.url + "/login")  # a field's own error (aria-invalid, aria-describedby)
+    page.fill("input[name=email]", customer_email)
+    page.fill("input[name=password]", "not the password")
+    page.click("button:has-text('Log in')")
+    page.locator("#field-password-error").wait_for()
+    check(page, "logged out /login with an error")
 
     page = watch(new_page(width, height))
     log_in_page(page, live.url, customer_email)

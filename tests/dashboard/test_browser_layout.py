@@ -15,7 +15,7 @@ from minitoolai.db.tables import usage
 from minitoolai.ledger.credits import add_credit
 from tests.dashboard.conftest import arun, log_in_page, make_user
 
-CUSTOMER_PAGES = ["/", "/keys", "/usage", "/credits", "/playground", "/docs"]
+CUSTOMER_PAGES = ["/", "/keys", "/usage", "/credits", "/playground", "/docs", "/account"]
 ADMIN_PAGES = ["/admin", "/admin/accounts", "/admin/codes", "/admin/catalog"]
 
 

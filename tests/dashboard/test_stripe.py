@@ -120,8 +120,10 @@ async def test_checkout_amount_limits(live, database_url, fake_stripe):
         response = http.post(live.url + "/topup/checkout",
                              data={"csrf_token": token, "amount": amount}, allow_redirects=False)
         assert response.status_code == 400, amount
-        assert "choose an amount between $1.00 and $1000.00" in response.text or \
-            "not an amount" in response.text
+        # the overview again, the error beside the amount field
+        assert "Choose an amount between $1.00 and $1,000.00" in response.text or \
+            "Not an amount" in response.text
+        assert 'aria-describedby="field-amount-error"' in response.text
     assert len(fake_stripe.requests) == before  # nothing was sent to Stripe
 
 

@@ -128,3 +128,37 @@ async def test_ledger_who_and_paid_are_filled_for_old_entries(empty_database):
     assert [(r[0], r[1], bool(r[2])) for r in rows] == [
         ("stripe:abc", "stripe", True), ("signup:1", "sign-up", False),
         ("code:9", "old@example.com", False), (None, None, False)]
+
+
+async def test_password_resets_branch_up_down_up(empty_database):
+    """dashboard_auth_0001 (its own branch) creates password_resets, goes down alone without
+    touching the other branches' tables, and comes back; a link made after works."""
+    from minitoolai.dashboard.resets import create_reset, find_reset
+
+    cfg = alembic_config(empty_database)
+    upgrade(empty_database)
+
+    async def tables() -> set[str]:
+        db = Database(empty_database, pool_size=1)
+        try:
+            async with db.read() as conn:
+                return set(await conn.run_sync(lambda sync: sa.inspect(sync).get_table_names()))
+        finally:
+            await db.dispose()
+
+    assert "password_resets" in await tables()
+    command.downgrade(cfg, "dashboard_auth@-1")
+    left = await tables()
+    assert "password_resets" not in left and "dashboard_sessions" in left
+    command.upgrade(cfg, "heads")
+    db = Database(empty_database, pool_size=1)
+    try:
+        account = await create_account(db, "r@example.com")
+        token = await create_reset(db, account.id, 60)
+        assert (await find_reset(db, token)).id == account.id
+        async with db.read() as conn:
+            stored = (await conn.exec_driver_sql("SELECT token_hash FROM password_resets")
+                      ).scalar_one()
+        assert stored != token and len(stored) == 64
+    finally:
+        await db.dispose()

@@ -7,7 +7,12 @@ import math
 from starlette.responses import Response
 
 from minitoolai.accounts.store import create_account
-from minitoolai.dashboard.passwords import check_login, set_password
+from minitoolai.dashboard.passwords import (
+    MAX_PASSWORD,
+    check_login,
+    new_password_problem,
+    set_password,
+)
 from minitoolai.dashboard.sessions import (
     ANON_CSRF_COOKIE,
     SESSION_COOKIE,
@@ -19,7 +24,7 @@ from minitoolai.errors import InvalidRequest
 from minitoolai.ledger.credits import add_credit
 from minitoolai.money import parse_usd
 
-MAX_PASSWORD = 1024  # argon2 takes any length; this only bounds the work per attempt
+__all__ = ["MAX_PASSWORD", "ROUTES"]
 
 WINDOW_SECONDS = 900  # the failure throttles' window (FailureThrottle default)
 
@@ -48,7 +53,7 @@ async def _logged_in(ctx: Ctx, account_id: int, target: str) -> Response:
 async def login_form(ctx: Ctx) -> Response:
     if ctx.session is not None:
         return ctx.redirect("/")
-    return ctx.render("login.html", next=_safe_next(ctx.query("next")), email="")
+    return ctx.render("login.html", next=_safe_next(ctx.query("next")), email="", errors={})
 
 
 async def login(ctx: Ctx) -> Response:
@@ -67,7 +72,7 @@ async def login(ctx: Ctx) -> Response:
         seconds = math.ceil(wait) if wait > 0 else WINDOW_SECONDS
         minutes = max(1, round(seconds / 60))
         response = ctx.render("login.html", status_code=429, next=target, email=email,
-                              error=f"Too many failed attempts. Wait {minutes} minute"
+                              errors={}, error=f"Too many failed attempts. Wait {minutes} minute"
                                     f"{'s' if minutes > 1 else ''} and try again.")
         response.headers["Retry-After"] = str(seconds)
         return response
@@ -77,11 +82,12 @@ async def login(ctx: Ctx) -> Response:
         if by_pair is not None:
             await by_pair.fail(pair)
         await by_address.fail(address)
+        # one message for both fields: which one was wrong is not for a guesser to learn
         return ctx.render("login.html", status_code=401, next=target, email=email,
-                          error="Wrong email or password.")
+                          errors={"password": "Wrong email or password."})
     if account.disabled:
         return ctx.render("login.html", status_code=403, next=target, email=email,
-                          error="This account is disabled. Contact the operator.")
+                          errors={}, error="This account is disabled. Contact the operator.")
     backoff.reset(pair)
     if by_pair is not None:
         await by_pair.reset(pair)
@@ -94,7 +100,7 @@ async def signup_form(ctx: Ctx) -> Response:
     if not ctx.service.config.signup:
         return ctx.render("error.html", status_code=403, status=403,
                           message="Sign-up is closed. Ask the operator for an account.")
-    return ctx.render("signup.html", email="", name="")
+    return ctx.render("signup.html", email="", name="", errors={})
 
 
 async def signup(ctx: Ctx) -> Response:
@@ -105,22 +111,20 @@ async def signup(ctx: Ctx) -> Response:
     email = ctx.form.get("email", "").strip()[:320]
     name = ctx.form.get("name", "").strip()[:200]
     password = ctx.form.get("password", "")
-    error = None
-    if len(password) < config.min_password_length:
-        error = f"Choose a password of at least {config.min_password_length} characters."
-    elif len(password) > MAX_PASSWORD:
-        error = f"Choose a password of at most {MAX_PASSWORD} characters."
-    elif password != ctx.form.get("password2", ""):
-        error = "The two passwords differ."
-    if error is None:
+    problem = new_password_problem(password, ctx.form.get("password2", ""),
+                                   config.min_password_length)
+    if problem is None:
         try:
             account = await create_account(ctx.db, email, name)
         except InvalidRequest as exc:
             # same words whether the email is malformed or taken would hide nothing here:
             # the sign-up form has to say why it failed
-            error = exc.message
-    if error is not None:
-        return ctx.render("signup.html", status_code=400, email=email, name=name, error=error)
+            message = exc.message[:1].upper() + exc.message[1:] + "."
+            problem = ("email", message)
+    if problem is not None:
+        field, message = problem
+        return ctx.render("signup.html", status_code=400, email=email, name=name,
+                          errors={field: message})
     await set_password(ctx.db, account.id, password)
     credit = parse_usd(config.signup_credit)
     if credit:

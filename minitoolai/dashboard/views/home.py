@@ -23,7 +23,8 @@ from minitoolai.money import format_usd, parse_usd
 log = logging.getLogger(__name__)
 
 
-async def overview(ctx: Ctx) -> Response:
+async def overview(ctx: Ctx, status_code: int = 200, errors: dict | None = None,
+                   amount: str = "") -> Response:
     if ctx.session is None:
         return ctx.render("landing.html")
     account = await get_account(ctx.db, ctx.account.id)  # fresh numbers, not the session's
@@ -38,7 +39,8 @@ async def overview(ctx: Ctx) -> Response:
     amounts = [(a, parse_usd(a)) for a in ctx.service.config.stripe.amounts]
     return ctx.render("overview.html", account=account, chart=chart,
                       recent=recent, notice=notice, amounts=amounts,
-                      stripe=ctx.service.config.stripe)
+                      stripe=ctx.service.config.stripe, status_code=status_code,
+                      errors=errors or {}, amount=amount)
 
 
 async def redeem(ctx: Ctx) -> Response:
@@ -61,7 +63,12 @@ async def checkout(ctx: Ctx) -> Response:
     settings = ctx.service.config.stripe
     if not settings.enabled:
         raise NotFound("card top-ups are not configured on this server")
-    amount = stripe.amount_in_range(settings, ctx.form.get("amount", ""))
+    text = ctx.form.get("amount", "")
+    try:
+        amount = stripe.amount_in_range(settings, text)
+    except InvalidRequest as exc:  # the overview again, the error beside the amount field
+        return await overview(ctx, 400, {"amount": exc.message[:1].upper() + exc.message[1:]
+                                         + "."}, amount=text[:40])
     session = await stripe.open_checkout(ctx.db, settings, ctx.account.id, ctx.account.email,
                                          amount, ctx.base_url)
     return ctx.redirect(session.url)
