@@ -316,14 +316,22 @@ PARAMS = st.dictionaries(st.sampled_from(["start", "end", "model", "before", "en
 PAGES = ["/", "/usage", "/usage.csv", "/keys", "/credits", "/credits.csv", "/playground",
          "/playground/charge", "/docs", "/admin", "/admin/catalog", "/admin/accounts", "/admin/codes",
          "/admin/accounts/{me}", "/admin/accounts/{me}/ledger.csv", "/login", "/signup",
+         "/account", "/forgot", "/reset/{text}",
          "/static/dashboard/{text}", "/admin/accounts/{text}", "/admin/codes.csv"]
 FORMS = {"/keys": ["name", "spend_limit"], "/redeem": ["code"],
          "/topup/checkout": ["amount"], "/admin/codes": ["amount", "count", "batch"],
          "/admin/accounts/{me}/credit": ["amount", "reason"],
          "/admin/accounts/{other}/disabled": ["disabled"],
          "/keys/{key}": ["name", "spend_limit"], "/keys/{text}/revoke": [],
+         # the current password is checked (a slow hash) before anything else
+         "/account/password": ["current", "password", "password2"],
          # last: a valid password here, or a logout, ends the session the fuzzer uses
-         "/admin/accounts/{me}/password": ["password"], "/logout": []}
+         "/admin/accounts/{me}/password": ["password"], "/account/logout-everywhere": [],
+         "/logout": []}
+# the forms anyone can post (no session; the anonymous CSRF cookie)
+ANONYMOUS_FORMS = {"/signup": ["email", "name", "password", "password2"],
+                   "/login": ["email", "password", "next"], "/forgot": ["email"],
+                   "/reset/{text}": ["password", "password2"]}
 PLAYGROUND = {"/playground/chat": CHAT, "/playground/image": IMAGE,
               "/playground/speech": SPEECH}
 
@@ -546,14 +554,14 @@ def dashboard_phase(app, tally: Tally, admin_id: int, admin_email: str, other_id
 
         anonymous_token = csrf_of(anonymous.get("/signup").text)
 
-        def fuzz_anonymous(path: str, names: list[str]) -> None:
+        def fuzz_anonymous(template: str, names: list[str]) -> None:
             @seed(SEED)
             @fuzz_settings(100)
-            @given(form=form_of(names))
-            def anonymous_form(form):
-                if not tally.spent(f"POST {path}"):
-                    record(f"POST {path}", anonymous.post(
-                        path, data={**form, "csrf_token": anonymous_token},
+            @given(form=form_of(names), text=FORM_TEXT)
+            def anonymous_form(form, text):
+                if not tally.spent(f"POST {template}"):
+                    record(f"POST {template}", anonymous.post(
+                        fill(template, text), data={**form, "csrf_token": anonymous_token},
                         allow_redirects=False), form)
 
             anonymous_form()
@@ -570,9 +578,8 @@ def dashboard_phase(app, tally: Tally, admin_id: int, admin_email: str, other_id
 
             post()
 
-        for path, names in (("/signup", ["email", "name", "password", "password2"]),
-                            ("/login", ["email", "password", "next"])):
-            fuzz_anonymous(path, names)
+        for template, names in ANONYMOUS_FORMS.items():
+            fuzz_anonymous(template, names)
         for template, names in FORMS.items():
             fuzz_form(template, names)
     tally.phase("dashboard", before, started, cpu)
