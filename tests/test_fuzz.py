@@ -25,7 +25,7 @@ and, for a chat model, exactly the catalog's price of those tokens); no hold is 
 
 Cost: the chat upstream is tests/fakes/openai_upstream.py (a few words per answer), images
 use the instant backend, the built-in model is off. Scale: MTAI_FUZZ_SCALE multiplies every
-example count (1 in CI: about 24,000 requests per database, about 110-120 s of CPU);
+example count (1 in CI: about 25,000 requests per database, about 110-120 s of CPU);
 MTAI_FUZZ_BUDGET_S bounds each database's run (default 360 s; each phase has its share and
 stops sending when it is spent), and MTAI_FUZZ_FLOOR is the request count a run must reach
 (default 20,000 times the scale), so that a suite that silently generates less fails.
