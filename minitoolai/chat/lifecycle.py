@@ -95,5 +95,6 @@ async def stop(runtime) -> None:
     if service is None:
         return
     await runtime.holds.drain()
+    await runtime.holds.undoer.stop()  # releases not made yet are left to the sweeper
     for provider in service.providers.values():
         await provider.aclose()

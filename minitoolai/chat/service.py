@@ -39,6 +39,7 @@ from minitoolai.chat.providers.base import ChatProvider, ChatRequest, ChatStream
 from minitoolai.chat.validation import validate_chat
 from minitoolai.errors import (
     APIError,
+    InsufficientCredit,
     ServiceUnavailable,
     UpstreamError,
     UpstreamTimeout,
@@ -113,12 +114,24 @@ class ChatService:
         `prompt_exact`: the prompt's tokens when an in-process model counted them."""
         amount = hold_amount(request, prompt_bound)
         started = time.monotonic()
-        await reserve(self.runtime.db, request_id=request.request_id,
-                      account_id=principal.account_id, key_id=principal.key_id, amount=amount,
-                      kind="chat", ttl_seconds=self._settings.hold_ttl_seconds)
-        self.runtime.holds.track(request.request_id)
         meter = _Meter(endpoint, request, principal.account_id, prompt_bound, prompt_exact,
                        started, amount, image_tokens)
+        try:
+            await reserve(self.runtime.db, request_id=request.request_id,
+                          account_id=principal.account_id, key_id=principal.key_id,
+                          amount=amount, kind="chat",
+                          ttl_seconds=self._settings.hold_ttl_seconds)
+        except InsufficientCredit:
+            raise  # refused: nothing was written
+        except BaseException:
+            # the database went away under the hold's COMMIT, which may have landed with
+            # its answer lost (db/pg_ledger.py), or the client left meanwhile (the hold
+            # commits regardless): released (by its id, the request's), at once or in the
+            # background while the database is away (ledger/undo.py)
+            self.runtime.holds.settle(request.request_id, 0, meter.record(None, "error"),
+                                      account_id=principal.account_id)
+            raise
+        self.runtime.holds.track(request.request_id)
         try:
             if request.stream:
                 stream = await self._first_route(routes, open_stream)

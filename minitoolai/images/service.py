@@ -16,13 +16,13 @@ from minitoolai.images.backends import model_ready
 from minitoolai.images.request import ImageRequest, parse_image_request
 from minitoolai.images.signatures import sign_job, signature_ok
 from minitoolai.ledger.holds import UsageRecord, release, reserve
+from minitoolai.ledger.undo import Undoer
 from minitoolai.observability import exchange
 
 log = logging.getLogger(__name__)
 
 SEED_ENDPOINT = "/api/texttoimage"
 QUEUE_COUNT_SECONDS = 0.5
-UNDO_RETRY_FIRST, UNDO_RETRY_MAX = 0.5, 10.0  # seconds between tries to undo a failed submit
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +42,7 @@ class ImagesService:
         self._changed = asyncio.Event()  # set when jobs finish: wakes waiters
         self._queued_count = 0
         self._queued_at = float("-inf")
-        self._undoing: set[asyncio.Task] = set()  # failed submits still being undone
+        self.undoer = Undoer()  # failed submits still being undone
 
     # ---- availability ----
     def is_available(self, model) -> bool:
@@ -121,17 +121,10 @@ class ImagesService:
         client was told they failed). So: cancel any job that exists (which releases its
         hold), release the rest, and while the database is away keep trying in the
         background, until the holds would expire anyway."""
-        if not rows:
-            return
-        try:
-            await self._cancel_and_release(rows, endpoint)
-        except Exception as exc:  # the database is away: try again shortly
-            log.warning("undoing a failed image submit (%s) failed (%s: %s); retrying in the"
-                        " background", rows[0]["request_id"], type(exc).__name__, exc)
-            task = asyncio.create_task(self._retry_undo(rows, endpoint),
-                                       name=f"undo-submit-{rows[0]['request_id']}")
-            self._undoing.add(task)
-            task.add_done_callback(self._undoing.discard)
+        if rows:
+            await self.undoer.undo(f"the failed image submit {rows[0]['request_id']}",
+                                   lambda: self._cancel_and_release(rows, endpoint),
+                                   give_up_after=self.settings.hold_ttl_seconds)
 
     async def _cancel_and_release(self, rows: list[dict], endpoint: str) -> None:
         await queue.cancel_unfinished(self.db, [row["id"] for row in rows],
@@ -141,23 +134,9 @@ class ImagesService:
                 endpoint=endpoint, model=row["model"], status="error"),
                 account_id=row["account_id"])
 
-    async def _retry_undo(self, rows: list[dict], endpoint: str) -> None:
-        deadline = time.monotonic() + self.settings.hold_ttl_seconds
-        delay = UNDO_RETRY_FIRST
-        while time.monotonic() < deadline:
-            await asyncio.sleep(delay)
-            try:
-                await self._cancel_and_release(rows, endpoint)
-                log.warning("undid the failed image submit %s", rows[0]["request_id"])
-                return
-            except Exception:  # still away; past the deadline the sweeper releases them
-                delay = min(delay * 2, UNDO_RETRY_MAX)
-
     async def stop_undoing(self) -> None:
         """At shutdown: the holds of submits not undone yet are left to the sweeper."""
-        for task in list(self._undoing):
-            task.cancel()
-        await asyncio.gather(*self._undoing, return_exceptions=True)
+        await self.undoer.stop()
 
     async def _queued(self) -> int:
         """Jobs waiting, counted at most every QUEUE_COUNT_SECONDS (max_queued is a soft

@@ -15,6 +15,7 @@ import time
 from datetime import timedelta
 
 from minitoolai.clock import utcnow
+from minitoolai.db.faults import as_unavailable
 from minitoolai.errors import DatabaseUnavailable, UpstreamError, UpstreamTimeout
 from minitoolai.images import queue
 from minitoolai.images.storage import new_image_key
@@ -23,6 +24,9 @@ log = logging.getLogger(__name__)
 
 # failures worth another attempt; anything else fails the job at once
 RETRYABLE = (UpstreamError, UpstreamTimeout, ConnectionError, TimeoutError)
+# while the database is away, the poll interval doubles up to this (seconds): polling at
+# the usual interval would only fill the log (and the database's first seconds back)
+AWAY_POLL_MAX = 2.0
 
 
 class Worker:
@@ -41,6 +45,7 @@ class Worker:
         self.groups = list(groups.values())
         self._next_recover = 0.0
         self._stopping = False
+        self._away_poll = 0.0  # seconds between polls while the database is away; 0: it is not
 
     def stop(self) -> None:
         """Take no new job; `run` returns once the batch in hand (if any) is done."""
@@ -57,21 +62,43 @@ class Worker:
                 worked = await self.run_once()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # a database hiccup must not kill the worker loop
-                log.exception("%s: claiming or completing jobs failed", self.name)
+            except Exception as exc:  # a database hiccup must not kill the worker loop
+                if as_unavailable(exc, raw_io=True) is None:
+                    log.exception("%s: claiming or completing jobs failed", self.name)
+                else:
+                    self._database_away(exc)
                 worked = 0
+            else:
+                self._database_back()
             if worked:
                 continue
             if burst or self._stopping:
                 return
-            await self._idle()
+            await self._idle(self._away_poll or self.settings.poll_interval_seconds)
 
-    async def _idle(self) -> None:
+    def _database_away(self, exc: Exception) -> None:
+        """One warning per outage, and polls further and further apart (like Redis's
+        breaker, redis_link.py): not an error line per poll."""
+        if not self._away_poll:
+            log.warning("%s: the database is unavailable (%s: %s); polling every %g s at"
+                        " most until it is back", self.name, type(exc).__name__, exc,
+                        AWAY_POLL_MAX)
+        self._away_poll = min(max(self._away_poll * 2, self.settings.poll_interval_seconds),
+                              max(AWAY_POLL_MAX, self.settings.poll_interval_seconds))
+
+    def _database_back(self) -> None:
+        if self._away_poll:
+            self._away_poll = 0.0
+            log.info("%s: the database is reachable again; polling every %g s", self.name,
+                     self.settings.poll_interval_seconds)
+
+    async def _idle(self, seconds: float) -> None:
         if self.wake is None:
-            await asyncio.sleep(self.settings.poll_interval_seconds)
+            await asyncio.sleep(seconds)
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.wake.wait(), self.settings.poll_interval_seconds)
+            # a submit wakes it at once (and, after an outage, shows the database is back)
+            await asyncio.wait_for(self.wake.wait(), seconds)
         self.wake.clear()
 
     async def _maybe_recover(self) -> None:

@@ -33,6 +33,7 @@ from minitoolai.db.tx import Tx
 from minitoolai.ledger.holds import UsageRecord, settle
 from minitoolai.ledger.journal import PendingSettlement, SettlementJournal
 from minitoolai.ledger.late import post_late_charge
+from minitoolai.ledger.undo import Undoer
 from minitoolai.observability import metrics
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class HoldKeeper:
         self.journal = journal
         self.pending: dict[str, PendingSettlement] = {}  # journaled, not yet in the database
         self._retry_now = asyncio.Event()
+        self.undoer = Undoer()  # releases the database refused, retried while it is away
 
     def track(self, request_id: str) -> None:
         self._live[request_id] = time.monotonic()
@@ -75,14 +77,22 @@ class HoldKeeper:
     async def settle_or_journal(self, request_id: str, cost: int, record: UsageRecord, *,
                                 account_id: int | None) -> int | None:
         """Settle; if the database fails, journal the settlement (fsync'd) and return None:
-        the background retry makes it. Raises only if the journal cannot be written."""
+        the background retry makes it. A release (`cost` 0) is retried in the background
+        without a journal. Raises only if the journal cannot be written."""
         entry = PendingSettlement(request_id, account_id, cost, record)
         try:
             return await settle(self._db, entry.request_id, entry.cost, entry.record,
                                 account_id=entry.account_id)
         except Exception as exc:  # whatever the database raised
-            if self.journal is None or entry.cost <= 0:
-                # a release (nothing to charge): the sweeper frees the hold in time
+            if entry.cost <= 0:
+                # a release (nothing to charge) is not journaled, but retried in the
+                # background: left to the sweeper, the held credit would refuse the
+                # customer's next requests until the hold expired (ledger/undo.py)
+                self.undoer.later(f"the release of {request_id}", functools.partial(
+                    settle, self._db, request_id, 0, record, account_id=account_id),
+                    give_up_after=self._ttl, error=exc)
+                return None
+            if self.journal is None:
                 raise
             log.error("settling %s failed (%s: %s); journaled, and retried until the"
                       " database takes it", entry.request_id, exc.__class__.__name__, exc)

@@ -14,8 +14,8 @@ import logging
 import time
 
 from minitoolai.catalog import Model
-from minitoolai.errors import APIError, InvalidRequest, ServiceUnavailable
-from minitoolai.ledger.holds import UsageRecord, release, reserve
+from minitoolai.errors import APIError, InsufficientCredit, InvalidRequest, ServiceUnavailable
+from minitoolai.ledger.holds import UsageRecord, reserve
 from minitoolai.money import format_usd
 from minitoolai.observability import exchange
 from minitoolai.observability.metrics import UpstreamTimer
@@ -179,15 +179,27 @@ class SpeechService:
         request_id = exchange.request_id()  # the response's x-request-id (the middleware's)
         exchange.note_model(req.model.id)
         started = time.monotonic()
-        await reserve(db, request_id=request_id, account_id=principal.account_id,
-                      key_id=principal.key_id, amount=cost, kind="speech",
-                      ttl_seconds=self.settings.hold_ttl_seconds)
-        self.runtime.holds.track(request_id)  # renewed while the audio flows, however long
 
         def record(status: str) -> UsageRecord:
             return UsageRecord(endpoint=endpoint, model=req.model.id, characters=characters,
                                status=status,
                                latency_ms=int((time.monotonic() - started) * 1000))
+
+        def give_back() -> asyncio.Task:
+            # a release the database refuses is retried in the background (ledger/undo.py)
+            return self.runtime.holds.settle(request_id, 0, record("error"),
+                                             account_id=principal.account_id)
+
+        try:
+            await reserve(db, request_id=request_id, account_id=principal.account_id,
+                          key_id=principal.key_id, amount=cost, kind="speech",
+                          ttl_seconds=self.settings.hold_ttl_seconds)
+        except InsufficientCredit:
+            raise  # refused: nothing was written
+        except BaseException:
+            give_back()  # the hold's COMMIT may have landed unseen (see ChatService.serve)
+            raise
+        self.runtime.holds.track(request_id)  # renewed while the audio flows, however long
 
         stream = None
         try:
@@ -199,8 +211,7 @@ class SpeechService:
         except BaseException as exc:
             if stream is not None:
                 await stream.aclose()
-            await self._settle_later(release(db, request_id, record("error"),
-                                             account_id=principal.account_id), request_id)
+            await asyncio.shield(give_back())
             if isinstance(exc, EngineError):
                 raise EngineFailed(f"the speech engine failed: {exc}") from None
             raise

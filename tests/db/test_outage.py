@@ -263,3 +263,156 @@ def test_an_image_submit_cut_midway_leaves_no_hold_and_no_job(pg_name, fault_set
         assert conn.execute("SELECT state FROM image_jobs").fetchall() == \
             ([("error",)] if cut_during == "job-commit" else [])
     run(assert_ledger_ok(direct))
+
+
+# ---- chat: a hold left behind by a request that answered an error ---------------------------
+
+CREDIT = 10**12
+
+
+def _pause(direct: str, table: str, when: str) -> None:
+    """A trigger that sleeps 2 s in the server's INSERT into `table`, or at its COMMIT, so
+    that the test can cut the network at exactly that moment."""
+    with psycopg.connect(direct, autocommit=True) as conn:
+        conn.execute("CREATE FUNCTION pause() RETURNS trigger LANGUAGE plpgsql AS"
+                     " $$ BEGIN PERFORM pg_sleep(2); RETURN NEW; END $$")
+        conn.execute(f"CREATE TRIGGER pause BEFORE INSERT ON {table} FOR EACH ROW"
+                     " EXECUTE FUNCTION pause()" if when == "insert" else
+                     f"CREATE CONSTRAINT TRIGGER pause AFTER INSERT ON {table} DEFERRABLE"
+                     " INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION pause()")
+
+
+def _credit(direct: str, account_id: int) -> str:
+    return ("SELECT (SELECT count(*) FROM holds), held, balance, (SELECT count(*) FROM"
+            f" ledger_entries WHERE kind = 'charge') FROM accounts WHERE id = {account_id}")
+
+
+SPEECH = "/v1/audio/speech"
+
+
+def _chat_request(route: str, text: str) -> dict:
+    if route == SPEECH:
+        return {"model": "tts-1", "input": text, "voice": "alloy"}
+    if route == "/v1/responses":
+        return {"model": "gpt-4o-mini", "input": text, "max_output_tokens": 64}
+    return {"model": "gpt-4o-mini", "max_tokens": 64,
+            "messages": [{"role": "user", "content": text}]}
+
+
+@pytest.mark.parametrize("route", [CHAT, "/v1/chat/completions", "/v1/responses", SPEECH])
+def test_a_chat_hold_whose_commit_answer_was_lost_is_released(pg_name, fault_settings, route):
+    """(Chat, the Responses API and speech hold alike.) The hold's COMMIT landed but its answer was lost with the database: the request
+    answered 503, and nothing gave the hold back, so the customer's credit stayed held
+    until the sweeper (hold_ttl_seconds, 15 minutes), refusing their next requests with
+    402. The hold's id is the request's, known before the COMMIT: the failed request
+    releases it, in the background until the database is back."""
+    direct = pg_url(pg_name)
+    customer = run(make_customer(direct, CREDIT))
+    _pause(direct, "holds", "commit")
+    with TcpProxy("127.0.0.1", 5432) as proxy:
+        app = create_app(fault_settings(pg_url(pg_name, proxy.port),
+                                        images={"embedded_workers": 0}))
+        with ThreadedServer(app) as server, httpx.Client(base_url=server.url, timeout=30,
+                                                         headers=customer.headers) as http, \
+                ThreadPoolExecutor(1) as pool:
+            sent = pool.submit(http.post, route, json=_chat_request(route, "hi [chunks:3]"))
+            _wait_direct(direct, "SELECT count(*) FROM pg_stat_activity WHERE datname ="
+                         f" '{pg_name}' AND wait_event = 'PgSleep'", lambda r: r[0] == 1,
+                         "the hold's COMMIT to sleep in its trigger")
+            proxy.cut()
+            assert_unavailable(sent.result())
+            # the sleeping backend commits the hold nobody will hear of
+            held = _wait_direct(direct, _credit(direct, customer.account_id),
+                                lambda r: r[0] == 1, "the hold's COMMIT to land")
+            assert held[1] > 0
+            proxy.restore()
+            # given back in the background once the database is back
+            assert _wait_direct(direct, _credit(direct, customer.account_id),
+                                lambda r: r[0] == 0, "the hold to be released") == \
+                (0, 0, CREDIT, 0)
+            assert http.get("/api/balance/").json()["held"] == "0"
+            if route == SPEECH:  # (this test's upstream speaks chat only)
+                assert run(charges_of(direct, customer.account_id)) == (0, 0, 0)
+                run(assert_ledger_ok(direct))
+                return
+            with psycopg.connect(direct, autocommit=True) as conn:
+                conn.execute("DROP TRIGGER pause ON holds")
+            served = http.post(route, json=_chat_request(route, "again [chunks:3]"))
+            assert served.status_code == 200, served.text
+    with psycopg.connect(direct) as conn:
+        rows = conn.execute("SELECT status, cost FROM usage ORDER BY created_at").fetchall()
+        (charged,) = conn.execute("SELECT -amount FROM ledger_entries WHERE kind ="
+                                  " 'charge'").fetchone()
+        assert conn.execute(_credit(direct, customer.account_id)).fetchone() == \
+            (0, 0, CREDIT - charged, 1)
+    assert [status for status, _ in rows] == ["error", "ok"] and rows[1][1] == charged > 0
+    run(assert_ledger_ok(direct))
+
+
+def test_a_chat_release_the_database_refused_is_made_when_it_is_back(pg_name, fault_settings,
+                                                                     upstream):
+    """The upstream failed while the database was away: the release of the request's hold
+    failed too, and the hold kept the credit until the sweeper. It is retried in the
+    background and lands within seconds of the database's return."""
+    direct = pg_url(pg_name)
+    customer = run(make_customer(direct, CREDIT))
+    with TcpProxy("127.0.0.1", 5432) as proxy:
+        app = create_app(fault_settings(
+            pg_url(pg_name, proxy.port), images={"embedded_workers": 0},
+            chat={"providers": {"openai": {"read_timeout": 1}}}))
+        with ThreadedServer(app) as server, httpx.Client(base_url=server.url, timeout=30,
+                                                         headers=customer.headers) as http, \
+                ThreadPoolExecutor(1) as pool:
+            asked = len(upstream.requests)
+            sent = pool.submit(http.post, CHAT, json=_chat_request(CHAT, "wait [hang]"))
+            deadline = time.monotonic() + 30
+            while len(upstream.requests) == asked:  # held, and the upstream is asked
+                assert time.monotonic() < deadline, "the upstream was never asked"
+                time.sleep(0.02)
+            proxy.cut()
+            answer = sent.result()
+            assert answer.status_code == 504, answer.text  # the upstream timed out
+            assert _wait_direct(direct, _credit(direct, customer.account_id),
+                                lambda r: r[0] == 1, "the hold")[1] > 0
+            proxy.restore()
+            assert _wait_direct(direct, _credit(direct, customer.account_id),
+                                lambda r: r[0] == 0, "the hold to be released") == \
+                (0, 0, CREDIT, 0)
+            assert http.get("/api/balance/").json()["held"] == "0"
+    with psycopg.connect(direct) as conn:
+        assert conn.execute("SELECT status, cost FROM usage").fetchall() == [("error", 0)]
+    run(assert_ledger_ok(direct))
+
+
+# ---- `minitoolai worker` while the database is away ------------------------------------------
+
+def test_a_worker_logs_the_outage_once_and_polls_less_while_it_lasts(pg_name, fault_settings,
+                                                                     tmp_path):
+    """A real `minitoolai worker` process (polling every 0.05 s) whose network to PostgreSQL
+    is cut for 3 s logged an ERROR with a traceback at every poll (60 here, ~200 in a soak's
+    short outage). Now: one WARNING when the database goes away, one INFO when it is back,
+    no ERROR, and the polls meanwhile back off to AWAY_POLL_MAX apart."""
+    from tests.images.test_worker_crash import start_worker, stop_all, wait_for
+
+    log = tmp_path / "worker.log"
+    with TcpProxy("127.0.0.1", 5432) as proxy:
+        settings = fault_settings(pg_url(pg_name, proxy.port))
+        process = start_worker(settings, "http://127.0.0.1:9", log,
+                               poll_interval_seconds=0.05)
+        try:
+            wait_for(lambda: "1 loop(s) serving" in log.read_text(), what="the worker")
+            proxy.cut()
+            wait_for(lambda: "the database is unavailable" in log.read_text(),
+                     what="the worker to see the outage")
+            time.sleep(3)  # an outage of some length (60 polls at the usual interval)
+            proxy.restore()
+            wait_for(lambda: "the database is reachable again" in log.read_text(),
+                     what="the worker to see the database back")
+        finally:
+            stop_all([process])
+    lines = log.read_text().splitlines()
+    assert not [line for line in lines if "ERROR" in line or "Traceback" in line], lines
+    assert [line for line in lines if "WARNING" in line] == \
+        [line for line in lines if "the database is unavailable" in line]
+    assert len([line for line in lines if "the database is unavailable" in line]) == 1
+    assert len([line for line in lines if "reachable again" in line]) == 1
