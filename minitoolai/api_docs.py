@@ -217,8 +217,11 @@ SCHEMAS: dict[str, dict] = {
     },
 }
 
-_ERRORS = {"400": "Invalid request", "401": "Missing, unknown or revoked key",
-           "402": "Not enough credit for the request's hold", "429": "Rate limited",
+_ERRORS = {"400": "Invalid request", "401": "Missing, unknown, revoked or expired key",
+           "402": "Not enough credit for the request's hold, or the key's lifetime or monthly"
+                  " spending limit would be exceeded",
+           "403": "The account is disabled, or the key may not use this model",
+           "429": "Rate limited",
            "503": "The model or a dependency is not available (Retry-After when it will be)"}
 _CHAT_ERRORS = {**_ERRORS, "502": "The upstream failed", "504": "The upstream timed out"}
 

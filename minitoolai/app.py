@@ -38,6 +38,7 @@ from minitoolai.images.routes import router as images_router
 from minitoolai.ledger.sweeper import run_sweeper
 from minitoolai.observability import middleware as observability
 from minitoolai.observability.metrics import metrics_endpoint
+from minitoolai.observability.middleware import loggable_path
 from minitoolai.runtime import Runtime
 from minitoolai.speech import lifecycle as speech_lifecycle
 from minitoolai.speech.routes import router as speech_router
@@ -112,9 +113,9 @@ def unexpected_error(request: Request, exc: Exception) -> APIError:
     fault = as_unavailable(exc, retry_after=runtime.db.retry_after if runtime else 2)
     if fault is not None:
         log.warning("%s %s: the database is unavailable: %s", request.method,
-                    request.url.path, exc)
+                    loggable_path(request.url.path), exc)
         return fault
-    log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    log.error("%s %s failed", request.method, loggable_path(request.url.path), exc_info=exc)
     return APIError("internal server error")
 
 

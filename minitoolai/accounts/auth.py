@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import select
 
 from minitoolai.accounts.keys import hash_secret
+from minitoolai.clock import as_utc
 from minitoolai.db.engine import Database
 from minitoolai.db.tables import accounts, api_keys
 from minitoolai.errors import AuthenticationFailed, PermissionDenied
@@ -25,6 +27,7 @@ class Principal:
 
     key_id: str
     account_id: int
+    expires_at: datetime | None = None  # the key's expiry (the hold checks it again)
 
 
 def bearer_token(authorization: str | None) -> str:
@@ -43,6 +46,12 @@ def bearer_token(authorization: str | None) -> str:
     return token
 
 
+def _expired(expires_at: datetime) -> AuthenticationFailed:
+    return AuthenticationFailed(
+        f"this API key expired on {expires_at:%Y-%m-%d %H:%M} UTC; create a new key in the"
+        " dashboard", code="expired_api_key")
+
+
 class Authenticator:
     def __init__(self, db: Database, cache_seconds: float = 2.0) -> None:
         self._db = db
@@ -55,11 +64,15 @@ class Authenticator:
         now = time.monotonic()
         hit = self._cache.get(digest)
         if hit is not None and hit[0] > now:
-            return hit[1]
+            principal = hit[1]
+            if principal.expires_at is not None and principal.expires_at <= self._db.now():
+                self._cache.pop(digest, None)
+                raise _expired(principal.expires_at)
+            return principal
         async with self._db.read() as conn:
             row = (await conn.execute(
                 select(api_keys.c.id, api_keys.c.account_id, api_keys.c.revoked_at,
-                       accounts.c.disabled)
+                       api_keys.c.expires_at, accounts.c.disabled)
                 .join(accounts, accounts.c.id == api_keys.c.account_id)
                 .where(api_keys.c.key_hash == digest)
             )).first()
@@ -71,7 +84,11 @@ class Authenticator:
         if row.disabled:
             self._cache.pop(digest, None)
             raise PermissionDenied("this account is disabled", code="account_disabled")
-        principal = Principal(row.id, row.account_id)
+        expires_at = as_utc(row.expires_at)
+        if expires_at is not None and expires_at <= self._db.now():  # the database's clock
+            self._cache.pop(digest, None)
+            raise _expired(expires_at)
+        principal = Principal(row.id, row.account_id, expires_at)
         if self._ttl > 0:
             if len(self._cache) > 100_000:
                 self._cache.clear()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime, time
 
 from sqlalchemy import func, insert, select, update
 
@@ -42,6 +42,18 @@ class ApiKey:
     spend_limit: int | None
     spent: int
     held: int
+    expires_at: datetime | None = None
+    month_limit: int | None = None
+    month_spent: int = 0  # charged while `spent_month` was the key's month
+    spent_month: int = 0  # YYYYMM
+    models: tuple[str, ...] | None = None  # the allowlist; None: every model
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
+
+    def spent_in(self, month: int) -> int:
+        """What the key spent in `month` (YYYYMM, UTC): its monthly limit's count."""
+        return self.month_spent if self.spent_month == month else 0
 
 
 def _account(row) -> Account:
@@ -52,7 +64,75 @@ def _account(row) -> Account:
 def _key(row) -> ApiKey:
     return ApiKey(row.id, row.account_id, row.name, row.prefix, as_utc(row.created_at),
                   as_utc(row.last_used_at), as_utc(row.revoked_at), row.spend_limit,
-                  row.spent, row.held)
+                  row.spent, row.held, as_utc(row.expires_at), row.month_limit,
+                  row.month_spent, row.spent_month, models_of(row.models))
+
+
+MAX_MODELS = 100
+MAX_MODEL_ID = 128
+
+
+def models_text(models) -> str | None:
+    """An allowlist as stored: ",id1,id2," (see db/tables.py); None or empty: every model."""
+    if models is None:
+        return None
+    ids = []
+    for model in models:
+        model = model.strip()
+        if not model:
+            continue
+        if "," in model or len(model) > MAX_MODEL_ID or not model.isprintable():
+            raise InvalidRequest(f"not a model id: {model[:40]!r}", param="models")
+        if model not in ids:
+            ids.append(model)
+    if len(ids) > MAX_MODELS:
+        raise InvalidRequest(f"at most {MAX_MODELS} models per key", param="models")
+    return "," + ",".join(ids) + "," if ids else None
+
+
+def models_of(text: str | None) -> tuple[str, ...] | None:
+    return None if text is None else tuple(m for m in text.split(",") if m)
+
+
+def parse_models(text: str) -> list[str] | None:
+    """A typed allowlist: ids separated by commas or spaces; blank means every model."""
+    ids = [m for m in text.replace(",", " ").split() if m]
+    return ids or None
+
+
+def parse_expiry(text: str, now: datetime) -> datetime | None:
+    """A typed expiry: a date YYYY-MM-DD (the key stops working when that day begins, UTC)
+    or a UTC time YYYY-MM-DDTHH:MM[:SS]; blank means never. It must be after `now`."""
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        if len(text) == 10:
+            moment = datetime.combine(date.fromisoformat(text), time.min, tzinfo=UTC)
+        else:
+            moment = datetime.fromisoformat(text.removesuffix("Z"))
+            moment = (moment.replace(tzinfo=UTC) if moment.tzinfo is None
+                      else moment.astimezone(UTC))
+    except ValueError:
+        raise InvalidRequest(f"not a date: {text[:40]!r} (expected YYYY-MM-DD)",
+                             param="expires_at") from None
+    if moment <= now:
+        raise InvalidRequest(f"the expiry {moment:%Y-%m-%d %H:%M} UTC has already passed",
+                             param="expires_at")
+    return moment
+
+
+def _limit_value(value: int | None, param: str) -> int | None:
+    if value is not None and value < 0:
+        raise InvalidRequest("a spending limit must not be negative", param=param)
+    return value
+
+
+def _expiry_value(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise ValueError("an expiry must be timezone-aware")
+    # SQLAlchemy's SQLite dialect stores the wall time as given: always UTC
+    return None if value is None else value.astimezone(UTC)
 
 
 def normalise_email(email: str) -> str:
@@ -121,10 +201,14 @@ async def set_account_flags(db: Database, account_id: int, *, is_admin: bool | N
 
 
 async def create_key(db: Database, account_id: int, name: str = "",
-                     spend_limit: int | None = None) -> tuple[ApiKey, str]:
+                     spend_limit: int | None = None, *, month_limit: int | None = None,
+                     expires_at: datetime | None = None,
+                     models: list[str] | None = None) -> tuple[ApiKey, str]:
     """Create a key; returns it with its secret, which is never retrievable again."""
-    if spend_limit is not None and spend_limit < 0:
-        raise InvalidRequest("spend limit must not be negative", param="spend_limit")
+    _limit_value(spend_limit, "spend_limit")
+    _limit_value(month_limit, "month_limit")
+    allowed = models_text(models)
+    expires_at = _expiry_value(expires_at)
     secret = new_secret()
     async with db.write() as conn:
         if await conn.scalar(select(accounts.c.id).where(accounts.c.id == account_id)) is None:
@@ -133,7 +217,8 @@ async def create_key(db: Database, account_id: int, name: str = "",
             insert(api_keys).values(
                 id=new_key_id(), account_id=account_id, name=name,
                 prefix=display_prefix(secret), key_hash=hash_secret(secret),
-                created_at=utcnow(), spend_limit=spend_limit,
+                created_at=utcnow(), spend_limit=spend_limit, month_limit=month_limit,
+                expires_at=expires_at, models=allowed,
             ).returning(*api_keys.c)
         )).one()
     return _key(row), secret
@@ -159,23 +244,48 @@ async def revoke_key(db: Database, key_id: str, account_id: int | None = None) -
     return _key(row)
 
 
-async def update_key(db: Database, key_id: str, account_id: int, *, name: str | None = None,
-                     spend_limit: int | None | type(...) = ...) -> ApiKey:
+async def get_key(db: Database, key_id: str, account_id: int | None = None) -> ApiKey:
+    """One key; with account_id, only that account's (another's answers like an unknown)."""
+    query = select(api_keys).where(api_keys.c.id == key_id)
+    if account_id is not None:
+        query = query.where(api_keys.c.account_id == account_id)
+    async with db.read() as conn:
+        row = (await conn.execute(query)).first()
+    if row is None:
+        raise NotFound(f"no API key with id {key_id}", code="key_not_found")
+    return _key(row)
+
+
+UNCHANGED = ...
+
+
+async def update_key(db: Database, key_id: str, account_id: int | None, *,
+                     name: str | None = None,
+                     spend_limit: int | None | type(...) = UNCHANGED,
+                     month_limit: int | None | type(...) = UNCHANGED,
+                     expires_at: datetime | None | type(...) = UNCHANGED,
+                     models: list[str] | None | type(...) = UNCHANGED) -> ApiKey:
+    """Change what is given (None clears a limit, an expiry, an allowlist). With
+    account_id, only that account's key (the dashboard); None: any key (the CLI). The
+    next hold sees the change: the conditions are read in the hold's own UPDATE."""
     values: dict = {}
     if name is not None:
         values["name"] = name
-    if spend_limit is not ...:
-        if spend_limit is not None and spend_limit < 0:
-            raise InvalidRequest("spend limit must not be negative", param="spend_limit")
-        values["spend_limit"] = spend_limit
+    if spend_limit is not UNCHANGED:
+        values["spend_limit"] = _limit_value(spend_limit, "spend_limit")
+    if month_limit is not UNCHANGED:
+        values["month_limit"] = _limit_value(month_limit, "month_limit")
+    if expires_at is not UNCHANGED:
+        values["expires_at"] = _expiry_value(expires_at)
+    if models is not UNCHANGED:
+        values["models"] = models_text(models)
+    where = [api_keys.c.id == key_id]
+    if account_id is not None:
+        where.append(api_keys.c.account_id == account_id)
     async with db.write() as conn:
         if values:
-            await conn.execute(update(api_keys).where(api_keys.c.id == key_id,
-                                                      api_keys.c.account_id == account_id)
-                               .values(**values))
-        row = (await conn.execute(select(api_keys).where(api_keys.c.id == key_id,
-                                                         api_keys.c.account_id == account_id))
-               ).first()
+            await conn.execute(update(api_keys).where(*where).values(**values))
+        row = (await conn.execute(select(api_keys).where(*where))).first()
     if row is None:
         raise NotFound(f"no API key with id {key_id}", code="key_not_found")
     return _key(row)

@@ -39,12 +39,11 @@ from minitoolai.chat.providers.base import ChatProvider, ChatRequest, ChatStream
 from minitoolai.chat.validation import validate_chat
 from minitoolai.errors import (
     APIError,
-    InsufficientCredit,
     ServiceUnavailable,
     UpstreamError,
     UpstreamTimeout,
 )
-from minitoolai.ledger.holds import UsageRecord, reserve
+from minitoolai.ledger.holds import REFUSALS, UsageRecord, reserve
 from minitoolai.money import usd_number
 from minitoolai.observability import exchange
 from minitoolai.observability.metrics import UpstreamTimer
@@ -120,9 +119,9 @@ class ChatService:
             await reserve(self.runtime.db, request_id=request.request_id,
                           account_id=principal.account_id, key_id=principal.key_id,
                           amount=amount, kind="chat",
-                          ttl_seconds=self._settings.hold_ttl_seconds)
-        except InsufficientCredit:
-            raise  # refused: nothing was written
+                          ttl_seconds=self._settings.hold_ttl_seconds, model=request.model.id)
+        except REFUSALS:
+            raise  # refused (credit, the key's limits, expiry, models): nothing was written
         except BaseException:
             # the database went away under the hold's COMMIT, which may have landed with
             # its answer lost (db/pg_ledger.py), or the client left meanwhile (the hold

@@ -1,4 +1,4 @@
-"""`minitoolai codes create|list`: single-use redemption codes for top-ups."""
+"""`minitoolai codes create|list|void`: single-use redemption codes for top-ups."""
 
 from __future__ import annotations
 
@@ -6,17 +6,19 @@ import typer
 
 from minitoolai.cli.common import (
     EXIT_USAGE,
+    console,
     err_console,
     fail,
     json_option,
     make_table,
     money_fields,
+    operator_name,
     print_json,
     print_table,
     usd_or_exit,
     with_db,
 )
-from minitoolai.dashboard.codes import MAX_BATCH, create_codes, display, list_codes
+from minitoolai.dashboard.codes import MAX_BATCH, create_codes, display, list_codes, void_code
 from minitoolai.money import format_usd
 
 app = typer.Typer(help="Redemption codes: single-use top-ups customers redeem in the dashboard.",
@@ -39,20 +41,37 @@ def create(amount: str = typer.Option(..., "--amount", help="value of each code 
 
 
 @app.command("list")
-def list_(used: bool = typer.Option(None, "--used/--unused", help="only used / unused codes"),
+def list_(used: bool = typer.Option(None, "--used/--unused",
+                                    help="only used / still redeemable codes"),
           batch: str = typer.Option(None, "--batch", help="only this batch"),
           limit: int = typer.Option(500, "--limit", help="rows to show"),
+          before: int = typer.Option(None, "--before", help="only codes older than this id"
+                                                            " (to page on)"),
           as_json: bool = json_option()):
-    """List codes, newest first: value, batch, and who used each one when."""
-    rows = with_db(lambda settings, db: list_codes(db, used=used, batch=batch, limit=limit))
+    """List codes, newest first: value, batch, and who used (or voided) each one when."""
+    rows = with_db(lambda settings, db: list_codes(db, used=used, batch=batch, limit=limit,
+                                                   before_id=before))
     if as_json:
         print_json([{"id": c.id, "code": c.display, **money_fields("amount", c.amount),
                      "batch": c.batch, "created_at": c.created_at,
-                     "used_by": c.used_by_email, "used_at": c.used_at} for c in rows])
+                     "used_by": c.used_by_email, "used_at": c.used_at,
+                     "voided_by": c.voided_by, "voided_at": c.voided_at} for c in rows])
         return
-    table = make_table("code", "amount", "batch", "created", "used by", "used at")
+    table = make_table("id", "code", "amount", "batch", "created", "used by", "used at",
+                       "voided")
     for c in rows:
-        table.add_row(c.display, "$" + format_usd(c.amount), c.batch,
+        table.add_row(str(c.id), c.display, "$" + format_usd(c.amount), c.batch,
                       f"{c.created_at:%Y-%m-%d %H:%M}", c.used_by_email or "",
-                      f"{c.used_at:%Y-%m-%d %H:%M}" if c.used_at else "")
+                      f"{c.used_at:%Y-%m-%d %H:%M}" if c.used_at else "",
+                      f"{c.voided_at:%Y-%m-%d %H:%M} by {c.voided_by}" if c.voided_at else "")
     print_table(table)
+
+
+@app.command("void")
+def void(code_id: int):
+    """Void an unused code by its id (see `codes list`): nobody can redeem it afterwards.
+    Who voided it and when stay on the code."""
+    by = operator_name()
+    code = with_db(lambda settings, db: void_code(db, code_id, by))
+    console.print(f"voided {code.display} (id {code.id}, ${format_usd(code.amount)})",
+                  highlight=False)

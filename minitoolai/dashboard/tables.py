@@ -37,6 +37,9 @@ redemption_codes = Table(
     Column("created_by", Integer, ForeignKey("accounts.id"), nullable=True),
     Column("used_by", Integer, ForeignKey("accounts.id"), nullable=True),
     Column("used_at", DateTime(timezone=True), nullable=True),
+    # voided by an operator before anyone redeemed it (migration codes_0001): who and when
+    Column("voided_at", DateTime(timezone=True), nullable=True),
+    Column("voided_by", String(320), nullable=True),
 )
 
 # Stripe Checkout sessions we opened: the webhook credits only sessions found here, with the
@@ -66,6 +69,9 @@ playground_keys = Table(
 # The usage page filtered by model reads newest-first within one account and one model; the
 # core's (account_id, created_at) index leaves that to a scan of all the account's rows.
 Index("ix_usage_account_model_id", usage.c.account_id, usage.c.model, usage.c.id)
+
+# The usage page filtered by key (migration keys_0001), likewise within one account.
+Index("ix_usage_account_key_id", usage.c.account_id, usage.c.key_id, usage.c.id)
 
 # One-time password-reset links: only the SHA-256 of the link's token is stored; a row works
 # once (used_at is set by a conditional UPDATE), until expires_at on the database's clock,

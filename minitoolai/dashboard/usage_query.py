@@ -25,11 +25,14 @@ class UsageFilter:
     start: date | None = None  # inclusive, UTC days
     end: date | None = None  # inclusive
     model: str | None = None
+    key_id: str | None = None  # one API key's requests (always within the account's)
 
     @classmethod
-    def parse(cls, start: str | None, end: str | None, model: str | None) -> UsageFilter:
+    def parse(cls, start: str | None, end: str | None, model: str | None,
+              key_id: str | None = None) -> UsageFilter:
         """From query parameters; a malformed or out-of-range date is a 400 naming it."""
-        return cls(_date(start, "start"), _date(end, "end"), (model or "").strip() or None)
+        return cls(_date(start, "start"), _date(end, "end"), (model or "").strip() or None,
+                   (key_id or "").strip()[:32] or None)
 
     def apply(self, query, account_id: int | None):
         if account_id is not None:
@@ -40,6 +43,8 @@ class UsageFilter:
             query = query.where(usage.c.created_at < _midnight(self.end + timedelta(days=1)))
         if self.model:
             query = query.where(usage.c.model == self.model)
+        if self.key_id:
+            query = query.where(usage.c.key_id == self.key_id)
         return query
 
     def as_params(self) -> dict[str, str]:
@@ -50,6 +55,8 @@ class UsageFilter:
             out["end"] = self.end.isoformat()
         if self.model:
             out["model"] = self.model
+        if self.key_id:
+            out["key"] = self.key_id
         return out
 
 

@@ -63,6 +63,17 @@ api_keys = Table(
     Column("spend_limit", BigInteger, nullable=True),
     Column("spent", BigInteger, nullable=False, server_default="0"),
     Column("held", BigInteger, nullable=False, server_default="0"),
+    # the key stops working after this instant (the database's clock): 401 expired_api_key
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    # optional limit per calendar month (UTC). month_spent is what was charged while
+    # spent_month (YYYYMM) was the key's month; the hold that first sees a new month starts
+    # it again from zero, so the check stays one conditional UPDATE (ledger/holds.py)
+    Column("month_limit", BigInteger, nullable=True),
+    Column("month_spent", BigInteger, nullable=False, server_default="0"),
+    Column("spent_month", Integer, nullable=False, server_default="0"),
+    # the models this key may use, as ",id1,id2," (a substring test in SQL needs no join);
+    # NULL: every model
+    Column("models", Text, nullable=True),
 )
 
 holds = Table(

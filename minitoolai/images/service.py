@@ -10,12 +10,12 @@ import time
 from dataclasses import dataclass
 
 from minitoolai.clock import as_utc, utcnow
-from minitoolai.errors import InsufficientCredit, InvalidRequest, NotFound, ServiceUnavailable
+from minitoolai.errors import InvalidRequest, NotFound, ServiceUnavailable
 from minitoolai.images import queue
 from minitoolai.images.backends import model_ready
 from minitoolai.images.request import ImageRequest, parse_image_request
 from minitoolai.images.signatures import sign_job, signature_ok
-from minitoolai.ledger.holds import UsageRecord, release, reserve
+from minitoolai.ledger.holds import REFUSALS, UsageRecord, release, reserve
 from minitoolai.ledger.undo import Undoer
 from minitoolai.observability import exchange
 
@@ -94,9 +94,9 @@ class ImagesService:
                     await reserve(self.db, request_id=request_id,
                                   account_id=principal.account_id, key_id=principal.key_id,
                                   amount=price, kind="image",
-                                  ttl_seconds=self.settings.hold_ttl_seconds)
-                except InsufficientCredit:
-                    raise  # refused: nothing was written
+                                  ttl_seconds=self.settings.hold_ttl_seconds, model=req.model)
+                except REFUSALS:
+                    raise  # refused (credit, the key's limits, expiry, models): nothing written
                 except BaseException:
                     # the database went away under the hold's COMMIT: it may have landed
                     # (db/pg_ledger.py), so it is undone below with the others

@@ -1,7 +1,9 @@
 """Reserve before work, settle after: each one short transaction, never open across I/O.
 
-reserve: raise `held` only where `balance - held` covers the hold (and, for a key with a
-spending limit, where `spent + held` stays under it), and insert the hold row, together.
+reserve: raise `held` only where `balance - held` covers the hold (and, for a key, where
+the key allows it: not expired, the model on its allowlist, `spent + held` within its
+lifetime limit and this month's spending + `held` within its monthly one), and insert the
+hold row, together.
 settle: delete the hold row (only the first settle finds it, so settling twice charges
 once), charge the cost (never more than the hold), release the rest, and write the ledger
 entry and the usage record, together. release: settle with a cost of zero.
@@ -17,28 +19,52 @@ taken while the account's row is locked.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
-from minitoolai.clock import utcnow
+from minitoolai.clock import as_utc, utcnow
 from minitoolai.db.engine import Database
 from minitoolai.db.tx import SATx, Tx
-from minitoolai.errors import InsufficientCredit, LedgerError
+from minitoolai.errors import (
+    APIError,
+    AuthenticationFailed,
+    InsufficientCredit,
+    LedgerError,
+    PermissionDenied,
+)
 from minitoolai.money import format_usd
 from minitoolai.observability import metrics
 
 HOLD_ACCOUNT = ("UPDATE accounts SET held = held + :amount"
                 " WHERE id = :account_id AND balance - held >= :amount")
-HOLD_KEY = ("UPDATE api_keys SET held = held + :amount WHERE id = :key_id"
-            " AND (spend_limit IS NULL OR spent + held + :amount <= spend_limit)")
+
+# What a key allows, checked in the same conditional UPDATE that raises its `held` (so no
+# two holds can both pass on a stale read): not expired (by the database's clock, :now),
+# the model on its allowlist, and its lifetime and this month's spending limits. `{find}`
+# is the dialect's substring position (SQLite instr, PostgreSQL strpos); :model is the
+# catalog id with the list's separators around it. Which condition refused is worked out
+# afterwards from the row (key_refusal), only on the refused path.
+KEY_ALLOWS = (
+    "(expires_at IS NULL OR expires_at > :now)"
+    " AND (models IS NULL OR {find}(models, :model_item) > 0)"
+    " AND (spend_limit IS NULL OR spent + held + :amount <= spend_limit)"
+    " AND (month_limit IS NULL OR held + :amount + CASE WHEN spent_month = :month"
+    " THEN month_spent ELSE 0 END <= month_limit)")
+# the hold that first sees a new month (:month, YYYYMM by the database's clock) starts the
+# key's month from zero; a settle adds to whatever month the key is in
+KEY_HOLD_SET = ("held = held + :amount, month_spent = CASE WHEN spent_month = :month"
+                " THEN month_spent ELSE 0 END, spent_month = :month")
+HOLD_KEY = (f"UPDATE api_keys SET {KEY_HOLD_SET} WHERE id = :key_id AND "
+            + KEY_ALLOWS.format(find="instr"))
 INSERT_HOLD = ("INSERT INTO holds (id, account_id, key_id, amount, kind, created_at, expires_at)"
                " VALUES (:id, :account_id, :key_id, :amount, :kind, :now, :expires_at)")
 ACCOUNT_CREDIT = "SELECT balance, held FROM accounts WHERE id = :account_id"
-KEY_SPENDING = "SELECT spend_limit, spent FROM api_keys WHERE id = :key_id"
+KEY_SPENDING = ("SELECT spend_limit, spent, held, expires_at, models, month_limit,"
+                " month_spent, spent_month FROM api_keys WHERE id = :key_id")
 TAKE_HOLD = "DELETE FROM holds WHERE id = :id RETURNING account_id, key_id, amount"
 CHARGE_ACCOUNT = ("UPDATE accounts SET balance = balance - :charge, held = held - :amount"
                   " WHERE id = :account_id")
 CHARGE_KEY = ("UPDATE api_keys SET held = held - :amount, spent = spent + :charge,"
-              " last_used_at = :now WHERE id = :key_id")
+              " month_spent = month_spent + :charge, last_used_at = :now WHERE id = :key_id")
 INSERT_CHARGE = ("INSERT INTO ledger_entries (account_id, amount, kind, request_id, note,"
                  " created_at) VALUES (:account_id, :amount, 'charge', :id, :note, :now)")
 INSERT_USAGE = (
@@ -55,9 +81,9 @@ INSERT_USAGE = (
 RESERVE_PG = """
 WITH acc AS (UPDATE accounts SET held = held + :amount
              WHERE id = :account_id AND balance - held >= :amount RETURNING id),
-k AS (UPDATE api_keys SET held = held + :amount
+k AS (UPDATE api_keys SET """ + KEY_HOLD_SET + """
       WHERE id = :key_id AND EXISTS (SELECT 1 FROM acc)
-        AND (spend_limit IS NULL OR spent + held + :amount <= spend_limit)
+        AND """ + KEY_ALLOWS.format(find="strpos") + """
       RETURNING id),
 h AS (INSERT INTO holds (id, account_id, key_id, amount, kind, created_at, expires_at)
       SELECT :id, :account_id, :key_id, :amount, :kind, :now, :expires_at
@@ -79,7 +105,7 @@ c AS (SELECT account_id, key_id, amount,
 a AS (UPDATE accounts SET balance = balance - c.charge, held = held - c.amount
       FROM c WHERE accounts.id = c.account_id RETURNING accounts.id),
 k AS (UPDATE api_keys SET held = held - c.amount, spent = spent + c.charge,
-             last_used_at = :now
+             month_spent = month_spent + c.charge, last_used_at = :now
       FROM c WHERE api_keys.id = c.key_id AND EXISTS (SELECT 1 FROM a)
       RETURNING api_keys.id),
 e AS (INSERT INTO ledger_entries (account_id, amount, kind, request_id, note, created_at)
@@ -94,6 +120,46 @@ u AS (INSERT INTO usage (request_id, account_id, key_id, created_at, endpoint, m
       FROM c RETURNING id)
 SELECT charge, (SELECT count(*) FROM a), (SELECT count(*) FROM u) FROM c
 """
+
+
+# What `reserve` raises when it refused and wrote nothing (no hold to give back): the
+# account's credit (402), or the key's limits (402), expiry (401) or models (403)
+REFUSALS = (InsufficientCredit, AuthenticationFailed, PermissionDenied)
+
+
+def month_of(moment: datetime) -> int:
+    """The calendar month (UTC) of `moment` as YYYYMM: the key's monthly limit's period."""
+    moment = moment.astimezone(UTC)
+    return moment.year * 100 + moment.month
+
+
+def key_refusal(row, *, amount: int, model: str | None, now: datetime,
+                month: int) -> APIError:
+    """Why a key refused a hold, from its row (KEY_SPENDING) read in the same transaction
+    as the refused UPDATE: the first of its conditions (KEY_ALLOWS) that does not hold."""
+    if row is None:
+        return AuthenticationFailed("invalid API key", code="invalid_api_key")
+    limit, spent, held, expires, models, month_limit, month_spent, spent_month = row
+    expires = as_utc(datetime.fromisoformat(expires) if isinstance(expires, str) else expires)
+    if expires is not None and expires <= now:
+        return AuthenticationFailed(
+            f"this API key expired on {expires:%Y-%m-%d %H:%M} UTC; create a new key in the"
+            " dashboard", code="expired_api_key")
+    if models is not None and (model is None or f",{model}," not in models):
+        allowed = ", ".join(m for m in models.split(",") if m) or "none"
+        return PermissionDenied(
+            f"this API key may not use the model {model!r} (it is restricted to: {allowed})",
+            param="model", code="model_not_allowed")
+    if limit is not None and spent + held + amount > limit:
+        return InsufficientCredit(
+            f"this API key's spending limit of ${format_usd(limit)} would be exceeded"
+            f" (spent ${format_usd(spent)}, this request needs a hold of"
+            f" ${format_usd(amount)})", code="key_spend_limit")
+    this_month = month_spent if spent_month == month else 0
+    return InsufficientCredit(
+        f"this API key's monthly spending limit of ${format_usd(month_limit or 0)} would be"
+        f" exceeded (spent ${format_usd(this_month)} this month (UTC), this request needs a"
+        f" hold of ${format_usd(amount)}); it resets on the 1st", code="key_monthly_limit")
 
 
 @dataclass(slots=True)
@@ -128,17 +194,24 @@ async def reserve(
     amount: int,
     kind: str,
     ttl_seconds: int,
+    model: str | None = None,
 ) -> Hold:
-    """Hold `amount` nanodollars of the account's credit, or raise InsufficientCredit (402)."""
+    """Hold `amount` nanodollars of the account's credit for a request to `model` (the
+    catalog id), or raise InsufficientCredit (402); the key's own conditions refuse with
+    key_refusal's errors (expired 401, model not allowed 403, its limits 402)."""
     if amount < 0:
         raise ValueError("a hold cannot be negative")
-    now = db.now()  # the database's clock decides when the hold expires
+    # the database's clock decides when the hold expires, whether the key has, and the month
+    now = db.now()
     expires_at = now + timedelta(seconds=ttl_seconds)
+    month = month_of(now)
+    model_item = None if model is None else f",{model},"
 
     async def hold(tx: Tx) -> str | None:
         params = {"id": request_id, "account_id": account_id, "key_id": key_id,
                   "amount": amount, "kind": kind, "now": tx.stamp(now),
-                  "expires_at": tx.stamp(expires_at)}
+                  "expires_at": tx.stamp(expires_at), "month": month,
+                  "model_item": model_item}
         if tx.dialect == "postgresql":  # one round trip (see RESERVE_PG)
             account_ok, key_ok = await tx.fetchone(RESERVE_PG, params)
         else:
@@ -158,12 +231,8 @@ async def reserve(
                     " continue.")
         if not key_ok:
             row = await tx.fetchone(KEY_SPENDING, params)
-            limit, spent = (row[0] or 0, row[1]) if row else (0, 0)
             # raising rolls the account's hold back with the rest of this op
-            raise InsufficientCredit(
-                f"this API key's spending limit of ${format_usd(limit)} would be exceeded"
-                f" (spent ${format_usd(spent)}, this request needs a hold of"
-                f" ${format_usd(amount)})", code="key_spend_limit")
+            raise key_refusal(row, amount=amount, model=model, now=now, month=month)
         return None
 
     refusal = await db.run_ledger(hold, order=account_id)

@@ -37,7 +37,8 @@ REWRITE_SWEPT_USAGE = (
     " latency_ms = :latency_ms WHERE request_id = :id AND status = 'expired'"
     " RETURNING account_id, key_id")
 DEBIT_ACCOUNT = "UPDATE accounts SET balance = balance - :charge WHERE id = :account_id"
-DEBIT_KEY = "UPDATE api_keys SET spent = spent + :charge WHERE id = :key_id"
+DEBIT_KEY = ("UPDATE api_keys SET spent = spent + :charge, month_spent = month_spent + :charge"
+             " WHERE id = :key_id")
 INSERT_LATE_CHARGE = ("INSERT INTO ledger_entries (account_id, amount, kind, request_id, note,"
                       " created_at) VALUES (:account_id, :amount, 'charge', :id, :note, :now)")
 

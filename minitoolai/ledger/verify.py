@@ -3,8 +3,8 @@
 Per account: balance = sum of its ledger entries; held = sum of its open holds;
 balance - held >= 0 (nothing was ever served without its hold; a late charge can break
 this, see ledger/late.py). Per key: held = sum of its open holds; spent = sum of its usage
-costs. Every charge entry has a usage record with the same cost, and every usage record
-with a cost has its charge entry. And, given the settlement journal's directory, no
+costs; its month's spending within 0 and spent. Every charge entry has a usage record with
+the same cost, and every usage record with a cost has its charge entry. And, given the settlement journal's directory, no
 journaled settlement is still waiting for the database (served, not yet charged).
 """
 
@@ -65,7 +65,11 @@ async def verify(db: Database, journal_dir: Path | None = None) -> list[str]:
             select(usage.c.key_id, func.sum(usage.c.cost)).where(usage.c.key_id.is_not(None))
             .group_by(usage.c.key_id))).all())
         for row in (await conn.execute(select(api_keys.c.id, api_keys.c.held,
-                                              api_keys.c.spent))).all():
+                                              api_keys.c.spent,
+                                              api_keys.c.month_spent))).all():
+            if not 0 <= row.month_spent <= row.spent:
+                problems.append(f"key {row.id}: spent this month {row.month_spent} is not"
+                                f" within 0 and its total {row.spent}")
             if row.held != int(key_holds.get(row.id) or 0):
                 problems.append(f"key {row.id}: held {row.held} != open holds"
                                 f" {int(key_holds.get(row.id) or 0)}")

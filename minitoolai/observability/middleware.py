@@ -91,7 +91,7 @@ class ObservabilityMiddleware:
                 raise
             # a bug that escaped every handler before any answer: answer it here, so that
             # it too has its envelope and request id
-            log.exception("%s %s failed", scope["method"], scope["path"])
+            log.exception("%s %s failed", scope["method"], loggable_path(scope["path"]))
             exchange.error = APIError.error_type
             await send_with_id({"type": "http.response.start", "status": 500,
                                 "headers": [(b"content-type", b"application/json")]})
@@ -123,8 +123,9 @@ class ObservabilityMiddleware:
         if status >= 400 or error is not None:
             metrics.ERRORS.labels(route, model, error or _status_class(status)).inc()
         if self.access_log_enabled and access_log.isEnabledFor(logging.INFO):
+            path = loggable_path(scope["path"])
             fields = {
-                "method": method, "path": scope["path"], "status": status,
+                "method": method, "path": path, "status": status,
                 "latency_ms": round(elapsed * 1000, 2),
                 "ttfb_ms": round((first_byte - started) * 1000, 2) if first_byte else None,
                 "key_id": exchange.key_id,
@@ -137,8 +138,20 @@ class ObservabilityMiddleware:
             # the stack to find its caller: the line's fields already say everything
             access_log.handle(access_log.makeRecord(
                 ACCESS, logging.INFO, __file__, 0, "%s %s %d %.1fms",
-                (method, scope["path"], status, elapsed * 1000), None,
+                (method, path, status, elapsed * 1000), None,
                 extra={"access": fields, "request_id": exchange.request_id}))
+
+
+# paths whose last segment is a secret (a password reset's one-time token): logged without
+# it, or anyone who reads the logs could use a link its owner opened but has not used yet
+SECRET_PATHS = ("/reset/",)
+
+
+def loggable_path(path: str) -> str:
+    for prefix in SECRET_PATHS:
+        if path.startswith(prefix):
+            return prefix + "..."
+    return path
 
 
 def _status_class(status: int) -> str:

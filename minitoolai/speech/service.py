@@ -14,8 +14,8 @@ import logging
 import time
 
 from minitoolai.catalog import Model
-from minitoolai.errors import APIError, InsufficientCredit, InvalidRequest, ServiceUnavailable
-from minitoolai.ledger.holds import UsageRecord, reserve
+from minitoolai.errors import APIError, InvalidRequest, ServiceUnavailable
+from minitoolai.ledger.holds import REFUSALS, UsageRecord, reserve
 from minitoolai.money import format_usd
 from minitoolai.observability import exchange
 from minitoolai.observability.metrics import UpstreamTimer
@@ -193,9 +193,9 @@ class SpeechService:
         try:
             await reserve(db, request_id=request_id, account_id=principal.account_id,
                           key_id=principal.key_id, amount=cost, kind="speech",
-                          ttl_seconds=self.settings.hold_ttl_seconds)
-        except InsufficientCredit:
-            raise  # refused: nothing was written
+                          ttl_seconds=self.settings.hold_ttl_seconds, model=req.model.id)
+        except REFUSALS:
+            raise  # refused (credit, the key's limits, expiry, models): nothing was written
         except BaseException:
             give_back()  # the hold's COMMIT may have landed unseen (see ChatService.serve)
             raise

@@ -45,6 +45,28 @@ def test_account_key_credit_balance_usage_verify(cli, database_url):
     assert "revoked" in cli("keys", "revoke", "key_" + key_id).stdout
 
 
+def test_key_limits_expiry_and_models(cli):
+    """keys create/update take --monthly-limit, --expires, --models (and lift them with
+    none / never / all); keys list --json shows them with this month's spending. (Few
+    calls: each starts a Python process.)"""
+    import json
+
+    cli("accounts", "create", "kim@example.com", "--credit", "5")
+    cli("keys", "create", "kim@example.com", "--name", "ci", "--limit", "3",
+        "--monthly-limit", "1.5", "--expires", "2031-01-01", "--models", "gpt-4o-mini,tts-1")
+    (key,) = json.loads(cli("keys", "list", "kim@example.com", "--json").stdout)
+    assert (key["spend_limit"], key["monthly_limit"], key["spent_this_month"]) == (
+        "3.00", "1.50", "0.00")
+    assert key["expires_at"].startswith("2031-01-01T00:00:00") and not key["expired"]
+    assert key["models"] == ["gpt-4o-mini", "tts-1"]
+    updated = json.loads(cli("keys", "update", key["id"], "--name", "ci-2", "--monthly-limit",
+                             "none", "--expires", "never", "--models", "all", "--json").stdout)
+    assert (updated["name"], updated["monthly_limit"], updated["expires_at"],
+            updated["models"], updated["spend_limit"]) == ("ci-2", None, None, None, "3.00")
+    past = cli("keys", "update", key["id"], "--expires", "2001-01-01", ok=False)
+    assert past.returncode == 2 and "already passed" in past.stderr
+
+
 def test_errors_are_clear_and_non_zero(cli):
     cli("accounts", "create", "bo@example.com")
     dup = cli("accounts", "create", "bo@example.com", ok=False)

@@ -4,12 +4,14 @@ inline field errors, and HTML error pages for the dashboard while the APIs keep 
 
 from __future__ import annotations
 
+import logging
 import os
 
 import requests
 from sqlalchemy import select
 
 from minitoolai.app import create_app
+from minitoolai.dashboard.resets import create_reset
 from minitoolai.dashboard.tables import dashboard_sessions, password_resets
 from minitoolai.db.engine import Database
 from tests.dashboard.conftest import PASSWORD, csrf_of, login, make_user, page_token, visible
@@ -78,6 +80,25 @@ async def test_change_password(live, database_url):
     assert _logged_out(other, live.url)  # every other one is out
     _cannot_log_in(live.url, email, PASSWORD)
     login(live.url, email, NEW_PASSWORD)
+
+
+async def test_change_password_gives_this_browser_a_new_session(live, database_url):
+    """A copy of this browser's session cookie (stolen: the reason to change a password)
+    stops working too; the browser itself stays logged in with a new cookie and token."""
+    _, email = await make_user(database_url)
+    http = login(live.url, email)
+    old_cookie = http.cookies.get("mtai_session")
+    old_token = page_token(http, live.url + "/account")
+    response = http.post(live.url + "/account/password", data={
+        "csrf_token": old_token, "current": PASSWORD, "password": NEW_PASSWORD,
+        "password2": NEW_PASSWORD}, allow_redirects=False)
+    assert response.status_code == 303
+    assert http.cookies.get("mtai_session") not in (None, old_cookie)
+    assert not _logged_out(http, live.url)
+    assert page_token(http, live.url + "/account") != old_token
+    thief = requests.Session()
+    thief.cookies.set("mtai_session", old_cookie)
+    assert _logged_out(thief, live.url)
 
 
 async def test_logout_everywhere(live, database_url):
@@ -306,3 +327,22 @@ async def test_an_unexpected_error_is_a_logged_html_page(dash_settings, caplog):
         assert api.status_code == 500 and api.json()["error"]["message"] == \
             "internal server error"
     assert any("GET /broken failed" in r.getMessage() and r.exc_info for r in caplog.records)
+
+
+async def test_reset_tokens_stay_out_of_the_access_log(live, database_url, caplog):
+    """A live reset link in a log line would let anyone who reads the logs (an aggregator,
+    a support desk) set the password of whoever opened the link and has not used it yet."""
+    account_id, _ = await make_user(database_url)
+    db = Database(database_url, pool_size=1)
+    try:
+        token = await create_reset(db, account_id, 60)
+    finally:
+        await db.dispose()
+    caplog.set_level(logging.INFO, logger="minitoolai.access")
+    response = requests.get(live.url + "/reset/" + token)
+    assert response.status_code == 200
+    lines = [r for r in caplog.records if r.name == "minitoolai.access"
+             and r.request_id == response.headers["x-request-id"]]
+    assert len(lines) == 1
+    assert token not in lines[0].getMessage() and token not in str(lines[0].access)
+    assert lines[0].access["path"].startswith("/reset/")

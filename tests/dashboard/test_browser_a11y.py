@@ -83,6 +83,18 @@ def test_no_serious_violation_on_any_page(live, new_page, database_url, axe_sour
         if path == "/usage":  # the chart's numbers, opened
             page.click(".chart-data summary")
             check(page, "customer /usage numbers")
+    # a key's edit page, then with a field refused (its error next to it)
+    page.goto(live.url + "/keys")
+    page.fill("form.key-form input[name=name]", "a11y")
+    page.click("button:has-text('Create key')")
+    check(page, "customer /keys with a new key")
+    page.click("table.keys-table >> text=Edit")
+    page.wait_for_url(live.url + "/keys/key_*")
+    check(page, "customer /keys/<id>")
+    page.fill("input[name=expires]", "2001-01-01")
+    page.click("button:has-text('Save')")
+    assert page.locator("#err-expires").is_visible()
+    check(page, "customer /keys/<id> refused")
 
     page = watch(new_page(width, height))
     log_in_page(page, live.url, admin_email)

@@ -62,8 +62,10 @@ async def test_plaintext_codes_survive_their_hashing(empty_database):
 async def test_open_holds_survive_the_lean_holds_table(empty_database):
     """0002_core rebuilds `holds` (WITHOUT ROWID on SQLite, no secondary indexes): a hold
     open across the upgrade still settles exactly once, and the downgrade keeps it too."""
+    from datetime import timedelta
+
     from minitoolai.ledger.credits import add_credit
-    from minitoolai.ledger.holds import UsageRecord, reserve, settle
+    from minitoolai.ledger.holds import UsageRecord, settle
     from minitoolai.ledger.verify import verify
 
     cfg = alembic_config(empty_database)
@@ -72,8 +74,15 @@ async def test_open_holds_survive_the_lean_holds_table(empty_database):
     try:
         account = await create_account(db, "h@example.com")
         await add_credit(db, account.id, 10_000)
-        await reserve(db, request_id="before", account_id=account.id, key_id=None,
-                      amount=4_000, kind="chat", ttl_seconds=60)
+        # the hold as the code of that revision wrote it (today's reserve needs the key
+        # columns of later revisions)
+        async with db.write() as conn:
+            await conn.execute(sa.text("UPDATE accounts SET held = held + 4000"
+                                       " WHERE id = :id"), {"id": account.id})
+            await conn.execute(sa.text(
+                "INSERT INTO holds (id, account_id, key_id, amount, kind, created_at,"
+                " expires_at) VALUES ('before', :id, NULL, 4000, 'chat', :now, :later)"),
+                {"id": account.id, "now": db.now(), "later": db.now() + timedelta(minutes=1)})
     finally:
         await db.dispose()
     upgrade(empty_database)
@@ -128,6 +137,78 @@ async def test_ledger_who_and_paid_are_filled_for_old_entries(empty_database):
     assert [(r[0], r[1], bool(r[2])) for r in rows] == [
         ("stripe:abc", "stripe", True), ("signup:1", "sign-up", False),
         ("code:9", "old@example.com", False), (None, None, False)]
+
+
+async def test_keys_limits_count_this_months_usage_from_before_the_upgrade(empty_database):
+    """keys_0001 adds expiry, monthly limits and allowlists: a key's spending this month
+    (UTC) is filled from its usage rows, so a monthly limit set right after the upgrade
+    counts what it already spent; last month's rows do not count. A downgrade removes the
+    columns and the upgrade again refills them. The database's heads are the scripts'
+    (the readiness check compares them)."""
+    from datetime import UTC, datetime, timedelta
+
+    from alembic.runtime.migration import MigrationContext
+
+    from minitoolai.accounts.store import get_key
+    from minitoolai.db.migrate import expected_heads
+    from minitoolai.ledger.holds import month_of
+    from minitoolai.ledger.verify import verify
+
+    cfg = alembic_config(empty_database)
+    for head in ("0002_core", "dashboard_0002", "ledger_0001"):
+        command.upgrade(cfg, head)
+    now = datetime.now(UTC)
+    this_month = datetime(now.year, now.month, 1, tzinfo=UTC) + timedelta(minutes=1)
+    last_month = datetime(now.year, now.month, 1, tzinfo=UTC) - timedelta(days=3)
+    db = Database(empty_database, pool_size=1)
+    try:
+        async with db.write() as conn:
+            await conn.execute(sa.text(
+                "INSERT INTO accounts (email, balance, held, created_at)"
+                " VALUES ('k@example.com', 1000, 0, :t)"), {"t": last_month})
+            await conn.execute(sa.text(
+                "INSERT INTO api_keys (id, account_id, name, prefix, key_hash, created_at,"
+                " spent, held) VALUES ('key_old', 1, 'old', 'mtai-x', 'h', :t, 0, 0)"),
+                {"t": last_month})
+            for n, (moment, cost) in enumerate(((last_month, 300), (this_month, 200),
+                                                (this_month, 50))):
+                await conn.execute(sa.text(
+                    "INSERT INTO usage (request_id, account_id, key_id, created_at, endpoint,"
+                    " model, cost, status) VALUES (:r, 1, 'key_old', :t, 'chat', 'm', :c,"
+                    " 'ok')"), {"r": f"r{n}", "t": moment, "c": cost})
+                await conn.execute(sa.text(
+                    "INSERT INTO ledger_entries (account_id, amount, kind, request_id, note,"
+                    " created_at) VALUES (1, :a, 'charge', :r, '', :t)"),
+                    {"a": -cost, "r": f"r{n}", "t": moment})
+            await conn.execute(sa.text(
+                "INSERT INTO ledger_entries (account_id, amount, kind, note, created_at)"
+                " VALUES (1, 1550, 'topup', '', :t)"), {"t": last_month})
+            await conn.execute(sa.text("UPDATE api_keys SET spent = 550"))
+    finally:
+        await db.dispose()
+    for _ in range(2):
+        upgrade(empty_database)
+        db = Database(empty_database, pool_size=1)
+        try:
+            key = await get_key(db, "key_old")
+            assert (key.spent, key.spent_in(month_of(now)), key.month_limit) == (550, 250, None)
+            async with db.read() as conn:  # what the readiness check compares
+                heads = await conn.run_sync(
+                    lambda sync: set(MigrationContext.configure(sync).get_current_heads()))
+            assert heads == expected_heads()
+            assert key.expires_at is None and key.models is None
+            assert await verify(db) == []
+        finally:
+            await db.dispose()
+        command.downgrade(cfg, "keys@-1")
+        db = Database(empty_database, pool_size=1)
+        try:
+            async with db.read() as conn:
+                columns = await conn.run_sync(
+                    lambda sync: {c["name"] for c in sa.inspect(sync).get_columns("api_keys")})
+            assert "month_spent" not in columns and "spent" in columns
+        finally:
+            await db.dispose()
 
 
 async def test_password_resets_branch_up_down_up(empty_database):

@@ -23,7 +23,7 @@ from minitoolai.dashboard.passwords import (
     set_password,
 )
 from minitoolai.dashboard.resets import MAX_TOKEN_LENGTH, find_reset, request_reset, use_reset
-from minitoolai.dashboard.sessions import SESSION_COOKIE, end_all_sessions
+from minitoolai.dashboard.sessions import SESSION_COOKIE, create_session, end_all_sessions
 from minitoolai.dashboard.tables import dashboard_sessions
 from minitoolai.dashboard.web import Ctx, page
 from minitoolai.errors import InvalidRequest
@@ -70,10 +70,16 @@ async def change_password(ctx: Ctx) -> Response:
     if problem is not None:
         return await settings_page(ctx, 400, {problem[0]: problem[1]})
     service.login_backoff.reset(pair)
-    await set_password(ctx.db, ctx.account.id, password, end_sessions=True,
-                       keep_session=ctx.request.cookies.get(SESSION_COOKIE))
-    return ctx.redirect("/account", "Your password is changed. Every other session of your"
-                                    " account is logged out.")
+    # every session ends, this one too, and this browser gets a new one: whoever holds a
+    # copy of this browser's cookie (the reason to change a password) is logged out as well
+    await set_password(ctx.db, ctx.account.id, password, end_sessions=True)
+    days = service.config.session_days
+    token, _ = await create_session(ctx.db, ctx.account.id, days)
+    response = ctx.redirect("/account", "Your password is changed. Every other session of"
+                                        " your account is logged out.")
+    response.set_cookie(SESSION_COOKIE, token, path="/", httponly=True, samesite="lax",
+                        secure=service.cookie_secure, max_age=int(days * 86400))
+    return response
 
 
 async def logout_everywhere(ctx: Ctx) -> Response:

@@ -1,23 +1,34 @@
-"""Operator pages: search accounts; one account's balance, keys, credit history (CSV too)
-and usage; credit adjustments with a reason (a ledger entry); disable and enable."""
+"""Operator pages: search accounts; one account's balance, keys, credit history and usage
+(each as CSV too); credit adjustments with a reason (a ledger entry); revoking any of its
+keys; disable and enable."""
 
 from __future__ import annotations
 
+import logging
 import urllib.parse
 
 from starlette.responses import Response, StreamingResponse
 
-from minitoolai.accounts.store import get_account, list_accounts, list_keys, set_account_flags
+from minitoolai.accounts.store import (
+    get_account,
+    list_accounts,
+    list_keys,
+    revoke_key,
+    set_account_flags,
+)
 from minitoolai.dashboard.passwords import set_password
 from minitoolai.dashboard.sessions import end_all_sessions
 from minitoolai.dashboard.views.auth import MAX_PASSWORD
-from minitoolai.dashboard.views.usage import render_usage
+from minitoolai.dashboard.views.usage import render_usage, usage_csv_response
 from minitoolai.dashboard.web import Ctx, page, security_headers
 from minitoolai.errors import InvalidRequest, NotFound
 from minitoolai.inputs import MAX_ROW_ID, before_row_id
 from minitoolai.ledger.credits import add_credit
 from minitoolai.ledger.history import count_entries, entries_csv, list_entries
+from minitoolai.ledger.holds import month_of
 from minitoolai.money import MoneyFormatError, format_usd, parse_usd
+
+log = logging.getLogger(__name__)
 
 
 def _account_id(ctx: Ctx) -> int:
@@ -49,9 +60,32 @@ async def account_page(ctx: Ctx) -> Response:
     older_entries = None
     if len(history) == HISTORY_PAGE:
         older_entries = "?" + urllib.parse.urlencode({"entries_before": history[-1].id})
+    now = ctx.db.now()
     return await render_usage(ctx, account.id, "admin/account.html", account=account, keys=keys,
-                              show_csv=False, history=history, history_count=history_count,
-                              older_entries=older_entries)
+                              csv_url=f"/admin/accounts/{account.id}/usage.csv",
+                              history=history, history_count=history_count,
+                              older_entries=older_entries, now=now, month=month_of(now))
+
+
+async def usage_export(ctx: Ctx) -> Response:
+    """The account's usage as CSV, with the page's filters (the customer's own export)."""
+    account = await get_account(ctx.db, _account_id(ctx))
+    return usage_csv_response(ctx, account.id, f"minitoolai-usage-{account.id}.csv")
+
+
+async def revoke(ctx: Ctx) -> Response:
+    """Revoke any of this account's keys: refused at once here and, with Redis, on every
+    server (accounts/revocation.py), exactly as when the customer revokes it."""
+    account_id = _account_id(ctx)
+    key = await revoke_key(ctx.db, ctx.request.path_params["key_id"], account_id)
+    pushed = await ctx.runtime.revocations.key_revoked(key.id)
+    log.info("key %s of account %s revoked by operator %s", key.id, account_id,
+             ctx.account.email)
+    where = ("every server refuses it now" if pushed else
+             "this server refuses it now, the others within"
+             f" {ctx.runtime.settings.auth_cache_seconds:g} s")
+    return ctx.redirect(f"/admin/accounts/{account_id}",
+                        f"Revoked {key.name} ({key.prefix}…): {where}.")
 
 
 async def history_csv(ctx: Ctx) -> Response:
@@ -141,6 +175,8 @@ ROUTES = [
     ("/admin/accounts", page(accounts_page, admin=True), ["GET"]),
     ("/admin/accounts/{account_id}", page(account_page, admin=True), ["GET"]),
     ("/admin/accounts/{account_id}/ledger.csv", page(history_csv, admin=True), ["GET"]),
+    ("/admin/accounts/{account_id}/usage.csv", page(usage_export, admin=True), ["GET"]),
+    ("/admin/accounts/{account_id}/keys/{key_id}/revoke", page(revoke, admin=True), ["POST"]),
     ("/admin/accounts/{account_id}/credit", page(adjust, admin=True), ["POST"]),
     ("/admin/accounts/{account_id}/disabled", page(set_disabled, admin=True), ["POST"]),
     ("/admin/accounts/{account_id}/password", page(set_password_, admin=True), ["POST"]),

@@ -1,4 +1,4 @@
-"""Usage: the table of requests with date and model filters, CSV export, and the chart of
+"""Usage: the table of requests with date, model and key filters, CSV export, and the chart of
 daily spend per model. Always the session's own account."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from datetime import date, timedelta
 
 from starlette.responses import Response, StreamingResponse
 
+from minitoolai.accounts.store import list_keys
 from minitoolai.clock import utcnow
 from minitoolai.dashboard.charts import METRICS, stacked_bars
 from minitoolai.dashboard.usage_query import (
@@ -31,7 +32,8 @@ CSV_COLUMNS = ("time_utc", "request_id", "key_id", "endpoint", "model", "prompt_
 
 
 def usage_filter(ctx: Ctx) -> UsageFilter:
-    return UsageFilter.parse(ctx.query("start"), ctx.query("end"), ctx.query("model"))
+    return UsageFilter.parse(ctx.query("start"), ctx.query("end"), ctx.query("model"),
+                             ctx.query("key"))
 
 
 def _before(ctx: Ctx) -> int | None:
@@ -76,6 +78,8 @@ async def render_usage(ctx: Ctx, account_id: int | None, template: str, **values
     if len(rows) == size:
         keep = {} if span.metric == "cost" else {"metric": span.metric}
         older = "?" + urllib.parse.urlencode({**params, "before": rows[-1].id, **keep})
+    if "keys" not in values and account_id is not None:  # the key filter's choices
+        values["keys"] = await list_keys(ctx.db, account_id)
     return ctx.render(template, rows=rows, flt=flt, models=models, tokens=tokens,
                       count=count, total=total, chart=chart, span=span, older=older,
                       ranges=range_links(flt, span, today), metrics=metric_links(flt, span),
@@ -100,8 +104,9 @@ def usage_csv(rows, header: bool) -> str:
     return out.getvalue()
 
 
-async def usage_export(ctx: Ctx) -> Response:
-    account_id, flt = ctx.account.id, usage_filter(ctx)
+def usage_csv_response(ctx: Ctx, account_id: int, filename: str) -> Response:
+    """One account's usage matching the page's filters, streamed oldest first."""
+    flt = usage_filter(ctx)
 
     async def chunks():
         yield usage_csv([], header=True)
@@ -109,9 +114,13 @@ async def usage_export(ctx: Ctx) -> Response:
             yield usage_csv(rows, header=False)
 
     response = StreamingResponse(chunks(), media_type="text/csv; charset=utf-8", headers={
-        "Content-Disposition": 'attachment; filename="minitoolai-usage.csv"'})
+        "Content-Disposition": f'attachment; filename="{filename}"'})
     security_headers(response)
     return response
+
+
+async def usage_export(ctx: Ctx) -> Response:
+    return usage_csv_response(ctx, ctx.account.id, "minitoolai-usage.csv")
 
 
 ROUTES = [
