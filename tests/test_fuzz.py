@@ -315,14 +315,18 @@ PARAMS = st.dictionaries(st.sampled_from(["start", "end", "model", "before", "en
                          max_size=4)
 PAGES = ["/", "/usage", "/usage.csv", "/keys", "/credits", "/credits.csv", "/playground",
          "/playground/charge", "/docs", "/admin", "/admin/catalog", "/admin/accounts", "/admin/codes",
-         "/admin/accounts/{me}", "/admin/accounts/{me}/ledger.csv", "/login", "/signup",
+         "/admin/accounts/{me}", "/admin/accounts/{me}/ledger.csv",
+         "/admin/accounts/{other}/usage.csv", "/login", "/signup",
          "/account", "/forgot", "/reset/{text}",
          "/static/dashboard/{text}", "/admin/accounts/{text}", "/admin/codes.csv"]
-FORMS = {"/keys": ["name", "spend_limit"], "/redeem": ["code"],
+KEY_FIELDS = ["name", "spend_limit", "month_limit", "expires", "models"]
+FORMS = {"/keys": KEY_FIELDS, "/redeem": ["code"],
          "/topup/checkout": ["amount"], "/admin/codes": ["amount", "count", "batch"],
-         "/admin/accounts/{me}/credit": ["amount", "reason"],
+         "/admin/accounts/{me}/credit": ["amount", "reason", "paid"],
          "/admin/accounts/{other}/disabled": ["disabled"],
-         "/keys/{key}": ["name", "spend_limit"], "/keys/{text}/revoke": [],
+         "/keys/{key}": KEY_FIELDS, "/keys/{text}/revoke": [],
+         "/admin/codes/{text}/void": ["state"],
+         "/admin/accounts/{other}/keys/{text}/revoke": [],
          # the current password is checked (a slow hash) before anything else
          "/account/password": ["current", "password", "password2"],
          # last: a valid password here, or a logout, ends the session the fuzzer uses
