@@ -101,7 +101,7 @@ async def _answer(endpoint, request: Request) -> Response:
         return Response(status_code=400)
     except StarletteHTTPException as exc:
         return error_response(http_error(request, exc))
-    except Exception as exc:  # noqa: BLE001 - the last resort: 503 or a logged 500
+    except Exception as exc:
         return error_response(unexpected_error(request, exc))
 
 
@@ -179,6 +179,10 @@ def create_app(settings: Settings, *, migrate: bool = True, workers: bool = True
                     await capability.stop(runtime)
                 except Exception:  # one capability failing to stop must not block the others
                     log.exception("stopping %s failed", capability.__name__)
+            try:
+                await runtime.holds.close_leases()  # after the settlements drained
+            except Exception:
+                log.exception("giving back the credit leases failed")
             runtime.holds.close_journal()  # after the settlements drained
             await runtime.db.dispose()
             await runtime.redis.close()

@@ -21,6 +21,7 @@ from minitoolai.dashboard.settings import DashboardSettings
 from minitoolai.db.settings import DatabaseSettings
 from minitoolai.errors import ConfigError
 from minitoolai.images.settings import ImagesSettings
+from minitoolai.ledger.settings import LeaseSettings
 from minitoolai.mail import SmtpSettings
 from minitoolai.speech.settings import SpeechSettings
 
@@ -71,6 +72,7 @@ class Settings(BaseModel):
     images: ImagesSettings = Field(default_factory=ImagesSettings)
     speech: SpeechSettings = Field(default_factory=SpeechSettings)
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
+    leases: LeaseSettings = Field(default_factory=LeaseSettings)  # ledger/leases.py
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)  # outgoing email (mail.py)
 
     @field_validator("database_url")

@@ -19,6 +19,7 @@ from minitoolai.db.engine import Database
 from minitoolai.idempotency.store import IdempotencyStore
 from minitoolai.ledger.journal import SettlementJournal
 from minitoolai.ledger.keeper import HoldKeeper
+from minitoolai.ledger.leases import LeaseBook
 from minitoolai.redis_link import RedisLink
 
 
@@ -55,7 +56,11 @@ class Runtime:
                                      link),
             secret_key=settings.secret_key or "",  # unset: resolve_secret_key()
             holds=HoldKeeper(db, settings.hold_ttl_seconds,
-                             journal=SettlementJournal(settings.settlement_journal_dir)),
+                             journal=SettlementJournal(settings.settlement_journal_dir),
+                             # credit leases: PostgreSQL only (ledger/leases.py says why)
+                             leases=(LeaseBook(db, settings.leases)
+                                     if settings.leases.size_nano and not db.is_sqlite
+                                     else None)),
             # a claim left `running` longer than a hold lives belongs to a dead process
             idempotency=IdempotencyStore(db, settings.hold_ttl_seconds,
                                          settings.idempotency_max_replay_bytes),

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import BigInteger, cast, func, insert, select, update
 
 from minitoolai.accounts.keys import display_prefix, hash_secret, new_key_id, new_secret
 from minitoolai.clock import as_utc, utcnow
 from minitoolai.db.engine import Database
-from minitoolai.db.tables import accounts, api_keys
+from minitoolai.db.tables import accounts, api_keys, credit_leases
 from minitoolai.errors import InvalidRequest, NotFound
 
 
@@ -54,6 +54,20 @@ class ApiKey:
     def spent_in(self, month: int) -> int:
         """What the key spent in `month` (YYYYMM, UTC): its monthly limit's count."""
         return self.month_spent if self.spent_month == month else 0
+
+
+def account_columns() -> list:
+    """The accounts table's columns, with balance and held as the customer sees them: the
+    charges a server's credit lease made and has not folded into the row yet (at most a
+    lease tick ago, ledger/leases.py) already taken from both. Available credit (balance
+    - held) is the same either way."""
+    # sum() of a BIGINT is NUMERIC on PostgreSQL: cast back, money stays int
+    unfolded = cast(select(func.coalesce(func.sum(credit_leases.c.charged), 0))
+                    .where(credit_leases.c.account_id == accounts.c.id).scalar_subquery(),
+                    BigInteger)
+    return [*(c for c in accounts.c if c.name not in ("balance", "held")),
+            (accounts.c.balance - unfolded).label("balance"),
+            (accounts.c.held - unfolded).label("held")]
 
 
 def _account(row) -> Account:
@@ -159,7 +173,8 @@ async def create_account(db: Database, email: str, name: str = "") -> Account:
 
 async def get_account(db: Database, account_id: int) -> Account:
     async with db.read() as conn:
-        row = (await conn.execute(select(accounts).where(accounts.c.id == account_id))).first()
+        row = (await conn.execute(select(*account_columns())
+                                   .where(accounts.c.id == account_id))).first()
     if row is None:
         raise NotFound(f"no account with id {account_id}", code="account_not_found")
     return _account(row)
@@ -168,14 +183,15 @@ async def get_account(db: Database, account_id: int) -> Account:
 async def find_account(db: Database, email: str) -> Account:
     email = email.strip().lower()
     async with db.read() as conn:
-        row = (await conn.execute(select(accounts).where(accounts.c.email == email))).first()
+        row = (await conn.execute(select(*account_columns())
+                                   .where(accounts.c.email == email))).first()
     if row is None:
         raise NotFound(f"no account with email {email}", code="account_not_found")
     return _account(row)
 
 
 async def list_accounts(db: Database, search: str | None = None, limit: int = 1000) -> list[Account]:
-    query = select(accounts).order_by(accounts.c.id).limit(limit)
+    query = select(*account_columns()).order_by(accounts.c.id).limit(limit)
     if search:
         pattern = f"%{search.lower()}%"
         query = query.where(func.lower(accounts.c.email).like(pattern)

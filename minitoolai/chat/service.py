@@ -43,7 +43,7 @@ from minitoolai.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from minitoolai.ledger.holds import REFUSALS, UsageRecord, reserve
+from minitoolai.ledger.holds import REFUSALS, UsageRecord
 from minitoolai.money import usd_number
 from minitoolai.observability import exchange
 from minitoolai.observability.metrics import UpstreamTimer
@@ -116,10 +116,12 @@ class ChatService:
         meter = _Meter(endpoint, request, principal.account_id, prompt_bound, prompt_exact,
                        started, amount, image_tokens)
         try:
-            await reserve(self.runtime.db, request_id=request.request_id,
-                          account_id=principal.account_id, key_id=principal.key_id,
-                          amount=amount, kind="chat",
-                          ttl_seconds=self._settings.hold_ttl_seconds, model=request.model.id)
+            # from this process's credit lease when leases are on (ledger/leases.py), else
+            # a hold row, tracked so that it is renewed while the work lasts
+            await self.runtime.holds.reserve(request_id=request.request_id,
+                                             account_id=principal.account_id,
+                                             key_id=principal.key_id, amount=amount,
+                                             kind="chat", model=request.model.id)
         except REFUSALS:
             raise  # refused (credit, the key's limits, expiry, models): nothing was written
         except BaseException:
@@ -130,7 +132,6 @@ class ChatService:
             self.runtime.holds.settle(request.request_id, 0, meter.record(None, "error"),
                                       account_id=principal.account_id)
             raise
-        self.runtime.holds.track(request.request_id)
         try:
             if request.stream:
                 stream = await self._first_route(routes, open_stream)

@@ -19,6 +19,7 @@ from minitoolai.cli.common import (
     with_db,
 )
 from minitoolai.ledger.history import count_entries, list_entries
+from minitoolai.ledger.leases import sweep_expired_leases
 from minitoolai.ledger.sweeper import sweep_expired
 from minitoolai.ledger.verify import verify as verify_ledger
 from minitoolai.money import format_usd
@@ -80,6 +81,13 @@ def entries(email: str,
 
 @app.command("sweep")
 def sweep():
-    """Release expired holds now (the server does this periodically)."""
-    count = with_db(lambda s, db: sweep_expired(db))
+    """Release expired holds and return expired credit leases now (the server does this
+    periodically)."""
+
+    async def both(db) -> tuple[int, int]:
+        return await sweep_expired(db), await sweep_expired_leases(db)
+
+    count, leases = with_db(lambda s, db: both(db))
     console.print(f"released {count} expired hold(s)")
+    if leases:
+        console.print(f"returned {leases} expired credit lease(s)")

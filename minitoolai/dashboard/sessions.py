@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from sqlalchemy import delete, insert, select
 
-from minitoolai.accounts.store import Account
+from minitoolai.accounts.store import Account, account_columns
 from minitoolai.clock import as_utc, utcnow
 from minitoolai.dashboard.tables import dashboard_sessions
 from minitoolai.db.engine import Database
@@ -66,7 +66,8 @@ async def load_session(db: Database, token: str | None) -> Session | None:
         return None
     async with db.read() as conn:
         row = (await conn.execute(
-            select(dashboard_sessions.c.csrf_token, dashboard_sessions.c.expires_at, accounts)
+            select(dashboard_sessions.c.csrf_token, dashboard_sessions.c.expires_at,
+                   *account_columns())
             .join(accounts, accounts.c.id == dashboard_sessions.c.account_id)
             .where(dashboard_sessions.c.id_hash == digest(token))
         )).first()

@@ -130,3 +130,22 @@ usage = Table(
     Column("latency_ms", Integer, nullable=True),
     Index("ix_usage_account_created", "account_id", "created_at"),
 )
+
+# Credit leases (ledger/leases.py, PostgreSQL only): a slice of an account's credit (and of
+# its key's spending limit) granted to one server process, which serves holds from it
+# without touching the account's row. `amount` is counted in accounts.held and
+# api_keys.held; `charged` is what was settled against it and not yet folded into
+# accounts.balance / api_keys.spent (it is in the ledger entries and usage rows already).
+credit_leases = Table(
+    "credit_leases",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("key_id", String(32), nullable=True),
+    Column("owner", String(128), nullable=False),  # host-pid, for operators reading it
+    Column("amount", BigInteger, nullable=False),
+    Column("charged", BigInteger, nullable=False, server_default="0"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    # no secondary index: a few rows per server process, scanned by the sweeper and verify
+)

@@ -162,6 +162,22 @@ def key_refusal(row, *, amount: int, model: str | None, now: datetime,
         f" hold of ${format_usd(amount)}); it resets on the 1st", code="key_monthly_limit")
 
 
+def account_refusal(balance: int, held: int, amount: int) -> str:
+    """The 402's message when the account's available credit does not cover a hold
+    (the same words as `reserve`'s, for a hold served from a credit lease)."""
+    return (f"insufficient credit: available balance ${format_usd(balance - held)}"
+            f" (balance ${format_usd(balance)}, held ${format_usd(held)}), this"
+            f" request needs a hold of ${format_usd(amount)}. Top up your credit to"
+            " continue.")
+
+
+def key_limit_refusal(limit: int, spent: int, amount: int) -> str:
+    """The 402's message when a key's spending limit does not cover a hold."""
+    return (f"this API key's spending limit of ${format_usd(limit)} would be exceeded"
+            f" (spent ${format_usd(spent)}, this request needs a hold of"
+            f" ${format_usd(amount)})")
+
+
 @dataclass(slots=True)
 class UsageRecord:
     """What one request used; written with its settlement."""

@@ -49,16 +49,22 @@ class PendingSettlement:
     account_id: int | None
     cost: int
     record: UsageRecord
+    # a hold served from a credit lease (ledger/leases.py): its lease and key, and `cost`
+    # is the charge already capped at the hold
+    lease_id: str | None = None
+    key_id: str | None = None
 
     def to_json(self) -> bytes:
-        return orjson.dumps({"settle": {"request_id": self.request_id,
-                                        "account_id": self.account_id, "cost": self.cost,
-                                        "record": asdict(self.record)}}) + b"\n"
+        item = {"request_id": self.request_id, "account_id": self.account_id,
+                "cost": self.cost, "record": asdict(self.record)}
+        if self.lease_id is not None:
+            item["lease_id"], item["key_id"] = self.lease_id, self.key_id
+        return orjson.dumps({"settle": item}) + b"\n"
 
     @classmethod
     def from_json(cls, data: dict) -> PendingSettlement:
         return cls(data["request_id"], data["account_id"], int(data["cost"]),
-                   UsageRecord(**data["record"]))
+                   UsageRecord(**data["record"]), data.get("lease_id"), data.get("key_id"))
 
 
 def read_pending(path: Path) -> list[PendingSettlement]:

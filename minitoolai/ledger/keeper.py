@@ -17,6 +17,11 @@ hold expired and was swept before a new process replayed the journal), the charg
 posted late (`post_late_charge`): the swept hold's usage row gets the real usage and the
 charge is taken from the balance, even below zero. The happy path costs nothing more: no
 file is opened and nothing is fsync'd unless a settlement fails.
+
+With credit leases on (PostgreSQL, `leases.size` > 0), `reserve` serves chat holds from
+this process's lease on the account (ledger/leases.py) instead of a hold row; such a hold
+needs no renewal (its lease is renewed by the lease book's tick), and its settlement goes
+on the lease's row, journaled the same way if the database refuses it.
 """
 
 from __future__ import annotations
@@ -30,9 +35,11 @@ from datetime import timedelta
 
 from minitoolai.db.engine import Database
 from minitoolai.db.tx import Tx
-from minitoolai.ledger.holds import UsageRecord, settle
+from minitoolai.ledger.holds import Hold, UsageRecord, reserve, settle
 from minitoolai.ledger.journal import PendingSettlement, SettlementJournal
 from minitoolai.ledger.late import post_late_charge
+from minitoolai.ledger.lease_settlements import settle_leased
+from minitoolai.ledger.leases import Lease, LeaseBook, Unleased
 from minitoolai.ledger.undo import Undoer
 from minitoolai.observability import metrics
 
@@ -43,8 +50,11 @@ RETRY_FIRST, RETRY_MAX = 0.5, 10.0  # seconds between retries of journaled settl
 
 class HoldKeeper:
     def __init__(self, db: Database, ttl_seconds: int, max_age_seconds: float = 86_400,
-                 journal: SettlementJournal | None = None) -> None:
+                 journal: SettlementJournal | None = None,
+                 leases: LeaseBook | None = None) -> None:
         self._db = db
+        self.leases = leases
+        self._leased: dict[str, tuple[Lease, int]] = {}  # request id: its lease, its hold
         self._ttl = ttl_seconds
         self._max_age = max_age_seconds  # past this, a hold is someone's bug: let it expire
         self._live: dict[str, float] = {}
@@ -53,6 +63,25 @@ class HoldKeeper:
         self.pending: dict[str, PendingSettlement] = {}  # journaled, not yet in the database
         self._retry_now = asyncio.Event()
         self.undoer = Undoer()  # releases the database refused, retried while it is away
+
+    async def reserve(self, *, request_id: str, account_id: int, key_id: str | None,
+                      amount: int, kind: str, model: str | None = None) -> Hold:
+        """Hold credit for a request this process will settle itself: from its credit lease
+        when leases are on (and the key has no expiry, allowlist or monthly limit), else as
+        a hold row (tracked, renewed). Raises what `holds.reserve` refuses with (REFUSALS)."""
+        if self.leases is not None:
+            try:
+                lease = await self.leases.take(account_id, key_id, amount)
+            except Unleased:
+                pass
+            else:
+                self._leased[request_id] = (lease, amount)
+                return Hold(request_id, account_id, key_id, amount)
+        hold = await reserve(self._db, request_id=request_id, account_id=account_id,
+                             key_id=key_id, amount=amount, kind=kind, ttl_seconds=self._ttl,
+                             model=model)
+        self.track(request_id)
+        return hold
 
     def track(self, request_id: str) -> None:
         self._live[request_id] = time.monotonic()
@@ -79,31 +108,67 @@ class HoldKeeper:
         """Settle; if the database fails, journal the settlement (fsync'd) and return None:
         the background retry makes it. A release (`cost` 0) is retried in the background
         without a journal. Raises only if the journal cannot be written."""
-        entry = PendingSettlement(request_id, account_id, cost, record)
+        leased = self._leased.pop(request_id, None)
+        if leased is not None:
+            lease, hold = leased
+            charge = max(0, min(cost, hold))  # never more than the hold, as settle_tx
+            self.leases.settling(lease, hold, charge)
+            entry = PendingSettlement(request_id, account_id, charge, record, lease.id,
+                                      lease.key_id)
+        else:
+            entry = PendingSettlement(request_id, account_id, cost, record)
         try:
-            return await settle(self._db, entry.request_id, entry.cost, entry.record,
-                                account_id=entry.account_id)
+            charged = await self._settle(entry)
         except Exception as exc:  # whatever the database raised
             if entry.cost <= 0:
                 # a release (nothing to charge) is not journaled, but retried in the
                 # background: left to the sweeper, the held credit would refuse the
-                # customer's next requests until the hold expired (ledger/undo.py)
-                self.undoer.later(f"the release of {request_id}", functools.partial(
-                    settle, self._db, request_id, 0, record, account_id=account_id),
-                    give_up_after=self._ttl, error=exc)
+                # customer's next requests until the hold expired (ledger/undo.py). (A
+                # leased hold's credit is back in its lease already: only its usage
+                # record is retried.)
+                self._landed(entry)
+                self.undoer.later(f"the release of {request_id}",
+                                  functools.partial(self._settle, entry),
+                                  give_up_after=self._ttl, error=exc)
                 return None
             if self.journal is None:
+                self._landed(entry)  # given up: not on its way any more
                 raise
             log.error("settling %s failed (%s: %s); journaled, and retried until the"
                       " database takes it", entry.request_id, exc.__class__.__name__, exc)
+        else:
+            self._landed(entry)
+            if charged is not None and entry.lease_id is not None:
+                metrics.count_settled(record.endpoint, record.model, charged,
+                                      record.prompt_tokens, record.completion_tokens)
+            return charged
         self.pending[entry.request_id] = entry  # before the await: _settled keeps the hold
         try:
             await asyncio.to_thread(self.journal.record, [entry])
         except BaseException:
             self.pending.pop(entry.request_id, None)
+            self._landed(entry)
             raise
         self._retry_now.set()
         return None
+
+    async def _settle(self, entry: PendingSettlement) -> int | None:
+        """Make one settlement: on its credit lease's row, or its hold row's."""
+        if entry.lease_id is not None:
+            # batched with this moment's other leased settlements (a journal replayed in a
+            # process with leases off settles alone)
+            settle_on_lease = (self.leases.settlements.settle if self.leases is not None
+                               else functools.partial(settle_leased, self._db))
+            return await settle_on_lease(
+                lease_id=entry.lease_id, request_id=entry.request_id,
+                account_id=entry.account_id, key_id=entry.key_id, charge=entry.cost,
+                record=entry.record)
+        return await settle(self._db, entry.request_id, entry.cost, entry.record,
+                            account_id=entry.account_id)
+
+    def _landed(self, entry: PendingSettlement) -> None:
+        if entry.lease_id is not None and self.leases is not None:
+            self.leases.landed(entry.lease_id, entry.cost)
 
     def _settled(self, request_id: str, task: asyncio.Task) -> None:
         self._settling.discard(task)
@@ -173,9 +238,10 @@ class HoldKeeper:
         """Try every journaled settlement once; returns how many are still pending."""
         for request_id, entry in list(self.pending.items()):
             try:
-                charged = await settle(self._db, request_id, entry.cost, entry.record,
-                                       account_id=entry.account_id)
-                if charged is None:  # the hold is gone: settled already, or swept
+                charged = await self._settle(entry)
+                if charged is None and entry.lease_id is None:
+                    # the hold is gone: settled already, or swept (a leased settlement
+                    # charges the account itself when its lease was swept)
                     await post_late_charge(self._db, entry)
             except asyncio.CancelledError:
                 raise
@@ -185,6 +251,7 @@ class HoldKeeper:
                 continue
             self.pending.pop(request_id, None)
             self.forget(request_id)
+            self._landed(entry)
             self.journal.resolve(request_id)
             log.info("journaled settlement %s is in the database", request_id)
         return len(self.pending)
@@ -205,11 +272,21 @@ class HoldKeeper:
         """Renew every third of the TTL, and retry journaled settlements, forever (a
         lifespan task)."""
         retries = asyncio.create_task(self.run_retries(), name="settlement-retries")
+        leases = (asyncio.create_task(self.leases.run(), name="credit-leases")
+                  if self.leases is not None else None)
         try:
             await self._run_renewals()
         finally:
             retries.cancel()
-            await asyncio.gather(retries, return_exceptions=True)
+            if leases is not None:
+                leases.cancel()
+            await asyncio.gather(retries, *([leases] if leases else []),
+                                 return_exceptions=True)
+
+    async def close_leases(self) -> None:
+        """At shutdown, after `drain`: give this process's credit leases back."""
+        if self.leases is not None:
+            await self.leases.close()
 
     async def _run_renewals(self) -> None:
         while True:

@@ -1,4 +1,5 @@
-"""Release holds whose process died before settling them (kill -9, power loss)."""
+"""Release holds, and return credit leases, whose process died before settling them
+(kill -9, power loss)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from sqlalchemy import select
 from minitoolai.db.engine import Database
 from minitoolai.db.tables import holds
 from minitoolai.ledger.holds import UsageRecord, release
+from minitoolai.ledger.leases import sweep_expired_leases
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,7 @@ async def run_sweeper(db: Database, interval_seconds: float,
     while True:
         try:
             await sweep_expired(db, keep=keep)
+            await sweep_expired_leases(db)  # ledger/leases.py: a dead process's leases
         except asyncio.CancelledError:
             raise
         except Exception:  # the sweeper must outlive a transient database error
