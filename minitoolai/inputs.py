@@ -119,3 +119,12 @@ def strict_int(text: str, param: str, *, max_digits: int = 18,
         limit = f"at most {maximum}" if maximum is not None else f"of at most {max_digits} digits"
         raise InvalidRequest(f"{param} must be a whole number {limit}", param=param)
     return int(text)
+
+
+def before_row_id(text: str, param: str) -> int | None:
+    """A page's "older than this row" cursor (`?before=ID`): None when empty, else a strict
+    integer (a 400 naming `param` otherwise: "²".isdigit() is true but int() refuses it, and
+    int() refuses 5,000 digits), capped at the largest row id: anything above it means
+    "from the newest", like no value."""
+    text = text.strip()
+    return min(strict_int(text, param), MAX_ROW_ID) if text else None

@@ -22,7 +22,7 @@ from minitoolai.dashboard.views.auth import MAX_PASSWORD
 from minitoolai.dashboard.views.usage import render_usage, usage_csv_response
 from minitoolai.dashboard.web import Ctx, page, security_headers
 from minitoolai.errors import InvalidRequest, NotFound
-from minitoolai.inputs import MAX_ROW_ID
+from minitoolai.inputs import MAX_ROW_ID, before_row_id
 from minitoolai.ledger.credits import add_credit
 from minitoolai.ledger.history import count_entries, entries_csv, list_entries
 from minitoolai.ledger.holds import month_of
@@ -52,10 +52,10 @@ CSV_BATCH = 1000
 async def account_page(ctx: Ctx) -> Response:
     account = await get_account(ctx.db, _account_id(ctx))
     keys = await list_keys(ctx.db, account.id)
-    before = ctx.query("entries_before")
     # the credit history: every entry but the per-request charges (the usage table below)
     history = await list_entries(ctx.db, account.id, credits_only=True, limit=HISTORY_PAGE,
-                                 before_id=int(before) if before.isdigit() else None)
+                                 before_id=before_row_id(ctx.query("entries_before"),
+                                                         "entries_before"))
     history_count, _ = await count_entries(ctx.db, account.id, credits_only=True)
     older_entries = None
     if len(history) == HISTORY_PAGE:

@@ -12,6 +12,7 @@ import urllib.parse
 from starlette.responses import Response, StreamingResponse
 
 from minitoolai.dashboard.web import Ctx, page, security_headers
+from minitoolai.inputs import before_row_id
 from minitoolai.ledger.history import Entry, list_entries, spreadsheet_safe
 from minitoolai.money import format_usd
 
@@ -35,9 +36,8 @@ def source(entry: Entry) -> str:
 
 
 async def history_page(ctx: Ctx) -> Response:
-    before = ctx.query("before")
     entries = await list_entries(ctx.db, ctx.account.id, credits_only=True, limit=PAGE_SIZE,
-                                 before_id=int(before) if before.isdigit() else None)
+                                 before_id=before_row_id(ctx.query("before"), "before"))
     older = None
     if len(entries) == PAGE_SIZE:
         older = "?" + urllib.parse.urlencode({"before": entries[-1].id})

@@ -23,7 +23,7 @@ from minitoolai.dashboard.usage_query import (
     usage_totals,
 )
 from minitoolai.dashboard.web import Ctx, page, security_headers
-from minitoolai.inputs import MAX_ROW_ID, strict_int
+from minitoolai.inputs import before_row_id
 from minitoolai.money import format_usd
 
 CSV_COLUMNS = ("time_utc", "request_id", "key_id", "endpoint", "model", "prompt_tokens",
@@ -37,9 +37,7 @@ def usage_filter(ctx: Ctx) -> UsageFilter:
 
 
 def _before(ctx: Ctx) -> int | None:
-    text = ctx.query("before").strip()
-    # a row id: anything above the largest id means "from the newest", like no value
-    return min(strict_int(text, "before"), MAX_ROW_ID) if text else None
+    return before_row_id(ctx.query("before"), "before")
 
 
 def range_links(flt: UsageFilter, span: ChartRange, today: date) -> list[tuple[str, str, bool]]:
