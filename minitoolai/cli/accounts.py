@@ -21,7 +21,7 @@ from minitoolai.cli.common import (
     with_db,
 )
 from minitoolai.ledger.credits import add_credit
-from minitoolai.money import format_usd
+from minitoolai.money import display_usd
 
 app = typer.Typer(help="Create and list accounts.", no_args_is_help=True)
 
@@ -58,8 +58,8 @@ def list_(search: str = typer.Option(None, help="filter by email or name"),
         return
     table = make_table("id", "email", "name", "balance", "held", "admin", "disabled")
     for a in rows:
-        table.add_row(str(a.id), a.email, a.name, "$" + format_usd(a.balance),
-                      "$" + format_usd(a.held), "yes" if a.is_admin else "",
+        table.add_row(str(a.id), a.email, a.name, display_usd(a.balance),
+                      display_usd(a.held), "yes" if a.is_admin else "",
                       "yes" if a.disabled else "")
     print_table(table)
 

@@ -19,7 +19,7 @@ from minitoolai.cli.common import (
     with_db,
 )
 from minitoolai.dashboard.codes import MAX_BATCH, create_codes, display, list_codes, void_code
-from minitoolai.money import format_usd
+from minitoolai.money import display_usd
 
 app = typer.Typer(help="Redemption codes: single-use top-ups customers redeem in the dashboard.",
                   no_args_is_help=True)
@@ -35,7 +35,7 @@ def create(amount: str = typer.Option(..., "--amount", help="value of each code 
     if not 1 <= count <= MAX_BATCH:
         fail(f"--count must be between 1 and {MAX_BATCH}", EXIT_USAGE)
     codes = with_db(lambda settings, db: create_codes(db, value, count, batch=batch))
-    err_console.print(f"{len(codes)} code(s) worth ${format_usd(value)} each", highlight=False)
+    err_console.print(f"{len(codes)} code(s) worth {display_usd(value)} each", highlight=False)
     for code in codes:
         print(display(code))
 
@@ -60,7 +60,7 @@ def list_(used: bool = typer.Option(None, "--used/--unused",
     table = make_table("id", "code", "amount", "batch", "created", "used by", "used at",
                        "voided")
     for c in rows:
-        table.add_row(str(c.id), c.display, "$" + format_usd(c.amount), c.batch,
+        table.add_row(str(c.id), c.display, display_usd(c.amount), c.batch,
                       f"{c.created_at:%Y-%m-%d %H:%M}", c.used_by_email or "",
                       f"{c.used_at:%Y-%m-%d %H:%M}" if c.used_at else "",
                       f"{c.voided_at:%Y-%m-%d %H:%M} by {c.voided_by}" if c.voided_at else "")
@@ -73,5 +73,5 @@ def void(code_id: int):
     Who voided it and when stay on the code."""
     by = operator_name()
     code = with_db(lambda settings, db: void_code(db, code_id, by))
-    console.print(f"voided {code.display} (id {code.id}, ${format_usd(code.amount)})",
+    console.print(f"voided {code.display} (id {code.id}, {display_usd(code.amount)})",
                   highlight=False)

@@ -29,7 +29,7 @@ from minitoolai.config import Settings, ensure_data_dir, load_settings
 from minitoolai.db.engine import Database
 from minitoolai.db.migrate import upgrade
 from minitoolai.errors import MiniToolAIError
-from minitoolai.money import MAX_CREDIT_NANO, MoneyFormatError, format_usd, parse_usd
+from minitoolai.money import MAX_CREDIT_NANO, MoneyFormatError, display_usd, format_usd, parse_usd
 
 T = TypeVar("T")
 EXIT_FAILED = 1
@@ -90,8 +90,9 @@ def money_fields(name: str, nano: int | None) -> dict[str, Any]:
 
 
 def signed_usd(nano: int) -> str:
-    """+$2.50 / -$1.00: the sign always shown, for ledger entries."""
-    return ("-" if nano < 0 else "+") + "$" + format_usd(abs(nano))
+    """+$2.50 / -$1.00: the sign always shown, for ledger entries; the money display rule
+    (money.display_usd) as everywhere people read amounts; `--json` has the exact ones."""
+    return ("-" if nano < 0 else "+") + display_usd(abs(nano))
 
 
 def json_option() -> Any:

@@ -24,7 +24,7 @@ from minitoolai.cli.common import (
 from minitoolai.clock import as_utc
 from minitoolai.db.tables import usage
 from minitoolai.ledger.credits import add_credit
-from minitoolai.money import format_usd
+from minitoolai.money import display_usd
 
 app = typer.Typer(help="Top up and adjust credit.", no_args_is_help=True)
 # "-1" would otherwise be read as an unknown option ("No such option: -1"): let click pass
@@ -48,7 +48,7 @@ def add(email: str, usd: str, note: str = typer.Option("", help="why, for the le
                                 by=operator_name(), paid=paid)
 
     balance = with_db(action)
-    console.print(f"{email}: +${format_usd(amount)}, balance ${format_usd(balance)}")
+    console.print(f"{email}: +{display_usd(amount)}, balance {display_usd(balance)}")
 
 
 @app.command("adjust", context_settings=NEGATIVE_AMOUNTS)
@@ -68,7 +68,7 @@ def adjust(email: str = typer.Argument(..., metavar="EMAIL"),
                                 by=operator_name())
 
     balance = with_db(action)
-    console.print(f"{email}: {signed_usd(amount)}, balance ${format_usd(balance)}")
+    console.print(f"{email}: {signed_usd(amount)}, balance {display_usd(balance)}")
 
 
 def balance(email: str, as_json: bool = json_option()):
@@ -80,9 +80,9 @@ def balance(email: str, as_json: bool = json_option()):
                     **money_fields("held", account.held),
                     **money_fields("available", account.available)})
         return
-    console.print(f"balance   ${format_usd(account.balance)}\n"
-                  f"held      ${format_usd(account.held)}\n"
-                  f"available ${format_usd(account.available)}")
+    console.print(f"balance   {display_usd(account.balance)}\n"
+                  f"held      {display_usd(account.held)}\n"
+                  f"available {display_usd(account.available)}")
 
 
 def usage_(email: str, since: str = typer.Option(None, help="YYYY-MM-DD (UTC)"),
@@ -121,8 +121,8 @@ def usage_(email: str, since: str = typer.Option(None, help="YYYY-MM-DD (UTC)"),
         table.add_row(f"{r.created_at:%Y-%m-%d %H:%M:%S}", r.endpoint, r.model,
                       str(r.prompt_tokens), str(r.completion_tokens), str(r.images),
                       str(r.characters),
-                      "$" + format_usd(r.cost) + ("*" if r.estimated else ""), r.status)
+                      display_usd(r.cost) + ("*" if r.estimated else ""), r.status)
     print_table(table)
     shown = f"the last {len(rows)} of " if len(rows) < count else ""
     note = " (* estimated usage)" if any(r.estimated for r in rows) else ""
-    console.print(f"{shown}{count} request(s), ${format_usd(int(total))} in all{note}")
+    console.print(f"{shown}{count} request(s), {display_usd(int(total))} in all{note}")

@@ -29,7 +29,7 @@ from minitoolai.cli.common import (
 )
 from minitoolai.errors import InvalidRequest
 from minitoolai.ledger.holds import month_of
-from minitoolai.money import format_usd
+from minitoolai.money import display_usd
 
 app = typer.Typer(help="Create, list, update and revoke API keys.", no_args_is_help=True)
 
@@ -151,10 +151,10 @@ def list_(email: str, as_json: bool = json_option()):
                       f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "",
                       (f"{k.expires_at:%Y-%m-%d %H:%M}" + (" (expired)" if k.expired(now)
                                                            else "")) if k.expires_at else "",
-                      "$" + format_usd(k.spend_limit) if k.spend_limit is not None else "",
-                      "$" + format_usd(k.spent),
-                      "$" + format_usd(k.month_limit) if k.month_limit is not None else "",
-                      "$" + format_usd(k.spent_in(month)),
+                      display_usd(k.spend_limit) if k.spend_limit is not None else "",
+                      display_usd(k.spent),
+                      display_usd(k.month_limit) if k.month_limit is not None else "",
+                      display_usd(k.spent_in(month)),
                       ",".join(k.models) if k.models is not None else "all")
     print_table(table)
 

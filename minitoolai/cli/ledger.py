@@ -22,7 +22,7 @@ from minitoolai.ledger.history import count_entries, list_entries
 from minitoolai.ledger.leases import sweep_expired_leases
 from minitoolai.ledger.sweeper import sweep_expired
 from minitoolai.ledger.verify import verify as verify_ledger
-from minitoolai.money import format_usd
+from minitoolai.money import display_usd
 
 app = typer.Typer(help="The credit ledger: history, checks, repair.", no_args_is_help=True)
 
@@ -76,7 +76,7 @@ def entries(email: str,
     print_table(table)
     shown = f"the newest {len(rows)} of " if len(rows) < count else ""
     console.print(f"{shown}{count} entr{'y' if count == 1 else 'ies'}, net"
-                  f" {signed_usd(total)}; balance ${format_usd(account.balance)}")
+                  f" {signed_usd(total)}; balance {display_usd(account.balance)}")
 
 
 @app.command("sweep")

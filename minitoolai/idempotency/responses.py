@@ -26,8 +26,14 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from minitoolai.errors import Conflict, InvalidRequest, Unprocessable
-from minitoolai.idempotency.store import (Busy, IdempotencyStore, Mismatch, Recorded, TooLarge,
-                                          fingerprint)
+from minitoolai.idempotency.store import (
+    Busy,
+    IdempotencyStore,
+    Mismatch,
+    Recorded,
+    TooLarge,
+    fingerprint,
+)
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from starlette.responses import Response
 from minitoolai.catalog_status import is_available
 from minitoolai.dashboard.playground_key import playground_principal
 from minitoolai.dashboard.web import Ctx, page, security_headers
-from minitoolai.errors import InvalidRequest, ServiceUnavailable
 from minitoolai.db.tables import usage
+from minitoolai.errors import InvalidRequest, ServiceUnavailable
 from minitoolai.http import json_response, read_json
 from minitoolai.money import format_usd
 from minitoolai.speech.validation import parse_speech

@@ -7,7 +7,6 @@ import importlib.util
 
 from minitoolai.images.backends.base import Backend
 
-
 INSTALL_IMAGES = "pip install 'minitoolai[images]'"
 
 
