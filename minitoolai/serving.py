@@ -44,10 +44,10 @@ def run(workers: int) -> None:
                 loop="auto", access_log=False, log_config=None, **uvicorn_options(settings))
 
 
-def exec_server(workers: int) -> None:
-    """Replace this process with a fresh interpreter running `run(workers)`; where exec is
-    not available, run in this process instead."""
-    if os.name != "posix" or os.environ.get("MINITOOLAI_SERVE_NO_EXEC"):
+def exec_server(workers: int, *, fresh: bool = True) -> None:
+    """Replace this process with a fresh interpreter running `run(workers)`; with
+    `fresh=False` (`serve --no-exec`), or where exec is not available, run in this one."""
+    if os.name != "posix" or not fresh:
         run(workers)
         return
     sys.stdout.flush()

@@ -82,7 +82,10 @@ def print_banner(settings: Settings, demo_key: str | None) -> None:
 
 def serve(host: str = typer.Option(None, help="interface to bind (default 127.0.0.1)"),
           port: int = typer.Option(None, help="port (default 8000)"),
-          workers: int = typer.Option(1, min=1, help="server processes")):
+          workers: int = typer.Option(1, min=1, help="server processes"),
+          fresh: bool = typer.Option(True, "--exec/--no-exec",
+                                     help="after migrating, exec a fresh, lean server process"
+                                          " (same pid); --no-exec serves in this one")):
     """Run the API server (image workers run embedded)."""
     if host is not None:
         os.environ["MINITOOLAI_HOST"] = host
@@ -98,7 +101,7 @@ def serve(host: str = typer.Option(None, help="interface to bind (default 127.0.
         demo_key = asyncio.run(ensure_demo_account(settings)) if settings.demo_account else None
     print_banner(settings, demo_key)
     # the server itself starts afresh, without this command's imports and memory
-    exec_server(workers)
+    exec_server(workers, fresh=fresh)
 
 
 def worker():

@@ -88,7 +88,13 @@ class _Absent(importlib.abc.MetaPathFinder):
 def main() -> None:
     modules = absent_modules([e for e in sys.argv[1].split(",") if e])
     sys.meta_path.insert(0, _Absent(modules))
-    sys.argv = ["minitoolai", *sys.argv[2:]]
+    args = sys.argv[2:]
+    if args[:1] == ["serve"]:
+        # `serve` execs a fresh server process after migrating (minitoolai/serving.py),
+        # which would start without this import hook: kept in this process instead. The
+        # exec'd path runs on real installs, bare and `[local]`, in scripts/quickstart_check.py
+        args.append("--no-exec")
+    sys.argv = ["minitoolai", *args]
     from minitoolai.cli.main import app
 
     app()
