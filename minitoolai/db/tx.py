@@ -131,6 +131,15 @@ Op = Callable[[Tx], Awaitable[Any]]
 Outcome = tuple[bool, Any]  # (True, result) or (False, the op's exception)
 
 
+def fail_waiters(futures, exc: BaseException) -> None:
+    """A batched transaction failed: every caller still waiting gets the error (a shutdown's
+    CancelledError as a plain error: the waiter was not the one cancelled)."""
+    error = exc if isinstance(exc, Exception) else RuntimeError("ledger transaction aborted")
+    for future in futures:
+        if not future.done():
+            future.set_exception(error)
+
+
 class GroupCommit:
     """Run ledger ops submitted in the same turn of the event loop in one transaction.
 
@@ -174,10 +183,7 @@ class GroupCommit:
                 # get the error. An op that did commit (PostgreSQL's reruns commit one by
                 # one) is safe to report failed: a settle run again finds no hold, and a
                 # reserve's hold nobody uses is released by the sweeper.
-                for _, _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc if isinstance(exc, Exception)
-                                             else RuntimeError("ledger transaction aborted"))
+                fail_waiters([future for _, _, future in batch], exc)
                 if not isinstance(exc, Exception):
                     raise
                 return

@@ -16,7 +16,7 @@ import logging
 
 from minitoolai.clock import utcnow
 from minitoolai.db.engine import Database
-from minitoolai.db.tx import Tx
+from minitoolai.db.tx import Tx, fail_waiters
 from minitoolai.errors import LedgerError
 from minitoolai.ledger.holds import UsageRecord
 
@@ -185,10 +185,7 @@ class SettlementBatch:
         except BaseException as exc:
             if batch is None:
                 batch, self._pending = self._pending, []
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc if isinstance(exc, Exception)
-                                         else RuntimeError("ledger transaction aborted"))
+            fail_waiters([future for _, future in batch], exc)
             if not isinstance(exc, Exception):
                 raise
             return
