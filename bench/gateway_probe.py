@@ -180,6 +180,11 @@ def stage_figures(before: dict, after: dict) -> dict:
         figures[stage] = {"count": int(total), "mean_ms": mean, "p50_ms": quantile(0.5),
                           "p99_ms": quantile(0.99),
                           "over_20ms": int(total - dict(cum).get(0.02, total))}
+    # ops per group-committed ledger transaction: fewer commits per request, fewer WAL pages
+    count_key, sum_key = "minitoolai_ledger_batch_size_count", "minitoolai_ledger_batch_size_sum"
+    commits = after.get(count_key, 0) - before.get(count_key, 0)
+    if commits:
+        figures["ledger_batch_mean"] = (after.get(sum_key, 0) - before.get(sum_key, 0)) / commits
     figures["loop_lag_max_ms"] = after.get("minitoolai_event_loop_lag_max_seconds", 0) * 1000
     # the most CPU the loop's thread spent in one lag of the run: the code's own stall
     figures["loop_busy_max_ms"] = after.get("minitoolai_event_loop_busy_max_seconds", 0) * 1000

@@ -83,7 +83,9 @@ def report(results: dict, rows: list[dict]) -> None:
                     f" wake-ups over 20 ms" if lag else "")
         print(f"  {r['mode']:8} c={r['concurrency']:<3} " + "; ".join(parts)
               + f"{lag_text}; largest loop stall {stages['loop_lag_max_ms']:.1f} ms, largest"
-              f" on CPU (the code's own) {stages.get('loop_busy_max_ms', 0):.1f} ms")
+              f" on CPU (the code's own) {stages.get('loop_busy_max_ms', 0):.1f} ms"
+              + (f"; {stages['ledger_batch_mean']:.1f} ledger ops per commit"
+                 if "ledger_batch_mean" in stages else ""))
     lv = results["ledger_verify"]
     print(f"ledger verify: rc={lv['rc']} {lv['output']}")
     peak = max(results["rss_peak_mb"], results["vm_hwm_mb"])

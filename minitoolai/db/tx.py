@@ -126,6 +126,8 @@ class _SQLiteCursorTx:
 
 WAL_FRAME_BYTES = 4096 + 24  # a page and its frame header (SQLite's default page size)
 WAL_RESTART_BYTES = 16 * 1024 * 1024  # past this, the checkpoint thread restarts the log
+# after a batch in which an op raised, this many batches run with a savepoint per op
+CAREFUL_BATCHES = 100
 
 Op = Callable[[Tx], Awaitable[Any]]
 Outcome = tuple[bool, Any]  # (True, result) or (False, the op's exception)
@@ -203,6 +205,7 @@ class InlineSQLite(GroupCommit):
         super().__init__()
         self._path = path
         self._conn: sqlite3.Connection | None = None
+        self._careful = 0  # batches left to run with a savepoint per op (see _execute)
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False,
@@ -276,16 +279,51 @@ class InlineSQLite(GroupCommit):
             conn.execute("COMMIT")
 
     async def _execute(self, ops: list[Op]) -> list[Outcome]:
-        """One BEGIN, one COMMIT and one WAL write per page for the whole batch; each op in
-        its own SAVEPOINT, so one that raises is rolled back alone."""
+        """One BEGIN, one COMMIT and one WAL write per page for the whole batch.
+
+        Optimistically without savepoints: SAVEPOINT and RELEASE around each op were a third
+        of the statements of a request's reserve and settle (bench/RESULTS.md), and an op
+        fails rarely (a key's limit refusing: a refusal for credit returns, it does not
+        raise). If one does raise, the batch is rolled back and runs again with a savepoint
+        per op, so that only the failed op is undone; nothing of the first try committed,
+        so nothing is applied twice. Failures come in runs (a client retrying a refused
+        key), so the next batches keep their savepoints for a while."""
         if self._conn is None:
             self._conn = self._connect()
         conn = self._conn
+        if len(ops) > 1 and not self._careful:
+            outcomes = await self._together(conn, ops)
+            if outcomes is not None:
+                return outcomes
+            self._careful = CAREFUL_BATCHES
+        elif self._careful:
+            self._careful -= 1
+        return await self._one_by_one(conn, ops)
+
+    async def _together(self, conn: sqlite3.Connection, ops: list[Op]) -> list[Outcome] | None:
+        """The batch in one transaction, or None (rolled back) if an op raised."""
+        await self._begin(conn)  # the lock not had in time: the callers get the error
+        try:
+            tx = _SQLiteCursorTx(conn)
+            outcomes: list[Outcome] = [(True, await op(tx)) for op in ops]
+            conn.execute("COMMIT")
+            return outcomes
+        except Exception:  # noqa: BLE001 - any op's failure: the batch runs again
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            return None
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    async def _one_by_one(self, conn: sqlite3.Connection, ops: list[Op]) -> list[Outcome]:
+        """The batch in one transaction, each op in its own SAVEPOINT (an op alone needs
+        none: if it fails, the whole transaction goes)."""
         outcomes: list[Outcome] = []
         try:
             await self._begin(conn)
             tx = _SQLiteCursorTx(conn)
-            # an op alone needs no savepoint: if it fails, the whole transaction goes
             alone = len(ops) == 1
             for op in ops:
                 if not alone:

@@ -106,11 +106,12 @@ async def _settle_one(tx: Tx, params: dict) -> int | None:
     return charge
 
 
-# Many leased settlements in one statement (SettlementBatch): their leases' rows are locked
-# first (LOCK_LEASES), so none can be swept halfway; a settlement whose lease is gone is
-# settled alone (_settle_one: a late charge).
-LOCK_LEASES = ("SELECT array_agg(id) FROM (SELECT id FROM credit_leases"
-               " WHERE id = ANY(CAST(:ids AS VARCHAR[])) ORDER BY id FOR UPDATE) AS locked")
+# Many leased settlements in one statement (SettlementBatch). Its first step locks their
+# leases' rows (`live`), so that none can be swept halfway, in id order as the sweeper
+# takes them; the statement writes only the settlements whose lease is live, and returns
+# the live leases: a settlement whose lease is gone is settled alone afterwards
+# (_settle_one: a late charge). Locking in the same statement saves a round trip (and
+# PostgreSQL a statement) per transaction: with several servers each commits its own.
 SETTLE_LEASED_MANY = """
 WITH s AS (SELECT * FROM unnest(CAST(:ids AS VARCHAR[]), CAST(:lease_ids AS VARCHAR[]),
                                 CAST(:account_ids AS INTEGER[]), CAST(:key_ids AS VARCHAR[]),
@@ -122,11 +123,14 @@ WITH s AS (SELECT * FROM unnest(CAST(:ids AS VARCHAR[]), CAST(:lease_ids AS VARC
                                 CAST(:notes AS TEXT[]))
            AS s(id, lease_id, account_id, key_id, charge, endpoint, model, prompt_tokens,
                 completion_tokens, images, characters, status, estimated, latency_ms, note)),
+live AS (SELECT id FROM credit_leases
+         WHERE id = ANY(CAST(:live_ids AS VARCHAR[])) ORDER BY id FOR UPDATE),
 u AS (INSERT INTO usage (request_id, account_id, key_id, created_at, endpoint, model,
                          prompt_tokens, completion_tokens, images, characters, cost, status,
                          estimated, latency_ms)
       SELECT id, account_id, key_id, :now, endpoint, model, prompt_tokens, completion_tokens,
              images, characters, charge, status, estimated, latency_ms FROM s
+      WHERE lease_id IN (SELECT id FROM live)
       ON CONFLICT (request_id) DO NOTHING RETURNING request_id),
 w AS (SELECT s.* FROM s JOIN u ON u.request_id = s.id),
 t AS (SELECT lease_id, CAST(sum(charge) AS BIGINT) AS total FROM w GROUP BY lease_id),
@@ -138,7 +142,7 @@ e AS (INSERT INTO ledger_entries (account_id, amount, kind, request_id, note, cr
       SELECT account_id, -charge, 'charge', id, note, :now FROM w WHERE charge > 0
       RETURNING id)
 SELECT (SELECT array_agg(id) FROM w), (SELECT count(*) FROM t), (SELECT count(*) FROM l),
-       (SELECT count(*) FROM e)
+       (SELECT count(*) FROM e), (SELECT array_agg(id) FROM live)
 """
 _COLUMNS = (("ids", "id"), ("lease_ids", "lease_id"), ("account_ids", "account_id"),
             ("key_ids", "key_id"), ("charges", "charge"), ("endpoints", "endpoint"),
@@ -204,21 +208,18 @@ async def _settle_many(tx: Tx, batch: list[dict]) -> list[int | None]:
         params = next(iter(unique.values()))
         results[params["id"]] = await _settle_one(tx, params)
         return _in_order(batch, unique, results)
-    row = await tx.fetchone(LOCK_LEASES, {"ids": sorted({p["lease_id"]
-                                                         for p in unique.values()})})
-    live = set(row[0] or ()) if row else set()
-    on_lease = [p for p in unique.values() if p["lease_id"] in live]
-    if on_lease:
-        arrays = {name: [p[key] for p in on_lease] for name, key in _COLUMNS}
-        arrays["now"] = on_lease[0]["now"]
-        written, leases, charged, _ = await tx.fetchone(SETTLE_LEASED_MANY, arrays)
-        if leases != charged:
-            raise LedgerError("a batch of settlements does not fit its credit leases")
-        written = set(written or ())
-        for p in on_lease:
+    settlements = list(unique.values())
+    arrays = {name: [p[key] for p in settlements] for name, key in _COLUMNS}
+    arrays["live_ids"] = sorted({p["lease_id"] for p in settlements})
+    arrays["now"] = settlements[0]["now"]
+    written, leases, charged, _, live = await tx.fetchone(SETTLE_LEASED_MANY, arrays)
+    if leases != charged:
+        raise LedgerError("a batch of settlements does not fit its credit leases")
+    written, live = set(written or ()), set(live or ())
+    for p in settlements:
+        if p["lease_id"] in live:
             results[p["id"]] = p["charge"] if p["id"] in written else None
-    for p in unique.values():
-        if p["lease_id"] not in live:  # swept: alone, a late charge
+        else:  # swept: alone, a late charge
             results[p["id"]] = await _settle_one(tx, p)
     return _in_order(batch, unique, results)
 
