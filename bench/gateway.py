@@ -91,6 +91,9 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=1,
                     help="`serve --workers N` (memory and CPU then sum all the processes)")
     ap.add_argument("--threads", type=int, default=1, help="wrk threads")
+    ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                    help="a setting for the server (the caller's MINITOOLAI_ variables are"
+                         " not passed on), e.g. MINITOOLAI_LEASES__SIZE=1")
     ap.add_argument("--json", type=Path, default=None, help="write all figures here")
     ap.add_argument("--profile", type=Path, default=None,
                     help="directory for py-spy raw profiles of the server, one per gateway run"
@@ -121,6 +124,7 @@ def main() -> int:
         "MINITOOLAI_RATE_LIMIT_PER_MINUTE": "0", "MINITOOLAI_LOG_LEVEL": args.log_level,
         "OPENAI_BASE_URL": f"http://127.0.0.1:{fake_port}/v1", "OPENAI_API_KEY": "sk-bench",
     })
+    env.update(item.split("=", 1) for item in args.env)
     if args.loop_monitor_ms:  # the stall monitor: each run's largest event-loop lag (/metrics)
         env["MINITOOLAI_LOOP_MONITOR_INTERVAL_MS"] = str(args.loop_monitor_ms)
     pg_name = None

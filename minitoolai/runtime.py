@@ -58,10 +58,9 @@ class Runtime:
             secret_key=settings.secret_key or "",  # unset: resolve_secret_key()
             holds=HoldKeeper(db, settings.hold_ttl_seconds,
                              journal=SettlementJournal(settings.settlement_journal_dir),
-                             # credit leases: PostgreSQL only (ledger/leases.py says why)
+                             # credit leases (ledger/leases.py), when sized
                              leases=(LeaseBook(db, settings.leases)
-                                     if settings.leases.size_nano and not db.is_sqlite
-                                     else None)),
+                                     if settings.leases.size_nano else None)),
             # a claim left `running` longer than a hold lives belongs to a dead process
             idempotency=IdempotencyStore(db, settings.hold_ttl_seconds,
                                          settings.idempotency_max_replay_bytes),

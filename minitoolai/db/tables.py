@@ -131,7 +131,7 @@ usage = Table(
     Index("ix_usage_account_created", "account_id", "created_at"),
 )
 
-# Credit leases (ledger/leases.py, PostgreSQL only): a slice of an account's credit (and of
+# Credit leases (ledger/leases.py): a slice of an account's credit (and of
 # its key's spending limit) granted to one server process, which serves holds from it
 # without touching the account's row. `amount` is counted in accounts.held and
 # api_keys.held; `charged` is what was settled against it and not yet folded into

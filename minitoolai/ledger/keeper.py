@@ -18,7 +18,7 @@ posted late (`post_late_charge`): the swept hold's usage row gets the real usage
 charge is taken from the balance, even below zero. The happy path costs nothing more: no
 file is opened and nothing is fsync'd unless a settlement fails.
 
-With credit leases on (PostgreSQL, `leases.size` > 0), `reserve` serves chat holds from
+With credit leases on (`leases.size` > 0), `reserve` serves chat holds from
 this process's lease on the account (ledger/leases.py) instead of a hold row; such a hold
 needs no renewal (its lease is renewed by the lease book's tick), and its settlement goes
 on the lease's row, journaled the same way if the database refuses it.

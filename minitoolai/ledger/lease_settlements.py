@@ -46,6 +46,19 @@ e AS (INSERT INTO ledger_entries (account_id, amount, kind, request_id, note, cr
       RETURNING id)
 SELECT EXISTS (SELECT 1 FROM u), EXISTS (SELECT 1 FROM l)
 """
+# SQLite has no data-modifying CTE: the same three steps as statements of their own (each a
+# call into the library, no round trip), each applying only if the one before did
+SQLITE_USAGE = """
+INSERT INTO usage (request_id, account_id, key_id, created_at, endpoint, model, prompt_tokens,
+                   completion_tokens, images, characters, cost, status, estimated, latency_ms)
+VALUES (:id, :account_id, :key_id, :now, :endpoint, :model, :prompt_tokens,
+        :completion_tokens, :images, :characters, :charge, :status, :estimated, :latency_ms)
+ON CONFLICT (request_id) DO NOTHING
+"""
+SQLITE_CHARGE_LEASE = ("UPDATE credit_leases SET charged = charged + :charge"
+                       " WHERE id = :lease_id AND charged + :charge <= amount")
+SQLITE_ENTRY = ("INSERT INTO ledger_entries (account_id, amount, kind, request_id, note,"
+                " created_at) VALUES (:account_id, -:charge, 'charge', :id, :note, :now)")
 # the lease is gone (swept: its process was taken for dead): charge the account directly
 LATE_ACCOUNT = "UPDATE accounts SET balance = balance - :charge WHERE id = :account_id"
 LATE_KEY = "UPDATE api_keys SET spent = spent + :charge, last_used_at = :now WHERE id = :key_id"
@@ -84,7 +97,13 @@ async def settle_leased(db: Database, *, lease_id: str, request_id: str, account
 
 
 async def _settle_one(tx: Tx, params: dict) -> int | None:
-    written, on_lease = await tx.fetchone(SETTLE_LEASED, params)
+    if tx.dialect == "postgresql":
+        written, on_lease = await tx.fetchone(SETTLE_LEASED, params)
+    else:
+        written = await tx.execute(SQLITE_USAGE, params) == 1
+        on_lease = written and await tx.execute(SQLITE_CHARGE_LEASE, params) == 1
+        if on_lease and params["charge"] > 0:
+            await tx.execute(SQLITE_ENTRY, params)
     if not written:
         return None  # settled before
     charge = params["charge"]
@@ -204,9 +223,10 @@ async def _settle_many(tx: Tx, batch: list[dict]) -> list[int | None]:
     unique: dict[str, dict] = {}
     for params in batch:  # the same request twice: the second finds it settled
         unique.setdefault(params["id"], params)
-    if len(unique) == 1:
-        params = next(iter(unique.values()))
-        results[params["id"]] = await _settle_one(tx, params)
+    if len(unique) == 1 or tx.dialect != "postgresql":
+        # one alone, or SQLite: a statement per step costs no round trip there
+        for params in unique.values():
+            results[params["id"]] = await _settle_one(tx, params)
         return _in_order(batch, unique, results)
     settlements = list(unique.values())
     arrays = {name: [p[key] for p in settlements] for name, key in _COLUMNS}

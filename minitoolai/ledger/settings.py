@@ -10,7 +10,7 @@ from minitoolai.money import MoneyFormatError, parse_usd
 class LeaseSettings(BaseModel):
     """Credit leases: each server process takes a slice of a busy account's credit at a
     time and serves its requests' holds from it, so that several servers on one account
-    do not queue on the account's row. PostgreSQL only (SQLite is one machine: a no-op).
+    do not queue on the account's row, and each request costs less (no hold row is written).
     `size` "0" (the default) turns them off: every hold is a row, as before."""
 
     model_config = ConfigDict(extra="forbid")

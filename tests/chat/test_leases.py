@@ -1,5 +1,5 @@
-"""Chat served from credit leases (ledger/leases.py) by real server processes on PostgreSQL:
-two servers on one account charge every request exactly, and a server killed with -9 has
+"""Chat served from credit leases (ledger/leases.py) by real server processes, on SQLite and
+on PostgreSQL: two servers on one account charge every request exactly, and a server killed with -9 has
 its lease returned by a surviving server's sweeper."""
 
 from __future__ import annotations
@@ -25,8 +25,6 @@ BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
 @pytest.fixture
 def leased_env(database_url, tmp_path, upstream):
-    if not database_url.startswith("postgresql"):
-        pytest.skip("credit leases are PostgreSQL's")
     return {**os.environ, "MINITOOLAI_DATABASE_URL": database_url,
             "MINITOOLAI_DATA_DIR": str(tmp_path / "data"), "MINITOOLAI_DEMO_ACCOUNT": "false",
             "MINITOOLAI_RATE_LIMIT_PER_MINUTE": "0", "MINITOOLAI_LEASES__SIZE": "0.01",
@@ -133,8 +131,6 @@ def test_kill_9_lease_returned_by_the_sweeper(leased_env, database_url):
 
 def test_refusals_keep_their_envelope_with_leases(chat_settings, database_url):
     """402 for an account or a key limit that cannot cover the hold, as without leases."""
-    if not database_url.startswith("postgresql"):
-        pytest.skip("credit leases are PostgreSQL's")
     settings = chat_settings(leases={"size": "1"})
     poor = run(make_customer(database_url, 1_000))
     limited = run(make_customer(database_url, 10**9, spend_limit=1_000))
