@@ -23,7 +23,9 @@ its own prefix under /tmp):
   Authorization header against one static key and proxies with `proxy_buffering off`.
 - this project: `minitoolai serve` from this checkout (PYTHONPATH decides which package),
   SQLite, an account and key made with the CLI, rate limit off, relay only (no built-in
-  model or speech engine); authentication, hold, relay and settlement all on.
+  model or speech engine); authentication, hold, relay and settlement all on. Twice: as
+  configured by default (a hold row per request), and `minitoolai-leased` with
+  `leases.size` = $1 (holds served from a credit lease, ledger/leases.py).
 - LiteLLM proxy: `python3 -m venv /tmp/venv-litellm && /tmp/venv-litellm/bin/pip install
   'litellm[proxy]'`; a config with one model (`openai/gpt-4o-mini` at the fake) and a
   master key, no database.
@@ -203,8 +205,8 @@ http {{
                   f"http://127.0.0.1:{port}/v1/chat/completions", key, proc=proc)
 
 
-def start_minitoolai(fake_port: int, work: Path) -> System:
-    data = work / "minitoolai"
+def start_minitoolai(fake_port: int, work: Path, leases: str = "0") -> System:
+    data = work / f"minitoolai-leases-{leases}"
     data.mkdir()
     port = free_port()
     env = {k: v for k, v in os.environ.items()
@@ -215,6 +217,7 @@ def start_minitoolai(fake_port: int, work: Path) -> System:
         "MINITOOLAI_RATE_LIMIT_PER_MINUTE": "0", "MINITOOLAI_LOG_LEVEL": "warning",
         "MINITOOLAI_CHAT__BUILTIN_LOCAL_MODEL": "false", "MINITOOLAI_SPEECH__ESPEAK": "false",
         "OPENAI_BASE_URL": f"http://127.0.0.1:{fake_port}/v1", "OPENAI_API_KEY": "sk-bench",
+        "MINITOOLAI_LEASES__SIZE": leases,
     })
     run_cli(env, "db", "upgrade", cwd=data)
     run_cli(env, "accounts", "create", "bench@example.com", "--name", "bench", "--credit",
@@ -228,7 +231,8 @@ def start_minitoolai(fake_port: int, work: Path) -> System:
 
     commit = subprocess.run(["git", "-C", str(HERE.parent), "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True, check=False).stdout.strip()
-    return System("this project (auth, hold, settle on SQLite)",
+    how = "hold" if leases == "0" else f"hold from a ${leases} credit lease"
+    return System(f"this project (auth, {how}, settle on SQLite)",
                   f"{minitoolai.__version__} at {commit}",
                   f"http://127.0.0.1:{port}/v1/chat/completions", key, proc=proc)
 
@@ -324,6 +328,7 @@ def start_openai_forward(fake_port: int, work: Path) -> System:
 
 
 SYSTEMS = {"bare": start_bare, "nginx": start_nginx, "minitoolai": start_minitoolai,
+           "minitoolai-leased": lambda port, work: start_minitoolai(port, work, leases="1"),
            "portkey": start_portkey, "openai-forward": start_openai_forward,
            "litellm": start_litellm}
 

@@ -362,7 +362,11 @@ class InlineSQLite(GroupCommit):
                     raise
             await asyncio.sleep(delay)
             waited += delay
-            delay = min(delay * 2, 0.05)
+            # capped low: the lock is mostly the checkpoint thread's WAL restart (a few ms,
+            # every half second under load), and a backoff that doubled to 50 ms overshot
+            # its end by up to as much, for every request waiting on the ledger; a failed
+            # BEGIN IMMEDIATE costs a few microseconds
+            delay = min(delay * 2, 0.004)
 
     def close(self) -> None:
         if self._conn is not None:
