@@ -198,6 +198,15 @@ class GroupCommit:
                 future.set_exception(value)
 
 
+def _end_stray_transaction(conn: sqlite3.Connection) -> None:
+    """Roll back a transaction something left open on the ledger's connection: none may be
+    open between two of ours (they take the same lock), and a leftover one would make every
+    BEGIN fail and keep the file's write lock from every other process."""
+    if conn.in_transaction:
+        log.error("the ledger's SQLite connection was left in a transaction; rolled back")
+        conn.execute("ROLLBACK")
+
+
 class InlineSQLite(GroupCommit):
     """Short write transactions on the event loop's own sqlite3 connection."""
 
@@ -270,13 +279,15 @@ class InlineSQLite(GroupCommit):
             if self._conn is None:
                 self._conn = self._connect()
             conn = self._conn
+            _end_stray_transaction(conn)
             await self._begin(conn)
             try:
                 yield _SQLiteCursorTx(conn)
+                conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # a COMMIT that failed (busy, disk full) included
+                    conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
 
     async def _execute(self, ops: list[Op]) -> list[Outcome]:
         """One BEGIN, one COMMIT and one WAL write per page for the whole batch.
@@ -291,6 +302,7 @@ class InlineSQLite(GroupCommit):
         if self._conn is None:
             self._conn = self._connect()
         conn = self._conn
+        _end_stray_transaction(conn)
         if len(ops) > 1 and not self._careful:
             outcomes = await self._together(conn, ops)
             if outcomes is not None:

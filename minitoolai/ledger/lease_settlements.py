@@ -126,8 +126,7 @@ async def _settle_one(tx: Tx, params: dict) -> int | None:
 
 
 # Many leased settlements in one statement (SettlementBatch). Its first step locks their
-# leases' rows (`live`), so that none can be swept halfway, in id order as the sweeper
-# takes them; the statement writes only the settlements whose lease is live, and returns
+# leases' rows (`live`, in id order), so that none can be swept halfway; the statement writes only the settlements whose lease is live, and returns
 # the live leases: a settlement whose lease is gone is settled alone afterwards
 # (_settle_one: a late charge). Locking in the same statement saves a round trip (and
 # PostgreSQL a statement) per transaction: with several servers each commits its own.

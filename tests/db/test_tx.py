@@ -122,3 +122,27 @@ async def test_a_clean_sqlite_batch_takes_no_savepoints_and_a_failed_one_applies
     assert sorted(runs) == [10, 10, 20, 20, 40]
     assert await balance() == 57
     db._inline._conn.set_trace_callback(None)
+
+
+async def test_a_transaction_left_open_on_the_sqlite_ledger_is_rolled_back(db):
+    """Whatever left the inline connection inside a transaction (a COMMIT that failed),
+    the next batch rolls it back instead of failing on BEGIN forever, holding the file's
+    write lock from every other process."""
+    if not db.is_sqlite:
+        pytest.skip("the inline SQLite executor")
+    async with db.write() as conn:
+        await conn.exec_driver_sql(
+            "INSERT INTO accounts (email, name, balance, held, is_admin, disabled, created_at)"
+            " VALUES ('a@example.com', '', 0, 0, false, false, CURRENT_TIMESTAMP)")
+
+    def credit(amount):
+        async def op(tx):
+            return await tx.execute("UPDATE accounts SET balance = balance + :a", {"a": amount})
+        return op
+
+    await db.run_ledger(credit(1))
+    db._inline._conn.execute("BEGIN IMMEDIATE")
+    db._inline._conn.execute("UPDATE accounts SET balance = balance + 1000")  # never committed
+    assert await asyncio.gather(db.run_ledger(credit(2)), db.run_ledger(credit(4))) == [1, 1]
+    async with db.read() as conn:
+        assert (await conn.exec_driver_sql("SELECT balance FROM accounts")).scalar() == 7

@@ -37,10 +37,17 @@ def pg_only(database_url):
         pytest.skip("the outage is a TCP proxy in front of PostgreSQL")
 
 
-def keeper(db: Database, size_nano: int, owner: str = "test") -> HoldKeeper:
-    """A server process's keeper with its lease book, as Runtime.build makes it."""
+def keeper(db: Database, size_nano: int, owner: str = "test", *,
+           leased: bool = True) -> HoldKeeper:
+    """A server process's keeper with its lease book, as Runtime.build makes it; without
+    one (`leased=False`, `leases.size` 0) every hold is a row."""
     settings = LeaseSettings(size=f"{size_nano / 10**9:.9f}")
-    return HoldKeeper(db, ttl_seconds=60, leases=LeaseBook(db, settings, owner=owner))
+    return HoldKeeper(db, ttl_seconds=60,
+                      leases=LeaseBook(db, settings, owner=owner) if leased else None)
+
+
+# the guarantees that hold with leases and without: those tests run both ways
+both_ways = pytest.mark.parametrize("leased", [True, False], ids=["leases", "hold-rows"])
 
 
 async def expire(db: Database, lease_id: str | None = None) -> None:
@@ -131,11 +138,11 @@ async def test_settling_twice_charges_once(db, database_url):
     assert await verify(db) == []
 
 
-async def test_small_account_spends_its_whole_balance(db, database_url):
+@both_ways
+async def test_small_account_spends_its_whole_balance(db, database_url, leased):
     """The lease shrinks to what is there; a hold bigger than a lease is still served."""
     customer = await make_customer(database_url, 10_000)
-    k = keeper(db, 10**9)  # a lease of $1 on an account of $0.00001
-    leased = k.leases is not None
+    k = keeper(db, 10**9, leased=leased)  # a lease of $1 on an account of $0.00001
     await hold(k, "a", customer, 3_000)
     # a lease takes half of what is left (other processes get some), at least the hold
     assert await credit(db, customer.account_id) == (10_000, 5_000 if leased else 3_000)
@@ -151,12 +158,14 @@ async def test_small_account_spends_its_whole_balance(db, database_url):
     assert await verify(db) == []
 
 
-async def test_two_processes_never_overspend(db, database_url):
+@both_ways
+async def test_two_processes_never_overspend(db, database_url, leased):
     """Two lease books (two server processes) on one small account: the sum of their
     leases and holds never passes the balance, and once one gives its lease back the
     other can use all of it."""
     customer = await make_customer(database_url, 100_000)
-    one, two = keeper(db, 30_000, "one"), keeper(db, 30_000, "two")
+    one, two = (keeper(db, 30_000, "one", leased=leased),
+                keeper(db, 30_000, "two", leased=leased))
     taken = {"one": [], "two": []}
     for i in range(40):
         for name, k in (("one", one), ("two", two)):
@@ -186,9 +195,10 @@ async def test_two_processes_never_overspend(db, database_url):
     assert await verify(db) == []
 
 
-async def test_key_spend_limit_stays_exact(db, database_url):
+@both_ways
+async def test_key_spend_limit_stays_exact(db, database_url, leased):
     customer = await make_customer(database_url, 10**9, spend_limit=5_000)
-    k = keeper(db, 10**9)
+    k = keeper(db, 10**9, leased=leased)
     await hold(k, "k1", customer, 2_000)
     await hold(k, "k2", customer, 2_000)
     with pytest.raises(InsufficientCredit) as refused:
@@ -223,7 +233,7 @@ async def test_a_restricted_key_takes_hold_rows_and_its_limits_hold(db, database
     month (the fold), so a monthly limit set later starts from the truth."""
     customer = await make_customer(database_url, 10**9)
     k = keeper(db, 10**8)
-    await hold(k, "u1", customer, 3_000)  # unrestricted: from a lease on PostgreSQL
+    await hold(k, "u1", customer, 3_000)  # unrestricted: from a lease
     await k.settle_or_journal("u1", 3_000, RECORD, account_id=customer.account_id)
     await k.close_leases()
     async with db.read() as conn:
@@ -283,9 +293,10 @@ async def test_dead_process_lease_is_returned_by_the_sweeper(db, database_url):
     assert await verify(db) == []
 
 
-async def test_many_concurrent_holds_share_one_grant(db, database_url):
+@both_ways
+async def test_many_concurrent_holds_share_one_grant(db, database_url, leased):
     customer = await make_customer(database_url, 10**9)
-    k = keeper(db, 100_000_000)
+    k = keeper(db, 100_000_000, leased=leased)
     await asyncio.gather(*(hold(k, f"c{i}", customer, 1_000_000) for i in range(50)))
     assert k.leases is None or k.leases.grants == 1
     await asyncio.gather(*(k.settle_or_journal(f"c{i}", 1_000 + i, RECORD,
@@ -297,10 +308,11 @@ async def test_many_concurrent_holds_share_one_grant(db, database_url):
     assert await verify(db) == []
 
 
-async def test_plain_holds_and_leases_side_by_side(db, database_url):
-    """An image job's hold row (settled by another process) beside leased chat holds."""
+@both_ways
+async def test_plain_holds_and_leases_side_by_side(db, database_url, leased):
+    """An image job's hold row (settled by another process) beside chat holds."""
     customer = await make_customer(database_url, 10**9)
-    k = keeper(db, 10_000_000)
+    k = keeper(db, 10_000_000, leased=leased)
     await hold(k, "chat", customer, 5_000)
     await reserve(db, request_id="image", account_id=customer.account_id,
                   key_id=customer.key_id, amount=7_000, kind="image", ttl_seconds=60)
