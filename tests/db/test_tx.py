@@ -9,11 +9,15 @@ import pytest
 from minitoolai.db.engine import Database
 
 
-async def test_ops_of_one_loop_turn_commit_together_and_fail_alone(db, database_url):
+async def add_account(db) -> None:
     async with db.write() as conn:
         await conn.exec_driver_sql(
             "INSERT INTO accounts (email, name, balance, held, is_admin, disabled, created_at)"
             " VALUES ('a@example.com', '', 0, 0, false, false, CURRENT_TIMESTAMP)")
+
+
+async def test_ops_of_one_loop_turn_commit_together_and_fail_alone(db, database_url):
+    await add_account(db)
 
     def credit(amount, fail=False):
         async def op(tx):
@@ -46,10 +50,7 @@ async def test_an_op_error_reaches_its_caller(db):
 
 async def test_an_op_alone_that_fails_after_writing_leaves_nothing(db, database_url):
     """A batch of one runs without a savepoint: its failure must still undo its writes."""
-    async with db.write() as conn:
-        await conn.exec_driver_sql(
-            "INSERT INTO accounts (email, name, balance, held, is_admin, disabled, created_at)"
-            " VALUES ('a@example.com', '', 0, 0, false, false, CURRENT_TIMESTAMP)")
+    await add_account(db)
 
     async def credit_then_fail(tx):
         await tx.execute("UPDATE accounts SET balance = balance + 5", {})
@@ -87,10 +88,7 @@ async def test_a_clean_sqlite_batch_takes_no_savepoints_and_a_failed_one_applies
     the batch is rolled back and run again with savepoints: the other ops apply once."""
     if not db.is_sqlite:
         pytest.skip("the inline SQLite executor")
-    async with db.write() as conn:
-        await conn.exec_driver_sql(
-            "INSERT INTO accounts (email, name, balance, held, is_admin, disabled, created_at)"
-            " VALUES ('a@example.com', '', 0, 0, false, false, CURRENT_TIMESTAMP)")
+    await add_account(db)
     runs: list[int] = []
 
     def credit(amount, fail=False):
@@ -130,10 +128,7 @@ async def test_a_transaction_left_open_on_the_sqlite_ledger_is_rolled_back(db):
     write lock from every other process."""
     if not db.is_sqlite:
         pytest.skip("the inline SQLite executor")
-    async with db.write() as conn:
-        await conn.exec_driver_sql(
-            "INSERT INTO accounts (email, name, balance, held, is_admin, disabled, created_at)"
-            " VALUES ('a@example.com', '', 0, 0, false, false, CURRENT_TIMESTAMP)")
+    await add_account(db)
 
     def credit(amount):
         async def op(tx):
