@@ -126,10 +126,11 @@ async def _settle_one(tx: Tx, params: dict) -> int | None:
 
 
 # Many leased settlements in one statement (SettlementBatch). Its first step locks their
-# leases' rows (`live`, in id order), so that none can be swept halfway; the statement writes only the settlements whose lease is live, and returns
-# the live leases: a settlement whose lease is gone is settled alone afterwards
-# (_settle_one: a late charge). Locking in the same statement saves a round trip (and
-# PostgreSQL a statement) per transaction: with several servers each commits its own.
+# leases' rows (`live`, in id order), so that none can be swept halfway; the statement
+# writes only the settlements whose lease is live, and returns the live leases: one whose
+# lease is gone is settled alone afterwards (_settle_one: a late charge). Locking in the
+# same statement saves a round trip (and PostgreSQL a statement) per transaction: with
+# several servers, each commits its own.
 SETTLE_LEASED_MANY = """
 WITH s AS (SELECT * FROM unnest(CAST(:ids AS VARCHAR[]), CAST(:lease_ids AS VARCHAR[]),
                                 CAST(:account_ids AS INTEGER[]), CAST(:key_ids AS VARCHAR[]),
