@@ -18,7 +18,7 @@ from minitoolai.clock import utcnow
 from minitoolai.db.engine import Database
 from minitoolai.db.tx import Tx, fail_waiters
 from minitoolai.errors import LedgerError
-from minitoolai.ledger.holds import UsageRecord
+from minitoolai.ledger.holds import INSERT_CHARGE, INSERT_USAGE, UsageRecord
 
 log = logging.getLogger(__name__)
 
@@ -47,18 +47,11 @@ e AS (INSERT INTO ledger_entries (account_id, amount, kind, request_id, note, cr
 SELECT EXISTS (SELECT 1 FROM u), EXISTS (SELECT 1 FROM l)
 """
 # SQLite has no data-modifying CTE: the same three steps as statements of their own (each a
-# call into the library, no round trip), each applying only if the one before did
-SQLITE_USAGE = """
-INSERT INTO usage (request_id, account_id, key_id, created_at, endpoint, model, prompt_tokens,
-                   completion_tokens, images, characters, cost, status, estimated, latency_ms)
-VALUES (:id, :account_id, :key_id, :now, :endpoint, :model, :prompt_tokens,
-        :completion_tokens, :images, :characters, :charge, :status, :estimated, :latency_ms)
-ON CONFLICT (request_id) DO NOTHING
-"""
+# call into the library, no round trip), each applying only if the one before did; the
+# usage row and the ledger entry are the plain settlement's (ledger/holds.py)
+SQLITE_USAGE = INSERT_USAGE + " ON CONFLICT (request_id) DO NOTHING"
 SQLITE_CHARGE_LEASE = ("UPDATE credit_leases SET charged = charged + :charge"
                        " WHERE id = :lease_id AND charged + :charge <= amount")
-SQLITE_ENTRY = ("INSERT INTO ledger_entries (account_id, amount, kind, request_id, note,"
-                " created_at) VALUES (:account_id, -:charge, 'charge', :id, :note, :now)")
 # the lease is gone (swept: its process was taken for dead): charge the account directly
 LATE_ACCOUNT = "UPDATE accounts SET balance = balance - :charge WHERE id = :account_id"
 LATE_KEY = "UPDATE api_keys SET spent = spent + :charge, last_used_at = :now WHERE id = :key_id"
@@ -100,10 +93,10 @@ async def _settle_one(tx: Tx, params: dict) -> int | None:
     if tx.dialect == "postgresql":
         written, on_lease = await tx.fetchone(SETTLE_LEASED, params)
     else:
-        written = await tx.execute(SQLITE_USAGE, params) == 1
+        written = await tx.execute(SQLITE_USAGE, {**params, "cost": params["charge"]}) == 1
         on_lease = written and await tx.execute(SQLITE_CHARGE_LEASE, params) == 1
         if on_lease and params["charge"] > 0:
-            await tx.execute(SQLITE_ENTRY, params)
+            await tx.execute(INSERT_CHARGE, {**params, "amount": -params["charge"]})
     if not written:
         return None  # settled before
     charge = params["charge"]
