@@ -12,7 +12,9 @@ limit refusing after its account's hold applied; a reserve refused for lack of c
 writes nothing and returns instead), the batch rolls back and each of its ops runs again
 alone, in a transaction of its own, and gets its own result. Nothing of a failed batch is
 ever committed, so no op is applied twice. A batch takes its accounts' row locks in id
-order (GroupCommit), like every other transaction on several accounts.
+order (GroupCommit), like every other transaction on several accounts. An op that is a
+single statement and alone in its batch runs without BEGIN and COMMIT (db/tx.py
+one_statement): the statement commits as it ends, one round trip instead of three.
 """
 
 from __future__ import annotations
@@ -216,7 +218,10 @@ class PgLedger(GroupCommit):
                 return
             self.batches_undone += 1
         for i in pending:
-            outcomes[i] = await self._alone(conn, tx, ops[i])
+            if getattr(ops[i], "one_statement", False):
+                outcomes[i] = await self._autocommit(tx, ops[i])
+            else:
+                outcomes[i] = await self._alone(conn, tx, ops[i])
 
     @staticmethod
     async def _together(conn: asyncpg.Connection, tx: _PgTx, ops: list[Op]) -> list | None:
@@ -238,6 +243,17 @@ class PgLedger(GroupCommit):
             if connection_lost(exc):
                 raise
             return False, exc  # the op's own failure goes to its caller
+
+    @staticmethod
+    async def _autocommit(tx: _PgTx, op: Op) -> Outcome:
+        """An op that is one statement (db/tx.py one_statement): the statement is its own
+        transaction, so BEGIN and COMMIT would only add two round trips."""
+        try:
+            return True, await op(tx)
+        except Exception as exc:
+            if connection_lost(exc):
+                raise
+            return False, exc
 
     async def close(self) -> None:
         self._closed = True  # a flush still queued fails instead of opening a new pool

@@ -11,6 +11,7 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Column,
     DateTime,
     ForeignKey,
@@ -147,5 +148,7 @@ credit_leases = Table(
     Column("charged", BigInteger, nullable=False, server_default="0"),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False),
+    # a settlement that would overdraw its lease fails as a statement (ledger/leases.py)
+    CheckConstraint("charged <= amount", name="charged_within_amount"),
     # no secondary index: a few rows per server process, scanned by the sweeper and verify
 )

@@ -57,3 +57,49 @@ async def test_two_servers_batches_never_deadlock(database_url):
     finally:
         for db in servers:
             await db.dispose()
+
+
+async def test_an_op_of_one_statement_alone_runs_without_begin_and_commit(database_url):
+    """A lone op marked one_statement (a batch of leased settlements) is one round trip:
+    the statement is its own transaction. Ops that are not marked, or that share their
+    batch, still run between BEGIN and COMMIT."""
+    import asyncio
+
+    import pytest
+
+    from minitoolai.db.engine import Database
+    from minitoolai.db.tx import one_statement
+    from tests.conftest import make_customer
+
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite's statements are calls into the library: no round trips")
+    account = (await make_customer(database_url, 10**9)).account_id
+    db = Database(database_url, pool_size=2)
+    sent: list[str] = []
+    bump = "UPDATE accounts SET name = name || 'x' WHERE id = :id"
+
+    @one_statement
+    async def marked(tx):
+        return await tx.execute(bump, {"id": account})
+
+    async def plain(tx):
+        return await tx.execute(bump, {"id": account})
+
+    try:
+        conn = await db._pg_ledger._flush_connection()
+        conn.add_query_logger(lambda logged: sent.append(logged.query.split()[0].upper()))
+        assert await db.run_ledger(marked, order=account) == 1
+        assert sent == ["UPDATE"]
+        sent.clear()
+        assert await db.run_ledger(plain, order=account) == 1
+        assert sent == ["BEGIN;", "UPDATE", "COMMIT;"]
+        sent.clear()
+        assert await asyncio.gather(db.run_ledger(marked, order=account),
+                                    db.run_ledger(plain, order=account)) == [1, 1]
+        assert sent == ["BEGIN;", "UPDATE", "UPDATE", "COMMIT;"]
+        async with db.read() as c:
+            name = (await c.exec_driver_sql(
+                f"SELECT name FROM accounts WHERE id = {account}")).scalar_one()
+        assert name.endswith("xxxx")
+    finally:
+        await db.dispose()

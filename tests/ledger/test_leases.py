@@ -372,6 +372,51 @@ async def test_settlements_batched_with_a_swept_lease_and_a_repeat(db, database_
     assert await verify(db) == []
 
 
+async def test_the_database_refuses_a_lease_charged_past_its_amount(db, database_url):
+    """The CHECK constraint behind the one-statement settlement batch (migration
+    leases_0002): no statement can leave a lease overdrawn."""
+    customer = await make_customer(database_url, 10**9)
+    k = keeper(db, 10_000_000)
+    lease = await k.leases.take(customer.account_id, customer.key_id, 30_000)
+    with pytest.raises(sa.exc.IntegrityError, match="charged_within_amount"):
+        async with db.write() as conn:
+            await conn.execute(credit_leases.update().where(credit_leases.c.id == lease.id)
+                               .values(charged=credit_leases.c.amount + 1))
+    async with db.write() as conn:  # up to the amount is fine
+        await conn.execute(credit_leases.update().where(credit_leases.c.id == lease.id)
+                           .values(charged=credit_leases.c.amount))
+
+
+async def test_a_batch_of_settlements_that_would_overdraw_its_lease_writes_nothing(
+        db, database_url):
+    """More charged than the lease holds (a bug, never a customer's doing): every
+    settlement of the batch fails (their callers journal and retry them), and none of them
+    is written, not even in part: no usage row, no ledger entry, the lease untouched."""
+    customer = await make_customer(database_url, 10**9)
+    k = keeper(db, 10_000_000)
+    lease = await k.leases.take(customer.account_id, customer.key_id, 30_000)
+    async with db.read() as conn:
+        amount = (await conn.execute(sa.select(credit_leases.c.amount).where(
+            credit_leases.c.id == lease.id))).scalar_one()
+    half = amount // 2 + 1  # two of them do not fit
+
+    def settle(rid: str, charge: int):
+        return k.leases.settlements.settle(
+            lease_id=lease.id, request_id=rid, account_id=customer.account_id,
+            key_id=customer.key_id, charge=charge, record=RECORD)
+
+    results = await asyncio.gather(settle("a", half), settle("b", half),
+                                   return_exceptions=True)
+    assert all(isinstance(r, Exception) for r in results), results
+    async with db.read() as conn:
+        usage = (await conn.execute(sa.text("SELECT count(*) FROM usage"))).scalar_one()
+        entries = (await conn.execute(sa.text(
+            "SELECT count(*) FROM ledger_entries WHERE kind = 'charge'"))).scalar_one()
+        charged = (await conn.execute(sa.select(credit_leases.c.charged).where(
+            credit_leases.c.id == lease.id))).scalar_one()
+    assert (usage, entries, charged) == (0, 0, 0)
+
+
 async def test_refused_leased_settlement_is_journaled_then_charged_once(database_url,
                                                                       tmp_path, pg_only):
     """The database goes away between the hold and the settlement: the charge is journaled
