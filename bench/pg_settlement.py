@@ -25,10 +25,10 @@ from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from minitoolai.clock import utcnow  # noqa: E402
-from minitoolai.db import migrate  # noqa: E402
-from minitoolai.db.pg_ledger import numbered  # noqa: E402
-from minitoolai.ledger.lease_settlements import _COLUMNS, SETTLE_LEASED_MANY  # noqa: E402
+from minitoolai.clock import utcnow
+from minitoolai.db import migrate
+from minitoolai.db.pg_ledger import numbered
+from minitoolai.ledger.lease_settlements import _COLUMNS, SETTLE_LEASED_MANY
 
 ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
