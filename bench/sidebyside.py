@@ -21,6 +21,9 @@ its own prefix under /tmp):
 - nginx: `apt-get install -y nginx-light wrk` (run here as our own process on a free port
   with our own configuration file; the system's service is never used). It checks the
   Authorization header against one static key and proxies with `proxy_buffering off`.
+- the Python floor: bench/floor_relay.py, this project's own parts (uvicorn, uvloop,
+  httptools, one aiohttp session) relaying bytes and nothing else, no dependency beyond
+  this project's: what the gateway cannot go under on these parts.
 - this project: `minitoolai serve` from this checkout (PYTHONPATH decides which package),
   SQLite, an account and key made with the CLI, rate limit off, relay only (no built-in
   model or speech engine); authentication, hold, relay and settlement all on. Twice: as
@@ -205,6 +208,20 @@ http {{
                   f"http://127.0.0.1:{port}/v1/chat/completions", key, proc=proc)
 
 
+def start_floor(fake_port: int, work: Path) -> System:
+    port, key = free_port(), "sk-floor-bench"
+    proc = subprocess.Popen([sys.executable, str(HERE / "floor_relay.py"), "--port", str(port),
+                             "--upstream", f"http://127.0.0.1:{fake_port}", "--key", key],
+                            stdout=subprocess.DEVNULL)
+    wait_port(port, proc)
+    import aiohttp
+    import uvicorn
+
+    return System("Python floor: uvicorn + aiohttp, relay only (bench/floor_relay.py)",
+                  f"uvicorn {uvicorn.__version__}, aiohttp {aiohttp.__version__}",
+                  f"http://127.0.0.1:{port}/v1/chat/completions", key, proc=proc)
+
+
 def start_minitoolai(fake_port: int, work: Path, leases: str = "0") -> System:
     data = work / f"minitoolai-leases-{leases}"
     data.mkdir()
@@ -327,7 +344,8 @@ def start_openai_forward(fake_port: int, work: Path) -> System:
                   f"http://127.0.0.1:{port}/v1/chat/completions", "sk-bench", proc=proc)
 
 
-SYSTEMS = {"bare": start_bare, "nginx": start_nginx, "minitoolai": start_minitoolai,
+SYSTEMS = {"bare": start_bare, "nginx": start_nginx, "python-floor": start_floor,
+           "minitoolai": start_minitoolai,
            "minitoolai-leased": lambda port, work: start_minitoolai(port, work, leases="1"),
            "portkey": start_portkey, "openai-forward": start_openai_forward,
            "litellm": start_litellm}
