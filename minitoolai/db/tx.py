@@ -136,8 +136,10 @@ Outcome = tuple[bool, Any]  # (True, result) or (False, the op's exception)
 def one_statement(op: Op) -> Op:
     """Mark `op` as a single statement, atomic on its own: when it is alone in its batch,
     PostgreSQL runs it without BEGIN and COMMIT around it (db/pg_ledger.py), one round trip
-    instead of three. Such an op must issue exactly one statement whatever happens (no
-    check after it that could want to undo it), since that statement commits as it ends."""
+    instead of three. On PostgreSQL such an op must issue exactly one statement whatever
+    happens (no check after it that could want to undo it), since that statement commits
+    as it ends; SQLite ignores the mark (a batch there is one transaction whatever it holds,
+    and a statement no round trip)."""
     op.one_statement = True  # type: ignore[attr-defined]
     return op
 

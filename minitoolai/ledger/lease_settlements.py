@@ -123,10 +123,10 @@ async def _settle_one(tx: Tx, params: dict) -> int | None:
 # leases' rows (`live`, in id order), so that none can be swept halfway; the statement
 # writes only the settlements whose lease is live, and returns the live leases: one whose
 # lease is gone is settled alone afterwards, in a transaction of its own (_settle_one: a
-# late charge). A lease charged past its amount fails the whole statement (the table's
-# CHECK constraint, migration leases_0002), so nothing is left to check after it: alone in
-# its batch, the statement is its own transaction (db/tx.py one_statement), one round trip
-# instead of three. With several servers on one account each commits its own settlements,
+# late charge). A lease charged past its amount fails the whole statement (its own last
+# step, and the table's CHECK constraint, migration leases_0002), so nothing is left to
+# check after it: alone in its batch, the statement is its own transaction (db/tx.py
+# one_statement), one round trip instead of three. With several servers on one account each commits its own settlements,
 # so what a transaction costs PostgreSQL whatever it carries is what more servers add
 # (bench/pg_settlement.py).
 SETTLE_LEASED_MANY = """
@@ -152,12 +152,17 @@ u AS (INSERT INTO usage (request_id, account_id, key_id, created_at, endpoint, m
 w AS (SELECT s.* FROM s JOIN u ON u.request_id = s.id),
 t AS (SELECT lease_id, CAST(sum(charge) AS BIGINT) AS total FROM w GROUP BY lease_id),
 l AS (UPDATE credit_leases SET charged = credit_leases.charged + t.total FROM t
-      WHERE credit_leases.id = t.lease_id RETURNING credit_leases.id),
+      WHERE credit_leases.id = t.lease_id
+        AND credit_leases.charged + t.total <= credit_leases.amount
+      RETURNING credit_leases.id),
 e AS (INSERT INTO ledger_entries (account_id, amount, kind, request_id, note, created_at)
       SELECT account_id, -charge, 'charge', id, note, :now FROM w WHERE charge > 0
       RETURNING id)
 SELECT (SELECT array_agg(id) FROM w), (SELECT array_agg(id) FROM live),
-       (SELECT count(*) FROM l), (SELECT count(*) FROM e)
+       -- a lease the batch does not fit fails the statement (division by zero), even on a
+       -- database without the CHECK constraint (a server started without migrating)
+       (SELECT count(*) FROM l) / CASE WHEN (SELECT count(*) FROM l) = (SELECT count(*) FROM t)
+                                       THEN 1 ELSE 0 END
 """
 SWEPT = object()  # _settle_many's result for a settlement whose lease was swept
 _COLUMNS = (("ids", "id"), ("lease_ids", "lease_id"), ("account_ids", "account_id"),
@@ -216,17 +221,24 @@ class SettlementBatch:
                 swept.append((params, future))
             elif not future.done():
                 future.set_result(result)
-        for params, future in swept:  # rare: a late charge each, alone
-            try:
-                result = await self._db.run_ledger(
-                    functools.partial(_settle_one, params=params),
-                    order=lease_order(params["account_id"]))
-            except Exception as exc:  # noqa: BLE001 - this settlement's caller gets it
-                if not future.done():
-                    future.set_exception(exc)
-            else:
-                if not future.done():
-                    future.set_result(result)
+        # rare: a late charge each, alone, in order (a repeat of a request then finds it
+        # settled); if this task is cancelled meanwhile, the callers still waiting get the
+        # error, and journal their settlements (ledger/keeper.py)
+        try:
+            for params, future in swept:
+                try:
+                    result = await self._db.run_ledger(
+                        functools.partial(_settle_one, params=params),
+                        order=lease_order(params["account_id"]))
+                except Exception as exc:  # noqa: BLE001 - this settlement's caller gets it
+                    if not future.done():
+                        future.set_exception(exc)
+                else:
+                    if not future.done():
+                        future.set_result(result)
+        except BaseException as exc:
+            fail_waiters([future for _, future in swept], exc)
+            raise
 
 
 async def _settle_many(tx: Tx, batch: list[dict]) -> list:
@@ -246,7 +258,7 @@ async def _settle_many(tx: Tx, batch: list[dict]) -> list:
     arrays = {name: [p[key] for p in settlements] for name, key in _COLUMNS}
     arrays["live_ids"] = sorted({p["lease_id"] for p in settlements})
     arrays["now"] = settlements[0]["now"]
-    written, live, _, _ = await tx.fetchone(SETTLE_LEASED_MANY, arrays)
+    written, live, _ = await tx.fetchone(SETTLE_LEASED_MANY, arrays)
     written, live = set(written or ()), set(live or ())
     for p in settlements:
         if p["lease_id"] not in live:
@@ -258,5 +270,7 @@ async def _settle_many(tx: Tx, batch: list[dict]) -> list:
 
 def _in_order(batch: list[dict], unique: dict[str, dict],
               results: dict[str, object]) -> list:
-    # a request's first settlement in the batch gets its result, a repeat None
-    return [results[p["id"]] if unique[p["id"]] is p else None for p in batch]
+    # a request's first settlement in the batch gets its result, a repeat None; a repeat of
+    # one whose lease was swept is settled alone after it too (and finds it settled)
+    return [results[p["id"]] if unique[p["id"]] is p or results[p["id"]] is SWEPT else None
+            for p in batch]

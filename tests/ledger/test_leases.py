@@ -372,6 +372,41 @@ async def test_settlements_batched_with_a_swept_lease_and_a_repeat(db, database_
     assert await verify(db) == []
 
 
+async def test_a_batch_is_one_statement_and_each_late_charge_a_transaction(
+        db, database_url, pg_only):
+    """On PostgreSQL the batch's settlements on live leases are one statement with no
+    BEGIN or COMMIT around it (it commits as it ends); those whose lease was swept are then
+    settled one by one, each in a transaction of its own, since a late charge is several
+    statements that must commit together."""
+    customer = await make_customer(database_url, 10**9)
+    live, dead = keeper(db, 10_000_000, "live"), keeper(db, 10_000_000, "dead")
+    mine = await live.leases.take(customer.account_id, customer.key_id, 30_000)
+    theirs = await dead.leases.take(customer.account_id, customer.key_id, 20_000)
+    await expire(db, theirs.id)
+    assert await sweep_expired_leases(db) == 1
+
+    def settle(rid: str, lease, charge: int):
+        return live.leases.settlements.settle(
+            lease_id=lease.id, request_id=rid, account_id=customer.account_id,
+            key_id=customer.key_id, charge=charge, record=RECORD)
+
+    assert await settle("warm-up", mine, 1) == 1  # asyncpg's first-use queries
+    sent: list[str] = []
+    conn = await db._pg_ledger._flush_connection()
+    conn.add_query_logger(lambda logged: sent.append(logged.query.split()[0].upper()))
+    assert await asyncio.gather(settle("a", mine, 1_000), settle("x", theirs, 4_000),
+                                settle("b", mine, 2_000), settle("x", theirs, 4_000),
+                                settle("y", theirs, 5_000)) == [1_000, 4_000, 2_000, None,
+                                                                5_000]
+    late = ["BEGIN;", "WITH", "SELECT", "UPDATE", "UPDATE", "INSERT", "COMMIT;"]
+    assert sent == ["WITH", *late, "BEGIN;", "WITH", "COMMIT;", *late], sent
+    live.leases.settling(mine, 30_000, 3_001)
+    live.leases.landed(mine.id, 3_001)
+    await live.close_leases()
+    assert await credit(db, customer.account_id) == (10**9 - 12_001, 0)
+    assert await verify(db) == []
+
+
 async def test_the_database_refuses_a_lease_charged_past_its_amount(db, database_url):
     """The CHECK constraint behind the one-statement settlement batch (migration
     leases_0002): no statement can leave a lease overdrawn."""
