@@ -341,9 +341,10 @@ def test_lease_size_must_be_money(make_settings):
         make_settings(leases={"size": "lots"})
 
 
-async def test_settlements_batched_with_a_swept_lease_and_a_repeat(db, database_url):
-    """One batch: settlements on a live lease, two whose lease was swept (charged to the
-    account directly), and one request settled twice in the same batch (charged once)."""
+async def live_and_swept(db: Database, database_url: str):
+    """A customer, a live server's keeper with its lease (`mine`), a lease of a dead server
+    swept already (`theirs`), and settle(request id, lease, charge) through the live
+    server's batch."""
     customer = await make_customer(database_url, 10**9)
     live, dead = keeper(db, 10_000_000, "live"), keeper(db, 10_000_000, "dead")
     mine = await live.leases.take(customer.account_id, customer.key_id, 30_000)
@@ -355,6 +356,14 @@ async def test_settlements_batched_with_a_swept_lease_and_a_repeat(db, database_
         return live.leases.settlements.settle(
             lease_id=lease.id, request_id=rid, account_id=customer.account_id,
             key_id=customer.key_id, charge=charge, record=RECORD)
+
+    return customer, live, mine, theirs, settle
+
+
+async def test_settlements_batched_with_a_swept_lease_and_a_repeat(db, database_url):
+    """One batch: settlements on a live lease, two whose lease was swept (charged to the
+    account directly), and one request settled twice in the same batch (charged once)."""
+    customer, live, mine, theirs, settle = await live_and_swept(db, database_url)
 
     results = await asyncio.gather(
         settle("a", mine, 1_000), settle("b", mine, 2_000), settle("c", mine, 0),
@@ -378,17 +387,7 @@ async def test_a_batch_is_one_statement_and_each_late_charge_a_transaction(
     BEGIN or COMMIT around it (it commits as it ends); those whose lease was swept are then
     settled one by one, each in a transaction of its own, since a late charge is several
     statements that must commit together."""
-    customer = await make_customer(database_url, 10**9)
-    live, dead = keeper(db, 10_000_000, "live"), keeper(db, 10_000_000, "dead")
-    mine = await live.leases.take(customer.account_id, customer.key_id, 30_000)
-    theirs = await dead.leases.take(customer.account_id, customer.key_id, 20_000)
-    await expire(db, theirs.id)
-    assert await sweep_expired_leases(db) == 1
-
-    def settle(rid: str, lease, charge: int):
-        return live.leases.settlements.settle(
-            lease_id=lease.id, request_id=rid, account_id=customer.account_id,
-            key_id=customer.key_id, charge=charge, record=RECORD)
+    customer, live, mine, theirs, settle = await live_and_swept(db, database_url)
 
     assert await settle("warm-up", mine, 1) == 1  # asyncpg's first-use queries
     sent: list[str] = []
