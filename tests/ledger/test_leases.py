@@ -381,14 +381,14 @@ async def test_settlements_batched_with_a_swept_lease_and_a_repeat(db, database_
     assert await verify(db) == []
 
 
-async def test_a_batch_is_one_statement_and_each_late_charge_a_transaction(
-        db, database_url, pg_only):
+async def test_a_batch_is_one_statement_and_each_late_charge_a_transaction(db, database_url):
     """On PostgreSQL the batch's settlements on live leases are one statement with no
     BEGIN or COMMIT around it (it commits as it ends); those whose lease was swept are then
     settled one by one, each in a transaction of its own, since a late charge is several
     statements that must commit together."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("on SQLite a batch is one transaction whatever it holds: no round trips")
     customer, live, mine, theirs, settle = await live_and_swept(db, database_url)
-
     assert await settle("warm-up", mine, 1) == 1  # asyncpg's first-use queries
     sent: list[str] = []
     conn = await db._pg_ledger._flush_connection()
