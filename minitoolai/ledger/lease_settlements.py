@@ -159,10 +159,14 @@ e AS (INSERT INTO ledger_entries (account_id, amount, kind, request_id, note, cr
       SELECT account_id, -charge, 'charge', id, note, :now FROM w WHERE charge > 0
       RETURNING id)
 SELECT (SELECT array_agg(id) FROM w), (SELECT array_agg(id) FROM live),
-       -- a lease the batch does not fit fails the statement (division by zero), even on a
-       -- database without the CHECK constraint (a server started without migrating)
-       (SELECT count(*) FROM l) / CASE WHEN (SELECT count(*) FROM l) = (SELECT count(*) FROM t)
-                                       THEN 1 ELSE 0 END
+       -- a lease the batch does not fit fails the statement, with this message, even on a
+       -- database without the CHECK constraint (a server started without migrating). SQL
+       -- has no RAISE: a cast that cannot succeed, of a text that is not a constant (a
+       -- constant one PostgreSQL would evaluate while planning, taken or not)
+       CASE WHEN (SELECT count(*) FROM l) = (SELECT count(*) FROM t) THEN 0
+            ELSE CAST('a batch of settlements would overdraw '
+                      || ((SELECT count(*) FROM t) - (SELECT count(*) FROM l))
+                      || ' credit lease(s)' AS INTEGER) END
 """
 SWEPT = object()  # _settle_many's result for a settlement whose lease was swept
 _COLUMNS = (("ids", "id"), ("lease_ids", "lease_id"), ("account_ids", "account_id"),
