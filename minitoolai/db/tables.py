@@ -148,7 +148,7 @@ credit_leases = Table(
     Column("charged", BigInteger, nullable=False, server_default="0"),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False),
-    # a settlement that would overdraw its lease fails as a statement (ledger/leases.py)
+    # whatever would overdraw a lease fails (ledger/lease_settlements.py)
     CheckConstraint("charged <= amount", name="charged_within_amount"),
     # no secondary index: a few rows per server process, scanned by the sweeper and verify
 )

@@ -126,9 +126,9 @@ async def _settle_one(tx: Tx, params: dict) -> int | None:
 # late charge). A lease charged past its amount fails the whole statement (its own last
 # step, and the table's CHECK constraint, migration leases_0002), so nothing is left to
 # check after it: alone in its batch, the statement is its own transaction (db/tx.py
-# one_statement), one round trip instead of three. With several servers on one account each commits its own settlements,
-# so what a transaction costs PostgreSQL whatever it carries is what more servers add
-# (bench/pg_settlement.py).
+# one_statement), one round trip instead of three. With several servers on one account,
+# each commits its own settlements, so what a transaction costs PostgreSQL whatever it
+# carries is what more servers add (bench/pg_settlement.py).
 SETTLE_LEASED_MANY = """
 WITH s AS (SELECT * FROM unnest(CAST(:ids AS VARCHAR[]), CAST(:lease_ids AS VARCHAR[]),
                                 CAST(:account_ids AS INTEGER[]), CAST(:key_ids AS VARCHAR[]),

@@ -1,10 +1,10 @@
 """leases: the database refuses a lease charged past its amount
 
-A CHECK constraint, `charged <= amount`, instead of a condition in each settling UPDATE
-that the code then had to test: a batch of settlements that would overdraw a lease now
-fails as a statement, so it can run as one statement alone, without an explicit
-transaction around it (ledger/lease_settlements.py), and nothing can ever leave a lease
-overdrawn. SQLite cannot add a constraint to a table: Alembic's batch mode copies it.
+A CHECK constraint, `charged <= amount`: whatever statement would overdraw a lease fails,
+so nothing can ever leave one overdrawn. The batch of leased settlements, which runs as one
+statement without an explicit transaction around it (ledger/lease_settlements.py), also
+fails itself; this is the second line. SQLite cannot add a constraint to a table: Alembic's
+batch mode copies it (a few rows per server process).
 
 Revision ID: leases_0002
 Revises: leases_0001
@@ -21,7 +21,8 @@ depends_on = None
 
 def upgrade() -> None:
     with op.batch_alter_table("credit_leases") as batch:
-        batch.create_check_constraint("ck_credit_leases_charged_within_amount", "charged <= amount")
+        batch.create_check_constraint("ck_credit_leases_charged_within_amount",
+                                      "charged <= amount")
 
 
 def downgrade() -> None:
