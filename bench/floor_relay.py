@@ -9,18 +9,75 @@ request, the gateway cannot spend less on these parts; bench/sidebyside.py runs 
 `python-floor`, next to nginx and the gateway.
 
     python bench/floor_relay.py --port 8100 --upstream http://127.0.0.1:8000 --key sk-floor
+
+The same relay on other parts, to see whether another HTTP server or upstream client would
+lower that floor (none is a dependency of this project; install them into a venv of your
+own, e.g. `pip install granian pyreqwest aiosonic`):
+
+    python bench/floor_relay.py ... --server granian          # Rust HTTP server, ASGI
+    python bench/floor_relay.py ... --client pyreqwest         # Rust (reqwest) client
+    python bench/floor_relay.py ... --client aiosonic          # pure-Python client
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 
-import aiohttp
-import uvicorn
+CLIENTS = ("aiohttp", "pyreqwest", "aiosonic")
 
 
-def make_app(upstream: str, key: str):
-    session: aiohttp.ClientSession | None = None
+def _open_client(client: str):
+    if client == "aiohttp":
+        import aiohttp
+
+        return aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=1000, keepalive_timeout=30),
+            timeout=aiohttp.ClientTimeout(total=None, sock_read=60), trust_env=False)
+    if client == "pyreqwest":
+        from pyreqwest.client import ClientBuilder
+
+        return ClientBuilder().build()
+    import aiosonic
+
+    return aiosonic.HTTPClient()
+
+
+async def _relay(client: str, session, url: str, body: bytes, send) -> None:
+    """POST the body upstream and pass the answer on, chunk by chunk as it arrives."""
+    json_header = {"content-type": "application/json"}
+    if client == "aiohttp":
+        async with session.post(url, data=body, headers=json_header) as resp:
+            await _start(send, resp.status, resp.headers.get("content-type", ""))
+            async for chunk in resp.content.iter_any():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    elif client == "pyreqwest":
+        request = session.post(url).header("content-type", "application/json")
+        async with request.body_bytes(body).build_streamed() as resp:
+            await _start(send, resp.status, resp.headers.get("content-type") or "")
+            while (chunk := await resp.body_reader.read_chunk()) is not None:
+                await send({"type": "http.response.body", "body": bytes(chunk),
+                            "more_body": True})
+    else:
+        resp = await session.post(url, data=body, headers=json_header)
+        await _start(send, resp.status_code, resp.headers.get("content-type") or "")
+        chunks = resp.read_chunks() if resp.chunked else None
+        if chunks is None:
+            await send({"type": "http.response.body", "body": await resp.content(),
+                        "more_body": True})
+        else:
+            async for chunk in chunks:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def _start(send, status: int, content_type: str) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", content_type.encode())]})
+
+
+def make_app(upstream: str, key: str, client: str = "aiohttp"):
+    session = None
     expected = f"Bearer {key}".encode()
 
     async def app(scope, receive, send):
@@ -29,13 +86,12 @@ def make_app(upstream: str, key: str):
             while True:
                 message = await receive()
                 if message["type"] == "lifespan.startup":
-                    session = aiohttp.ClientSession(
-                        connector=aiohttp.TCPConnector(limit=1000, keepalive_timeout=30),
-                        timeout=aiohttp.ClientTimeout(total=None, sock_read=60),
-                        trust_env=False)
+                    session = _open_client(client)
                     await send({"type": "lifespan.startup.complete"})
                 else:
-                    await session.close()
+                    close = getattr(session, "close", None)
+                    if close is not None:
+                        await close()
                     await send({"type": "lifespan.shutdown.complete"})
                     return
         if dict(scope["headers"]).get(b"authorization") != expected:
@@ -49,16 +105,15 @@ def make_app(upstream: str, key: str):
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
-        async with session.post(upstream + scope["path"], data=body,
-                                headers={"content-type": "application/json"}) as resp:
-            await send({"type": "http.response.start", "status": resp.status,
-                        "headers": [(b"content-type",
-                                     resp.headers.get("content-type", "").encode())]})
-            async for chunk in resp.content.iter_any():
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b""})
+        await _relay(client, session, upstream + scope["path"], body, send)
 
     return app
+
+
+def app_from_env():
+    """For `--server granian`, which imports its app by name (in its worker process)."""
+    return make_app(os.environ["FLOOR_UPSTREAM"], os.environ["FLOOR_KEY"],
+                    os.environ["FLOOR_CLIENT"])
 
 
 def main() -> None:
@@ -66,10 +121,26 @@ def main() -> None:
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--upstream", required=True, help="http://host:port (no path)")
     ap.add_argument("--key", required=True)
+    ap.add_argument("--client", choices=CLIENTS, default="aiohttp",
+                    help="the upstream client (default: aiohttp, as the gateway)")
+    ap.add_argument("--server", choices=("uvicorn", "granian"), default="uvicorn",
+                    help="the HTTP server (default: uvicorn, as the gateway)")
     args = ap.parse_args()
-    uvicorn.run(make_app(args.upstream.rstrip("/"), args.key), host="127.0.0.1",
-                port=args.port, loop="uvloop", http="httptools", access_log=False,
-                log_level="warning")
+    upstream = args.upstream.rstrip("/")
+    if args.server == "granian":
+        from granian import Granian
+
+        os.environ.update(FLOOR_UPSTREAM=upstream, FLOOR_KEY=args.key, FLOOR_CLIENT=args.client)
+        os.environ["PYTHONPATH"] = os.path.dirname(os.path.abspath(__file__)) + os.pathsep \
+            + os.environ.get("PYTHONPATH", "")
+        Granian("floor_relay:app_from_env", address="127.0.0.1", port=args.port,
+                interface="asgi", loop="uvloop", workers=1, factory=True,
+                log_level="warning").serve()
+        return
+    import uvicorn
+
+    uvicorn.run(make_app(upstream, args.key, args.client), host="127.0.0.1", port=args.port,
+                loop="uvloop", http="httptools", access_log=False, log_level="warning")
 
 
 if __name__ == "__main__":

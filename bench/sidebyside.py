@@ -208,18 +208,25 @@ http {{
                   f"http://127.0.0.1:{port}/v1/chat/completions", key, proc=proc)
 
 
-def start_floor(fake_port: int, work: Path) -> System:
+def start_floor(fake_port: int, work: Path, server: str = "uvicorn",
+                client: str = "aiohttp") -> System:
+    """The Python floor (bench/floor_relay.py); on other parts than the project's own, with
+    the interpreter BENCH_FLOOR_PYTHON names (a venv that has them), else this one."""
     port, key = free_port(), "sk-floor-bench"
-    proc = subprocess.Popen([sys.executable, str(HERE / "floor_relay.py"), "--port", str(port),
-                             "--upstream", f"http://127.0.0.1:{fake_port}", "--key", key],
+    python = sys.executable if (server, client) == ("uvicorn", "aiohttp") \
+        else os.environ.get("BENCH_FLOOR_PYTHON", sys.executable)
+    proc = subprocess.Popen([python, str(HERE / "floor_relay.py"), "--port", str(port),
+                             "--upstream", f"http://127.0.0.1:{fake_port}", "--key", key,
+                             "--server", server, "--client", client],
                             stdout=subprocess.DEVNULL)
     wait_port(port, proc)
-    import aiohttp
-    import uvicorn
-
-    return System("Python floor: uvicorn + aiohttp, relay only (bench/floor_relay.py)",
-                  f"uvicorn {uvicorn.__version__}, aiohttp {aiohttp.__version__}",
-                  f"http://127.0.0.1:{port}/v1/chat/completions", key, proc=proc)
+    print_versions = ("import importlib.metadata as m, sys;"
+                      " print(', '.join(f'{n} {m.version(n)}' for n in sys.argv[1:]))")
+    versions = subprocess.run(
+        [python, "-c", print_versions, server, client],
+        capture_output=True, text=True, check=False).stdout.strip()
+    return System(f"Python floor: {server} + {client}, relay only (bench/floor_relay.py)",
+                  versions, f"http://127.0.0.1:{port}/v1/chat/completions", key, proc=proc)
 
 
 def start_minitoolai(fake_port: int, work: Path, leases: str = "0") -> System:
@@ -349,6 +356,12 @@ SYSTEMS = {"bare": start_bare, "nginx": start_nginx, "python-floor": start_floor
            "minitoolai-leased": lambda port, work: start_minitoolai(port, work, leases="1"),
            "portkey": start_portkey, "openai-forward": start_openai_forward,
            "litellm": start_litellm}
+# the floor on other parts (not run unless named in --only; see bench/floor_relay.py)
+FLOOR_VARIANTS = {
+    "floor-granian": lambda port, work: start_floor(port, work, server="granian"),
+    "floor-pyreqwest": lambda port, work: start_floor(port, work, client="pyreqwest"),
+    "floor-aiosonic": lambda port, work: start_floor(port, work, client="aiosonic"),
+}
 
 
 def measure(system: System, fake_pid: int, modes: list[str], conc: int, duration: float,
@@ -420,7 +433,7 @@ def main() -> int:
     ap.add_argument("--modes", default="stream,nostream")
     ap.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per mode")
     ap.add_argument("--only", default=",".join(SYSTEMS),
-                    help="comma-separated: " + ",".join(SYSTEMS))
+                    help="comma-separated: " + ",".join([*SYSTEMS, *FLOOR_VARIANTS]))
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     if not wrk_available():
@@ -444,7 +457,7 @@ def main() -> int:
         for key in [k.strip() for k in args.only.split(",")]:
             system = None
             try:
-                system = SYSTEMS[key](fake_port, work)
+                system = {**SYSTEMS, **FLOOR_VARIANTS}[key](fake_port, work)
                 verify(system)
                 print(f"{key}: {system.version}: relays the stream with its usage chunk",
                       flush=True)
