@@ -10,6 +10,7 @@ starts, e.g. its settlement, inherit it) and it spares every service signature a
 from __future__ import annotations
 
 import os
+import time
 from contextvars import ContextVar
 
 SCOPE_KEY = "minitoolai.exchange"
@@ -17,8 +18,13 @@ _current: ContextVar[Exchange | None] = ContextVar("minitoolai_exchange", defaul
 
 
 def new_request_id() -> str:
-    """`req_` and 128 random bits in hex: unique enough to be the usage row's key."""
-    return "req_" + os.urandom(16).hex()
+    """`req_` and 32 hex digits: the time in milliseconds (48 bits), then 80 random bits
+    (UUIDv7's layout). Unique enough to be the usage row's key, and time-ordered, so that
+    the unique indexes keyed by it (usage rows, ledger entries, holds) grow at their right
+    edge: a batch of settlements then writes one index page where random ids wrote one
+    each, and reads none back from disk (bench/RESULTS.md, issue 16 fourth pass: half the
+    SQLite writes per request, -15 to -25 % PostgreSQL CPU per request)."""
+    return f"req_{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
 
 
 class Exchange:

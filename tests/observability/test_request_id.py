@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+import time
 
 import requests
 
+from minitoolai.observability.exchange import new_request_id
 from tests.conftest import assert_ledger_ok, run
 from tests.observability.conftest import CHAT, OPENAI_CHAT, usage_rows
 
@@ -32,6 +34,8 @@ def test_chat_request_id_is_the_usage_rows(server, customer, database_url):
     rows = usage_rows(database_url, customer.account_id)
     assert [row.request_id for row in rows] == ids
     assert len(set(ids)) == 4
+    # time-ordered: made one after another, their times (the first 12 digits) sort so
+    assert [rid[4:16] for rid in ids] == sorted(rid[4:16] for rid in ids)
     run(assert_ledger_ok(database_url))
 
 
@@ -114,3 +118,23 @@ def test_a_bug_outside_every_handler_still_answers_with_an_id(caplog):
     assert "boom" in str(bug.exc_info[1])
     (access,) = [r for r in caplog.records if r.name == "minitoolai.access"]
     assert access.access["status"] == 500 and access.access["error"] == "server_error"
+
+
+def test_ids_are_time_ordered_and_unique():
+    """The first 12 hex digits are the time in ms, so ids made later sort later and the
+    unique indexes keyed by them grow at their right edge; the 80 random bits after them
+    keep ids made in the same millisecond (by any process) apart."""
+    before = time.time_ns() // 1_000_000
+    made = []
+    for _ in range(5):
+        made.append(new_request_id())
+        time.sleep(0.002)
+    after = time.time_ns() // 1_000_000
+    assert all(REQUEST_ID.match(rid) for rid in made), made
+    assert made == sorted(made)
+    stamps = [int(rid[4:16], 16) for rid in made]
+    assert before <= stamps[0] and stamps[-1] <= after
+    assert stamps == sorted(set(stamps))  # 2 ms apart: each its own millisecond
+    burst = [new_request_id() for _ in range(20_000)]  # most share their millisecond
+    assert len(set(burst)) == len(burst)
+    assert len({rid[16:] for rid in burst}) == len(burst)  # told apart by the random part
