@@ -6,6 +6,11 @@ under a fresh token. PostgreSQL: `FOR UPDATE SKIP LOCKED`, so concurrent workers
 wait on, nor take, each other's jobs. SQLite: write transactions are BEGIN IMMEDIATE, so
 the select and the update of a claim run with the database to themselves.
 
+A submit inserts its jobs "submitting", which no worker takes, and queues them only once the
+hold and the rows are known to be there (`queue_submitted`): a failed submit's jobs are
+cancelled by its undo without a race with the workers, even when their INSERT committed with
+its answer lost (a job inserted "queued" could be run, and charged, in that moment).
+
 A job's change of state and its money move in one transaction: success settles the hold
 (charged once: only the first settlement finds the hold), failure releases it. A worker
 that dies stops renewing its lease; `recover` puts its jobs back in the queue, or fails
@@ -30,6 +35,7 @@ from minitoolai.observability import metrics
 
 log = logging.getLogger(__name__)
 
+UNFINISHED = ("submitting", "queued", "processing")
 MAX_JOB_ID = 2**53 - 1  # JavaScript-safe
 MIN_JOB_ID = 10**9
 
@@ -70,6 +76,8 @@ INSERT_COLUMNS = ("id", "request_id", "account_id", "key_id", "endpoint", "model
                   "seed", "price", "state", "attempts", "created_at")
 INSERT_JOB = (f"INSERT INTO image_jobs ({', '.join(INSERT_COLUMNS)}) VALUES"
               f" ({', '.join(':' + c for c in INSERT_COLUMNS)})")
+QUEUE_SUBMITTED = ("UPDATE image_jobs SET state = 'queued'"
+                   " WHERE id = :id AND state = 'submitting'")
 MARK_PROCESSING = ("UPDATE image_jobs SET state = 'processing', attempts = attempts + 1,"
                    " lease_token = :token, lease_expires_at = :lease_expires_at,"
                    " started_at = :now WHERE id = :id")
@@ -115,17 +123,25 @@ async def insert_jobs(db: Database, rows: list[dict]) -> None:
             await tx.execute(INSERT_JOB, row)
 
 
+async def queue_submitted(db: Database, job_ids: list[int]) -> None:
+    """Hand a submit's jobs to the workers. Idempotent: a job already queued, or failed
+    meanwhile by an undo or the sweeper, is left as it is."""
+    async with db.ledger() as tx:
+        for job_id in job_ids:
+            await tx.execute(QUEUE_SUBMITTED, {"id": job_id})
+
+
 async def cancel_unfinished(db: Database, job_ids: list[int], reason: str) -> list:
-    """Fail the jobs that have not finished, queued or running, and return every job's row
-    as it stands after, in one transaction: a job that finished just before is seen
-    finished (and charged: its image is the client's), one that had not is cancelled, with
-    no instant between the two for a worker to complete it. A running job's lease is taken
-    away, so its worker's success no longer matches and is neither stored nor charged (the
-    client who gave up never gets it). The cancelled jobs' holds are released right after,
-    each in a transaction of its own: once a job is cancelled nothing can charge it, and
-    taking no account's row lock while holding job rows keeps this from deadlocking with a
-    worker completing a batch (job row, then account, then the next job row). If the
-    process dies in between, the sweeper releases those holds."""
+    """Fail the jobs that have not finished (submitting, queued or running), and return
+    every job's row as it stands after, in one transaction: a job that finished just
+    before is seen finished (and charged: its image is the client's), one that had not is
+    cancelled, with no instant between the two for a worker to complete it. A running
+    job's lease is taken away, so its worker's success no longer matches and is neither
+    stored nor charged (the client who gave up never gets it). The cancelled jobs' holds
+    are released right after, each in a transaction of its own: once a job is cancelled
+    nothing can charge it, and taking no account's row lock while holding job rows keeps
+    this from deadlocking with a worker completing a batch (job row, then account, then
+    the next job row). If the process dies in between, the sweeper releases those holds."""
     now = db.now()
     cancelled: list[ClaimedJob] = []
     async with db.write() as conn:
@@ -136,7 +152,7 @@ async def cancel_unfinished(db: Database, job_ids: list[int], reason: str) -> li
             # the state from before it; rows in the same (account, id) order as `complete`
             query = query.with_for_update()
         for row in (await conn.execute(query)).all():
-            if row.state not in ("queued", "processing"):
+            if row.state not in UNFINISHED:
                 continue
             cancelled.append(_row_to_job(row))
             await conn.execute(update(image_jobs).where(image_jobs.c.id == row.id).values(
@@ -314,10 +330,12 @@ async def recover(db: Database, *, max_attempts: int, queue_timeout_seconds: int
     outcomes = []
     async with db.write() as conn:
         stale = (await conn.execute(_locking(
-            select(*_CLAIM_COLUMNS).where(
+            select(*_CLAIM_COLUMNS, image_jobs.c.state).where(
                 or_(and_(image_jobs.c.state == "processing",
                          image_jobs.c.lease_expires_at < now),
-                    and_(image_jobs.c.state == "queued",
+                    # a job never queued: its submit's process died before it could
+                    # queue it (ImagesService.submit_many); failed like one queued too long
+                    and_(image_jobs.c.state.in_(("submitting", "queued")),
                          image_jobs.c.created_at < now - timedelta(
                              seconds=queue_timeout_seconds))))
             .order_by(image_jobs.c.account_id).limit(500), db))).all()
@@ -330,7 +348,10 @@ async def recover(db: Database, *, max_attempts: int, queue_timeout_seconds: int
                     error="the worker running this job stopped; queued again"))
                 outcomes.append((job.model, "requeued"))
             else:
-                reason = (f"the job waited in the queue longer than {queue_timeout_seconds} s"
+                reason = ("the job's submit did not finish queueing it (its server stopped"
+                          " while the database was away); nothing was charged"
+                          if row.state == "submitting" else
+                          f"the job waited in the queue longer than {queue_timeout_seconds} s"
                           if queued_too_long else
                           f"the job was attempted {job.attempts} times and its worker stopped"
                           " each time")

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
+from functools import partial
 
 from minitoolai.clock import as_utc, utcnow
 from minitoolai.errors import InvalidRequest, NotFound, ServiceUnavailable
@@ -88,7 +89,7 @@ class ImagesService:
                     "negative_prompt": req.negative_prompt, "scheduler": req.scheduler,
                     "steps": req.steps, "cfg_scale": req.cfg_scale, "width": req.width,
                     "height": req.height, "seed": req.seed, "price": price,
-                    "state": "queued", "attempts": 0, "created_at": utcnow(),
+                    "state": "submitting", "attempts": 0, "created_at": utcnow(),
                 }
                 try:
                     await reserve(self.db, request_id=request_id,
@@ -107,6 +108,17 @@ class ImagesService:
         except BaseException:
             await asyncio.shield(self._undo_submit(rows, endpoint))
             raise
+        # The jobs went in "submitting", which no worker takes: inserted "queued", an INSERT
+        # whose COMMIT landed with its answer lost could be run and charged by a worker
+        # before this failed submit's undo cancelled it (found by tests/db/test_soak.py).
+        # Queued only now, when the answer is a success whatever this UPDATE does: if the
+        # database is away it is retried in the background (lost, with this process, the
+        # sweeper fails the jobs after queue_timeout_seconds and releases their holds).
+        # Shielded: a client that hangs up now finds its jobs run, as if just after the answer.
+        await asyncio.shield(self.undoer.finish(
+            f"the queueing of the image jobs of {base_id}",
+            partial(queue.queue_submitted, self.db, [row["id"] for row in rows]),
+            give_up_after=self.settings.queue_timeout_seconds))
         self._queued_count += len(rows)
         self.wake.set()
         return [Ticket(row["id"], sign_job(self.runtime.secret_key, row["id"])) for row in rows]
@@ -176,7 +188,10 @@ class ImagesService:
     async def describe(self, job) -> dict:
         """The jobs endpoint's answer for one job (the seed's shape, plus detail)."""
         out: dict = {"status": job.state, "jobid": job.id}
-        if job.state == "queued":
+        if job.state == "submitting":  # its submit's last step waits for the database
+            out.update(status="queued", position=await queue.queue_position(self.db, job),
+                       message="queued: the submit is being confirmed")
+        elif job.state == "queued":
             position = await queue.queue_position(self.db, job)
             out["position"] = position
             out["message"] = f"queued: position {position} in the queue"

@@ -218,7 +218,13 @@ def test_an_image_submit_cut_midway_leaves_no_hold_and_no_job(pg_name, fault_set
     the release), keeping the credit for the image hold's 6 hours; had the job's INSERT
     committed unseen, the job would have run and been charged though the client was told
     it failed. A trigger that sleeps (at the hold's COMMIT, in the job's INSERT, or at its
-    COMMIT) lets the test cut the network at exactly that moment."""
+    COMMIT) lets the test cut the network at exactly that moment.
+
+    A worker runs throughout, polling every 50 ms, with the instant backend: found by
+    tests/db/test_soak.py, a job whose INSERT committed unseen was run and charged by a
+    worker once the database came back, before the submit's undo cancelled it. Jobs are
+    inserted "submitting", which no worker takes, and queued only by a submit that
+    succeeds."""
     direct = pg_url(pg_name)
     customer = run(make_customer(direct, 10**12))
     table, when = {"hold-commit": ("holds", "commit"), "job-insert": ("image_jobs", "insert"),
@@ -233,9 +239,8 @@ def test_an_image_submit_cut_midway_leaves_no_hold_and_no_job(pg_name, fault_set
     image = {"model": "realvision", "prompt": "a lighthouse", "steps": 4, "width": 256,
              "height": 256}
     with TcpProxy("127.0.0.1", 5432) as proxy:
-        # no worker: nothing may run the job in the moment between its COMMIT and its undo
         app = create_app(fault_settings(pg_url(pg_name, proxy.port),
-                                        images={"embedded_workers": 0}))
+                                        images={"embedded_workers": 1}))
         with ThreadedServer(app) as server, httpx.Client(base_url=server.url, timeout=30,
                                                          headers=customer.headers) as http, \
                 ThreadPoolExecutor(1) as pool:
@@ -254,14 +259,74 @@ def test_an_image_submit_cut_midway_leaves_no_hold_and_no_job(pg_name, fault_set
             proxy.restore()
             # undone in the background once the database is back: no hold, no job to run
             _wait_direct(direct, "SELECT count(*), (SELECT count(*) FROM image_jobs WHERE"
-                         " state IN ('queued', 'processing')) FROM holds",
+                         " state <> 'error') FROM holds",
                          lambda r: r == (0, 0), "the submit to be undone")
+            time.sleep(0.5)  # ten polls of the worker: it must find nothing to run
             assert http.get("/api/balance/").json()["held"] == "0"
     with psycopg.connect(direct) as conn:
         assert conn.execute("SELECT count(*) FROM ledger_entries WHERE kind = 'charge'"
                             ).fetchone()[0] == 0
         assert conn.execute("SELECT state FROM image_jobs").fetchall() == \
             ([("error",)] if cut_during == "job-commit" else [])
+    run(assert_ledger_ok(direct))
+
+
+@pytest.mark.parametrize("cut_during", ["queue-update", "queue-commit"])
+def test_an_image_submit_cut_at_its_last_step_succeeds_and_runs_once(pg_name, fault_settings,
+                                                                     cut_during):
+    """The submit's last step, the UPDATE that hands its job to the workers, loses the
+    database (in the statement, which then never commits, or at its COMMIT, which lands
+    unseen). The hold and the job are in: the submit answers 200 with its ticket, the step
+    is retried in the background, and once the database is back the job runs and is
+    charged exactly once."""
+    direct = pg_url(pg_name)
+    customer = run(make_customer(direct, 10**12))
+    trigger = ("CREATE TRIGGER pause BEFORE UPDATE ON image_jobs FOR EACH ROW"
+               if cut_during == "queue-update" else
+               "CREATE CONSTRAINT TRIGGER pause AFTER UPDATE ON image_jobs DEFERRABLE"
+               " INITIALLY DEFERRED FOR EACH ROW")
+    with psycopg.connect(direct, autocommit=True) as conn:
+        conn.execute("CREATE FUNCTION pause() RETURNS trigger LANGUAGE plpgsql AS"
+                     " $$ BEGIN PERFORM pg_sleep(2); RETURN NEW; END $$")
+        conn.execute(f"{trigger} WHEN (OLD.state = 'submitting' AND NEW.state = 'queued')"
+                     " EXECUTE FUNCTION pause()")
+    image = {"model": "realvision", "prompt": "a lighthouse", "steps": 4, "width": 256,
+             "height": 256}
+    with TcpProxy("127.0.0.1", 5432) as proxy:
+        app = create_app(fault_settings(pg_url(pg_name, proxy.port),
+                                        images={"embedded_workers": 1}))
+        with ThreadedServer(app) as server, httpx.Client(base_url=server.url, timeout=30,
+                                                         headers=customer.headers) as http, \
+                ThreadPoolExecutor(1) as pool:
+            submitted = pool.submit(http.post, "/api/texttoimage/", json=image)
+            _wait_direct(direct, "SELECT count(*) FROM pg_stat_activity WHERE datname ="
+                         f" '{pg_name}' AND wait_event = 'PgSleep'", lambda r: r[0] == 1,
+                         "the server's UPDATE to sleep in its trigger")
+            proxy.cut()
+            answer = submitted.result()
+            assert answer.status_code == 200, answer.text
+            ticket = answer.json()
+            assert ticket["status"] == "success" and ticket["signature"]
+            # the sleeping backend finishes: cut in the statement, the job is still not
+            # queued; cut at the COMMIT, it is
+            _wait_direct(direct, "SELECT count(*) FROM pg_stat_activity WHERE datname ="
+                         f" '{pg_name}' AND wait_event = 'PgSleep'", lambda r: r[0] == 0,
+                         "the sleeping backend to finish")
+            expected = "submitting" if cut_during == "queue-update" else "queued"
+            _wait_direct(direct, "SELECT state FROM image_jobs", lambda r: r[0] == expected,
+                         f"the job to be {expected}")
+            proxy.restore()
+            _wait_direct(direct, "SELECT state, (SELECT count(*) FROM holds) FROM image_jobs",
+                         lambda r: r == ("success", 0), "the job to run")
+            job = http.post("/api/texttoimage/jobs/", json={
+                "jobid": ticket["jobid"], "signature": ticket["signature"]}).json()
+            assert job["status"] == "success" and job["image_url"], job
+            assert http.get("/api/balance/").json()["held"] == "0"
+    with psycopg.connect(direct) as conn:
+        charges = conn.execute("SELECT count(*), -sum(amount) FROM ledger_entries WHERE kind ="
+                               " 'charge'").fetchone()
+        price = conn.execute("SELECT price FROM image_jobs").fetchone()[0]
+    assert charges == (1, price)
     run(assert_ledger_ok(direct))
 
 

@@ -123,6 +123,37 @@ async def test_job_queued_too_long_fails_and_refunds(database_url, image_setting
     await assert_ledger_ok(database_url)
 
 
+async def test_a_job_its_submit_never_queued_is_not_run_and_fails_refunded(
+        database_url, image_settings, serve):
+    """A submit inserts its job "submitting" and queues it as its last step; a server that
+    stopped in between (the database away for that step) leaves it submitting: no worker
+    takes it, its ticket says queued, and the sweeper fails it after queue_timeout_seconds
+    and releases its hold."""
+    customer = await make_customer(database_url, parse_usd("1"))
+    server = serve(image_settings(), workers=False)
+    ticket = submit(server.url, customer.key).json()
+    db = Database(database_url, pool_size=1)
+    try:
+        async with db.write() as conn:  # as the server that stopped left it
+            await conn.execute(image_jobs.update().values(state="submitting"))
+        body = poll(server.url, ticket["jobid"], ticket["signature"], timeout=0)
+        assert body["status"] == "queued" and "being confirmed" in body["message"], body
+        _, jobs = await queue.claim(db, models=["realvision"], max_batch=4, lease_seconds=60,
+                                    hold_ttl_seconds=3600)
+        assert jobs == []
+        assert await queue.recover(db, max_attempts=3, queue_timeout_seconds=3600) == 0
+        assert balance(server, customer)["held"] == "0.0015"
+        await asyncio.sleep(0.01)
+        assert await queue.recover(db, max_attempts=3, queue_timeout_seconds=0) == 1
+    finally:
+        await db.dispose()
+    body = poll(server.url, ticket["jobid"], ticket["signature"], timeout=0)
+    assert body["status"] == "error" and "did not finish queueing it" in body["message"]
+    account = balance(server, customer)
+    assert account["balance"] == "1" and account["held"] == "0"
+    await assert_ledger_ok(database_url)
+
+
 async def test_100_concurrent_submits_against_credit_for_40_queue_40(
         database_url, image_settings, serve):
     customer = await make_customer(database_url, 40 * PRICE)
