@@ -7,6 +7,7 @@ integer nanodollars per token / per image / per character, computed once at star
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -151,6 +152,9 @@ class Catalog:
 
     def __init__(self, models: dict[str, Model] | None = None) -> None:
         self._models: dict[str, Model] = dict(models or {})
+        # `created` of /v1/models: when this server's catalog was built (the models have no
+        # creation date of their own here), the same in every answer of this process
+        self.created = int(time.time())
 
     def add(self, model: Model) -> None:
         self._models[model.id] = model

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.routing import Route
@@ -61,17 +59,18 @@ def _openai_model(model, created: int) -> dict:
 async def openai_models(request: Request):
     """OpenAI's model list (every model this server can serve now)."""
     await authenticate(request)
-    created = int(time.time())
-    data = [_openai_model(m, created) for m in _servable(runtime_of(request))]
+    runtime = runtime_of(request)
+    data = [_openai_model(m, runtime.catalog.created) for m in _servable(runtime)]
     return json_response({"object": "list", "data": data})
 
 
 async def openai_model(request: Request, model_id: str):
     """OpenAI's model retrieval (`client.models.retrieve(id)`)."""
     await authenticate(request)
-    for model in _servable(runtime_of(request)):
+    runtime = runtime_of(request)
+    for model in _servable(runtime):
         if model.id == model_id:
-            return json_response(_openai_model(model, int(time.time())))
+            return json_response(_openai_model(model, runtime.catalog.created))
     raise NotFound(f"the model {model_id!r} does not exist or is not available on this"
                    " server", param="model", code="model_not_found")
 
