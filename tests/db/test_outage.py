@@ -210,6 +210,32 @@ def _wait_direct(direct: str, query: str, predicate, what: str, timeout: float =
     return row
 
 
+def _pause(direct: str, table: str, when: str, event: str = "INSERT",
+           condition: str = "") -> None:
+    """A trigger that sleeps 2 s in the server's `event` on `table` (when="statement") or at
+    its COMMIT (when="commit"), on the rows `condition` (a WHEN clause) picks, so that the
+    test can cut the network at exactly that moment."""
+    with psycopg.connect(direct, autocommit=True) as conn:
+        conn.execute("CREATE FUNCTION pause() RETURNS trigger LANGUAGE plpgsql AS"
+                     " $$ BEGIN PERFORM pg_sleep(2); RETURN NEW; END $$")
+        conn.execute((f"CREATE TRIGGER pause BEFORE {event} ON {table} FOR EACH ROW"
+                      if when == "statement" else
+                      f"CREATE CONSTRAINT TRIGGER pause AFTER {event} ON {table} DEFERRABLE"
+                      " INITIALLY DEFERRED FOR EACH ROW")
+                     + (f" WHEN ({condition})" if condition else "")
+                     + " EXECUTE FUNCTION pause()")
+
+
+def _wait_sleeping(direct: str, pg_name: str, sleeping: int, what: str) -> None:
+    """Until `sleeping` of this database's backends sleep in a trigger."""
+    _wait_direct(direct, "SELECT count(*) FROM pg_stat_activity WHERE datname ="
+                 f" '{pg_name}' AND wait_event = 'PgSleep'", lambda r: r[0] == sleeping, what)
+
+
+IMAGE = {"model": "realvision", "prompt": "a lighthouse", "steps": 4, "width": 256,
+         "height": 256}
+
+
 @pytest.mark.parametrize("cut_during", ["hold-commit", "job-insert", "job-commit"])
 def test_an_image_submit_cut_midway_leaves_no_hold_and_no_job(pg_name, fault_settings,
                                                               cut_during):
@@ -227,27 +253,16 @@ def test_an_image_submit_cut_midway_leaves_no_hold_and_no_job(pg_name, fault_set
     succeeds."""
     direct = pg_url(pg_name)
     customer = run(make_customer(direct, 10**12))
-    table, when = {"hold-commit": ("holds", "commit"), "job-insert": ("image_jobs", "insert"),
-                   "job-commit": ("image_jobs", "commit")}[cut_during]
-    with psycopg.connect(direct, autocommit=True) as conn:
-        conn.execute("CREATE FUNCTION pause() RETURNS trigger LANGUAGE plpgsql AS"
-                     " $$ BEGIN PERFORM pg_sleep(2); RETURN NEW; END $$")
-        conn.execute(f"CREATE TRIGGER pause BEFORE INSERT ON {table} FOR EACH ROW"
-                     " EXECUTE FUNCTION pause()" if when == "insert" else
-                     f"CREATE CONSTRAINT TRIGGER pause AFTER INSERT ON {table} DEFERRABLE"
-                     " INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION pause()")
-    image = {"model": "realvision", "prompt": "a lighthouse", "steps": 4, "width": 256,
-             "height": 256}
+    _pause(direct, *{"hold-commit": ("holds", "commit"), "job-insert": ("image_jobs", "statement"),
+                     "job-commit": ("image_jobs", "commit")}[cut_during])
     with TcpProxy("127.0.0.1", 5432) as proxy:
         app = create_app(fault_settings(pg_url(pg_name, proxy.port),
                                         images={"embedded_workers": 1}))
         with ThreadedServer(app) as server, httpx.Client(base_url=server.url, timeout=30,
                                                          headers=customer.headers) as http, \
                 ThreadPoolExecutor(1) as pool:
-            submitted = pool.submit(http.post, "/api/texttoimage/", json=image)
-            _wait_direct(direct, "SELECT count(*) FROM pg_stat_activity WHERE datname ="
-                         f" '{pg_name}' AND wait_event = 'PgSleep'", lambda r: r[0] == 1,
-                         "the server's statement to sleep in its trigger")
+            submitted = pool.submit(http.post, "/api/texttoimage/", json=IMAGE)
+            _wait_sleeping(direct, pg_name, 1, "the server's statement to sleep in its trigger")
             proxy.cut()
             assert_unavailable(submitted.result(), image=True)
             # the database is away from the server: the hold is still there (and, cut at
@@ -281,27 +296,16 @@ def test_an_image_submit_cut_at_its_last_step_succeeds_and_runs_once(pg_name, fa
     charged exactly once."""
     direct = pg_url(pg_name)
     customer = run(make_customer(direct, 10**12))
-    trigger = ("CREATE TRIGGER pause BEFORE UPDATE ON image_jobs FOR EACH ROW"
-               if cut_during == "queue-update" else
-               "CREATE CONSTRAINT TRIGGER pause AFTER UPDATE ON image_jobs DEFERRABLE"
-               " INITIALLY DEFERRED FOR EACH ROW")
-    with psycopg.connect(direct, autocommit=True) as conn:
-        conn.execute("CREATE FUNCTION pause() RETURNS trigger LANGUAGE plpgsql AS"
-                     " $$ BEGIN PERFORM pg_sleep(2); RETURN NEW; END $$")
-        conn.execute(f"{trigger} WHEN (OLD.state = 'submitting' AND NEW.state = 'queued')"
-                     " EXECUTE FUNCTION pause()")
-    image = {"model": "realvision", "prompt": "a lighthouse", "steps": 4, "width": 256,
-             "height": 256}
+    _pause(direct, "image_jobs", "statement" if cut_during == "queue-update" else "commit",
+           event="UPDATE", condition="OLD.state = 'submitting' AND NEW.state = 'queued'")
     with TcpProxy("127.0.0.1", 5432) as proxy:
         app = create_app(fault_settings(pg_url(pg_name, proxy.port),
                                         images={"embedded_workers": 1}))
         with ThreadedServer(app) as server, httpx.Client(base_url=server.url, timeout=30,
                                                          headers=customer.headers) as http, \
                 ThreadPoolExecutor(1) as pool:
-            submitted = pool.submit(http.post, "/api/texttoimage/", json=image)
-            _wait_direct(direct, "SELECT count(*) FROM pg_stat_activity WHERE datname ="
-                         f" '{pg_name}' AND wait_event = 'PgSleep'", lambda r: r[0] == 1,
-                         "the server's UPDATE to sleep in its trigger")
+            submitted = pool.submit(http.post, "/api/texttoimage/", json=IMAGE)
+            _wait_sleeping(direct, pg_name, 1, "the server's UPDATE to sleep in its trigger")
             proxy.cut()
             answer = submitted.result()
             assert answer.status_code == 200, answer.text
@@ -309,9 +313,7 @@ def test_an_image_submit_cut_at_its_last_step_succeeds_and_runs_once(pg_name, fa
             assert ticket["status"] == "success" and ticket["signature"]
             # the sleeping backend finishes: cut in the statement, the job is still not
             # queued; cut at the COMMIT, it is
-            _wait_direct(direct, "SELECT count(*) FROM pg_stat_activity WHERE datname ="
-                         f" '{pg_name}' AND wait_event = 'PgSleep'", lambda r: r[0] == 0,
-                         "the sleeping backend to finish")
+            _wait_sleeping(direct, pg_name, 0, "the sleeping backend to finish")
             expected = "submitting" if cut_during == "queue-update" else "queued"
             _wait_direct(direct, "SELECT state FROM image_jobs", lambda r: r[0] == expected,
                          f"the job to be {expected}")
@@ -333,18 +335,6 @@ def test_an_image_submit_cut_at_its_last_step_succeeds_and_runs_once(pg_name, fa
 # ---- chat: a hold left behind by a request that answered an error ---------------------------
 
 CREDIT = 10**12
-
-
-def _pause(direct: str, table: str, when: str) -> None:
-    """A trigger that sleeps 2 s in the server's INSERT into `table`, or at its COMMIT, so
-    that the test can cut the network at exactly that moment."""
-    with psycopg.connect(direct, autocommit=True) as conn:
-        conn.execute("CREATE FUNCTION pause() RETURNS trigger LANGUAGE plpgsql AS"
-                     " $$ BEGIN PERFORM pg_sleep(2); RETURN NEW; END $$")
-        conn.execute(f"CREATE TRIGGER pause BEFORE INSERT ON {table} FOR EACH ROW"
-                     " EXECUTE FUNCTION pause()" if when == "insert" else
-                     f"CREATE CONSTRAINT TRIGGER pause AFTER INSERT ON {table} DEFERRABLE"
-                     " INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION pause()")
 
 
 def _credit(direct: str, account_id: int) -> str:
@@ -381,9 +371,7 @@ def test_a_chat_hold_whose_commit_answer_was_lost_is_released(pg_name, fault_set
                                                          headers=customer.headers) as http, \
                 ThreadPoolExecutor(1) as pool:
             sent = pool.submit(http.post, route, json=_chat_request(route, "hi [chunks:3]"))
-            _wait_direct(direct, "SELECT count(*) FROM pg_stat_activity WHERE datname ="
-                         f" '{pg_name}' AND wait_event = 'PgSleep'", lambda r: r[0] == 1,
-                         "the hold's COMMIT to sleep in its trigger")
+            _wait_sleeping(direct, pg_name, 1, "the hold's COMMIT to sleep in its trigger")
             proxy.cut()
             assert_unavailable(sent.result())
             # the sleeping backend commits the hold nobody will hear of
