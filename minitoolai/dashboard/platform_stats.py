@@ -93,8 +93,8 @@ async def image_queue(db: Database) -> dict | None:
                    image_jobs.c.finished_at)
             .where(image_jobs.c.state == "error")
             .order_by(image_jobs.c.id.desc()).limit(10))).all()
-    return {"states": {s: int(states.get(s, 0)) for s in ("queued", "processing", "success",
-                                                           "error")},
+    return {"states": {s: int(states.get(s, 0)) for s in ("submitting", "queued", "processing",
+                                                           "success", "error")},
             "failed": [(r.id, r.model, r.error, as_utc(r.finished_at)) for r in failed]}
 
 

@@ -5,6 +5,7 @@ cfg_scale, seed."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 import time
@@ -85,16 +86,24 @@ async def _generate(service, principal, req, n: int, fmt: str):
     reqs = [replace(req, seed=(req.seed + i) % (MAX_SEED + 1)) for i in range(n)]
     tickets = await service.submit_many(principal, reqs, endpoint=ENDPOINT)
     ids = [t.jobid for t in tickets]
-    rows = await service.wait(ids, service.settings.openai_wait_seconds)
-    if any(row.state not in ("success", "error") for row in rows):
-        # cancel and look again in one transaction: a job that finished meanwhile is
-        # charged and delivered; the rest are cancelled, uncharged. Only when none finished
-        # is the answer a 504, and then nothing was charged.
-        rows = await service.cancel_unfinished(ids, "the /v1 request waiting for it timed out")
-        if not any(row.state == "success" and row.image_key for row in rows):
-            raise UpstreamTimeout(
-                f"the image(s) did not finish within {service.settings.openai_wait_seconds:g}"
-                " s; they were cancelled and nothing was charged")
+    try:
+        rows = await service.wait(ids, service.settings.openai_wait_seconds)
+        timed_out = any(row.state not in ("success", "error") for row in rows)
+        if timed_out:
+            # cancel and look again in one transaction: a job that finished meanwhile is
+            # charged and delivered; the rest are cancelled, uncharged. Only when none
+            # finished is the answer a 504, and then nothing was charged.
+            rows = await service.cancel_unfinished(
+                ids, "the /v1 request waiting for it timed out")
+    except BaseException:
+        # the database away at the deadline (or the request cancelled): the answer is an
+        # error, so the jobs must not run on and be charged
+        await asyncio.shield(service.abandon(ids, "the /v1 request waiting for it failed"))
+        raise
+    if timed_out and not any(row.state == "success" and row.image_key for row in rows):
+        raise UpstreamTimeout(
+            f"the image(s) did not finish within {service.settings.openai_wait_seconds:g}"
+            " s; they were cancelled and nothing was charged")
     done = [row for row in rows if row.state == "success" and row.image_key]
     if not done:
         reasons = "; ".join(sorted({row.error or "failed" for row in rows}))

@@ -36,6 +36,10 @@ from minitoolai.observability import metrics
 log = logging.getLogger(__name__)
 
 UNFINISHED = ("submitting", "queued", "processing")
+# A job its submit could not queue (the database away at that last step) waits this long for
+# the submit's background retry, then the sweeper fails it and releases its hold: its client
+# may have been told it failed (the INSERT's answer lost), so it is never queued by anyone else
+SUBMITTING_TIMEOUT_SECONDS = 600
 MAX_JOB_ID = 2**53 - 1  # JavaScript-safe
 MIN_JOB_ID = 10**9
 
@@ -333,23 +337,27 @@ async def recover(db: Database, *, max_attempts: int, queue_timeout_seconds: int
             select(*_CLAIM_COLUMNS, image_jobs.c.state).where(
                 or_(and_(image_jobs.c.state == "processing",
                          image_jobs.c.lease_expires_at < now),
-                    # a job never queued: its submit's process died before it could
-                    # queue it (ImagesService.submit_many); failed like one queued too long
-                    and_(image_jobs.c.state.in_(("submitting", "queued")),
+                    and_(image_jobs.c.state == "queued",
                          image_jobs.c.created_at < now - timedelta(
-                             seconds=queue_timeout_seconds))))
+                             seconds=queue_timeout_seconds)),
+                    # never queued: its submit's last step did not land in time
+                    # (ImagesService.submit_many)
+                    and_(image_jobs.c.state == "submitting",
+                         image_jobs.c.created_at < now - timedelta(seconds=min(
+                             SUBMITTING_TIMEOUT_SECONDS, queue_timeout_seconds)))))
             .order_by(image_jobs.c.account_id).limit(500), db))).all()
         for row in stale:
             job = _row_to_job(row)
             queued_too_long = job.created_at < now - timedelta(seconds=queue_timeout_seconds)
-            if not queued_too_long and job.attempts < max_attempts:
+            if row.state != "submitting" and not queued_too_long \
+                    and job.attempts < max_attempts:
                 await conn.execute(update(image_jobs).where(image_jobs.c.id == job.id).values(
                     state="queued", lease_token=None, lease_expires_at=None,
                     error="the worker running this job stopped; queued again"))
                 outcomes.append((job.model, "requeued"))
             else:
-                reason = ("the job's submit did not finish queueing it (its server stopped"
-                          " while the database was away); nothing was charged"
+                reason = ("the job's submit could not queue it (the database was away);"
+                          " nothing was charged"
                           if row.state == "submitting" else
                           f"the job waited in the queue longer than {queue_timeout_seconds} s"
                           if queued_too_long else

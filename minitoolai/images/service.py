@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from minitoolai.clock import as_utc, utcnow
-from minitoolai.errors import InvalidRequest, NotFound, ServiceUnavailable
+from minitoolai.errors import DatabaseUnavailable, InvalidRequest, NotFound, ServiceUnavailable
 from minitoolai.images import queue
 from minitoolai.images.backends import model_ready
 from minitoolai.images.request import ImageRequest, parse_image_request
@@ -112,13 +112,13 @@ class ImagesService:
         # whose COMMIT landed with its answer lost could be run and charged by a worker
         # before this failed submit's undo cancelled it (found by tests/db/test_soak.py).
         # Queued only now, when the answer is a success whatever this UPDATE does: if the
-        # database is away it is retried in the background (lost, with this process, the
-        # sweeper fails the jobs after queue_timeout_seconds and releases their holds).
+        # database is away it is retried in the background (not done within
+        # SUBMITTING_TIMEOUT_SECONDS, the sweeper fails the jobs and releases their holds).
         # Shielded: a client that hangs up now finds its jobs run, as if just after the answer.
         await asyncio.shield(self.undoer.finish(
             f"the queueing of the image jobs of {base_id}",
             partial(queue.queue_submitted, self.db, [row["id"] for row in rows]),
-            give_up_after=self.settings.queue_timeout_seconds))
+            give_up_after=queue.SUBMITTING_TIMEOUT_SECONDS))
         self._queued_count += len(rows)
         self.wake.set()
         return [Ticket(row["id"], sign_job(self.runtime.secret_key, row["id"])) for row in rows]
@@ -162,6 +162,14 @@ class ImagesService:
     async def cancel_unfinished(self, job_ids: list[int], reason: str) -> list:
         """Cancel the jobs not finished yet; every job's row after (queue.cancel_unfinished)."""
         return await queue.cancel_unfinished(self.db, job_ids, reason)
+
+    async def abandon(self, job_ids: list[int], reason: str) -> None:
+        """Cancel the jobs of a request that answers an error after their submit (the
+        database away while it waited for them): now, or in the background until the
+        database takes it."""
+        await self.undoer.undo(f"the image jobs {job_ids}",
+                               partial(queue.cancel_unfinished, self.db, job_ids, reason),
+                               give_up_after=self.settings.hold_ttl_seconds)
 
     # ---- status ----
     async def job_for_ticket(self, jobid, signature):
@@ -217,11 +225,19 @@ class ImagesService:
         self._changed.set()
 
     async def wait(self, job_ids: list[int], timeout: float) -> list:
-        """Wait until every job has finished; return their rows (in order)."""
+        """Wait until every job has finished; return their rows (in order). The database
+        going away meanwhile is waited out until the deadline (then DatabaseUnavailable):
+        the jobs run on, and a 503 now would leave them to be charged unseen."""
         deadline = time.monotonic() + timeout
         while True:
             self._changed.clear()
-            rows = [await queue.get_job(self.db, job_id) for job_id in job_ids]
+            try:
+                rows = [await queue.get_job(self.db, job_id) for job_id in job_ids]
+            except DatabaseUnavailable:
+                if time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(0.25)
+                continue
             if all(row.state in ("success", "error") for row in rows):
                 return rows
             remaining = deadline - time.monotonic()

@@ -26,7 +26,8 @@ image_jobs = Table(
     Column("height", Integer, nullable=False),
     Column("seed", BigInteger, nullable=False),
     Column("price", BigInteger, nullable=False),  # nanodollars, fixed at submit
-    # queued -> processing -> success | error
+    # submitting -> queued -> processing -> success | error (submitting: not yet handed to
+    # the workers, see images/queue.py)
     Column("state", String(16), nullable=False),
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("lease_token", String(64), nullable=True),  # one per claim

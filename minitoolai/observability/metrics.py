@@ -197,14 +197,14 @@ async def _read_database_gauges(runtime) -> None:
                 .select_from(holds))).one()
             states = dict((await conn.execute(
                 select(image_jobs.c.state, func.count()).where(
-                    image_jobs.c.state.in_(("queued", "processing")))
+                    image_jobs.c.state.in_(("submitting", "queued", "processing")))
                 .group_by(image_jobs.c.state))).all())
     except (SQLAlchemyError, OSError) as exc:  # the scrape still answers, without these
         log.warning("metrics: cannot read holds and image jobs from the database: %s", exc)
         return
     HOLDS_OPEN.set(count)
     HOLDS_HELD.set(total)
-    for state in ("queued", "processing"):
+    for state in ("submitting", "queued", "processing"):
         IMAGE_JOBS.labels(state).set(states.get(state, 0))
 
 

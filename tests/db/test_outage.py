@@ -332,6 +332,40 @@ def test_an_image_submit_cut_at_its_last_step_succeeds_and_runs_once(pg_name, fa
     run(assert_ledger_ok(direct))
 
 
+def test_a_v1_image_request_that_loses_the_database_while_waiting_charges_nothing(
+        pg_name, fault_settings):
+    """`/v1/images/generations` waits for its job. The database goes away while it waits
+    and stays away past the wait's deadline: the answer is 503, and once the database is
+    back the job is cancelled in the background and its hold released, so it is never run
+    and charged unseen (it used to be left queued). No worker runs meanwhile: the job must
+    still be waiting when the database comes back."""
+    direct = pg_url(pg_name)
+    customer = run(make_customer(direct, 10**12))
+    with TcpProxy("127.0.0.1", 5432) as proxy:
+        app = create_app(fault_settings(pg_url(pg_name, proxy.port), images={
+            "embedded_workers": 0, "openai_wait_seconds": 3}))
+        with ThreadedServer(app) as server, httpx.Client(base_url=server.url, timeout=30,
+                                                         headers=customer.headers) as http, \
+                ThreadPoolExecutor(1) as pool:
+            sent = pool.submit(http.post, "/v1/images/generations",
+                               json={"model": "realvision", "prompt": "a lighthouse",
+                                     "size": "256x256"})
+            _wait_direct(direct, "SELECT count(*) FROM image_jobs WHERE state = 'queued'",
+                         lambda r: r[0] == 1, "the job to be queued")
+            proxy.cut()
+            assert_unavailable(sent.result())
+            assert _wait_direct(direct, "SELECT state FROM image_jobs", lambda r: True,
+                                "the job")[0] == "queued"
+            proxy.restore()
+            _wait_direct(direct, "SELECT state, (SELECT count(*) FROM holds) FROM image_jobs",
+                         lambda r: r == ("error", 0), "the job to be cancelled")
+            assert http.get("/api/balance/").json()["held"] == "0"
+    with psycopg.connect(direct) as conn:
+        assert conn.execute("SELECT count(*) FROM ledger_entries WHERE kind = 'charge'"
+                            ).fetchone()[0] == 0
+    run(assert_ledger_ok(direct))
+
+
 # ---- chat: a hold left behind by a request that answered an error ---------------------------
 
 CREDIT = 10**12

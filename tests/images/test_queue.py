@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 import requests
 from sqlalchemy import func, select
 
+from minitoolai.clock import utcnow
 from minitoolai.db.engine import Database
 from minitoolai.images import queue
 from minitoolai.images.tables import image_jobs
@@ -127,8 +129,9 @@ async def test_a_job_its_submit_never_queued_is_not_run_and_fails_refunded(
         database_url, image_settings, serve):
     """A submit inserts its job "submitting" and queues it as its last step; a server that
     stopped in between (the database away for that step) leaves it submitting: no worker
-    takes it, its ticket says queued, and the sweeper fails it after queue_timeout_seconds
-    and releases its hold."""
+    takes it, its ticket says queued, and the sweeper fails it after
+    SUBMITTING_TIMEOUT_SECONDS (10 minutes, not the 3 hours of queue_timeout_seconds) and
+    releases its hold."""
     customer = await make_customer(database_url, parse_usd("1"))
     server = serve(image_settings(), workers=False)
     ticket = submit(server.url, customer.key).json()
@@ -143,12 +146,14 @@ async def test_a_job_its_submit_never_queued_is_not_run_and_fails_refunded(
         assert jobs == []
         assert await queue.recover(db, max_attempts=3, queue_timeout_seconds=3600) == 0
         assert balance(server, customer)["held"] == "0.0015"
-        await asyncio.sleep(0.01)
-        assert await queue.recover(db, max_attempts=3, queue_timeout_seconds=0) == 1
+        async with db.write() as conn:  # its submit was that long ago
+            await conn.execute(image_jobs.update().values(created_at=utcnow() - timedelta(
+                seconds=queue.SUBMITTING_TIMEOUT_SECONDS + 1)))
+        assert await queue.recover(db, max_attempts=3, queue_timeout_seconds=3600) == 1
     finally:
         await db.dispose()
     body = poll(server.url, ticket["jobid"], ticket["signature"], timeout=0)
-    assert body["status"] == "error" and "did not finish queueing it" in body["message"]
+    assert body["status"] == "error" and "could not queue it" in body["message"]
     account = balance(server, customer)
     assert account["balance"] == "1" and account["held"] == "0"
     await assert_ledger_ok(database_url)
