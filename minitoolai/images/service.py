@@ -167,8 +167,17 @@ class ImagesService:
         """Cancel the jobs of a request that answers an error after their submit (the
         database away while it waited for them): now, or in the background until the
         database takes it."""
-        await self.undoer.undo(f"the image jobs {job_ids}",
-                               partial(queue.cancel_unfinished, self.db, job_ids, reason),
+        async def cancel_and_release() -> None:
+            rows = await queue.cancel_unfinished(self.db, job_ids, reason)
+            # a second try finds its jobs cancelled already, their holds maybe not released
+            # (idempotent: a hold released or settled is not found again)
+            for row in rows:
+                if row.state == "error":
+                    await release(self.db, row.request_id, UsageRecord(
+                        endpoint=row.endpoint, model=row.model, status="error"),
+                        account_id=row.account_id)
+
+        await self.undoer.undo(f"the image jobs {job_ids}", cancel_and_release,
                                give_up_after=self.settings.hold_ttl_seconds)
 
     # ---- status ----
