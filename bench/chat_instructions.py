@@ -10,6 +10,7 @@ tasks (stopped: under callgrind they would count by wall time, not by request).
     python bench/chat_instructions.py                      # the checkout's package
     python bench/chat_instructions.py --package /tmp/base  # another copy (git archive REV minitoolai)
     python bench/chat_instructions.py -n 200 --log-level info
+    python bench/chat_instructions.py --lease-size 1      # holds from $1 credit leases
 
 Needs valgrind (Debian: apt-get install -y valgrind). Under callgrind Python runs ~50x
 slower: a run takes a few minutes, most of it start-up. What it leaves out (uvicorn's HTTP
@@ -43,7 +44,7 @@ def _handshake(ctl: Path, tag: str) -> None:
         time.sleep(0.05)
 
 
-async def _child(port: int, n: int, ctl: Path, log_level: str) -> None:
+async def _child(port: int, n: int, ctl: Path, log_level: str, lease_size: str | None) -> None:
     import orjson
 
     from minitoolai.accounts.store import create_account, create_key
@@ -57,7 +58,8 @@ async def _child(port: int, n: int, ctl: Path, log_level: str) -> None:
     settings = load_settings(env, overrides={
         "data_dir": str(ctl / "data"), "demo_account": False, "rate_limit_per_minute": 0,
         "log_level": log_level, "sweep_interval_seconds": 3600,
-        "chat": {"builtin_local_model": False}})
+        "chat": {"builtin_local_model": False},
+        **({"leases": {"size": lease_size}} if lease_size else {})})
     try:  # packages with configured logging: the lines go to a file, as in production
         from minitoolai.observability.logs import configure_logging
     except ImportError:
@@ -138,10 +140,13 @@ def main() -> int:
                     help="directory holding the minitoolai package to measure")
     ap.add_argument("-n", type=int, default=200, help="measured requests per mode")
     ap.add_argument("--log-level", default="info", help="the server's log_level")
+    ap.add_argument("--lease-size", metavar="USD",
+                    help="serve the holds from credit leases of this size (leases.size)")
     ap.add_argument("--child", nargs=2, metavar=("PORT", "CTL"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        asyncio.run(_child(int(args.child[0]), args.n, Path(args.child[1]), args.log_level))
+        asyncio.run(_child(int(args.child[0]), args.n, Path(args.child[1]), args.log_level,
+                           args.lease_size))
         return 0
 
     ctl = Path(tempfile.mkdtemp(prefix="minitoolai-instr-"))
@@ -154,7 +159,8 @@ def main() -> int:
         child = subprocess.Popen(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={ctl}/cg.out",
              sys.executable, str(Path(__file__).resolve()), "-n", str(args.n),
-             "--log-level", args.log_level, "--child", str(port), str(ctl)],
+             "--log-level", args.log_level, "--child", str(port), str(ctl),
+             *(["--lease-size", args.lease_size] if args.lease_size else [])],
             env=env, cwd=ctl, stdout=subprocess.DEVNULL,
             stderr=(ctl / "valgrind.txt").open("w"))
         counts = {}
@@ -172,7 +178,8 @@ def main() -> int:
         child.wait(timeout=600)
     finally:
         fake.terminate()
-    print(f"package: {args.package.resolve()}  log_level: {args.log_level}  n: {args.n}")
+    print(f"package: {args.package.resolve()}  log_level: {args.log_level}  n: {args.n}"
+          f"  leases: {args.lease_size or 'off'}")
     for mode in MODES:
         print(f"{mode:9s} {counts[mode] / args.n / 1e6:8.3f} M instructions per request")
     return 0

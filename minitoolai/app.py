@@ -67,6 +67,7 @@ class GatewayApp(FastAPI):
                  **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.hot_routes = dict(hot_routes or {})
+        self.runtime = None  # set with state.runtime at startup (http.runtime_of reads it)
         # what the observability middleware labels them with (FastAPI's routes set it too)
         self._hot_route_labels = {path: SimpleNamespace(path=path.rstrip("/"))
                                   for path in self.hot_routes}
@@ -149,7 +150,7 @@ def create_app(settings: Settings, *, migrate: bool = True, workers: bool = True
         await runtime.db.sync_clock()  # holds and leases run on the database's clock
         expected_heads()  # read the migration scripts now, not in the first /health/ready
         runtime.run_workers = workers
-        app.state.runtime = runtime
+        app.state.runtime = app.runtime = runtime  # the second for http.runtime_of
         started = []
         try:
             # settlements a dead process journaled: adopted before the sweeper's first round

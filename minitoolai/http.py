@@ -23,7 +23,11 @@ from minitoolai.observability.exchange import note_error, note_key
 
 
 def runtime_of(request: Request):
-    return request.app.state.runtime
+    # the app's own attribute (app.py sets it with app.state.runtime): Starlette's State
+    # resolves attributes in Python, and a chat request asks four times
+    app = request.scope["app"]
+    runtime = getattr(app, "runtime", None)
+    return runtime if runtime is not None else app.state.runtime
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -72,11 +72,11 @@ class ChatService:
     async def respond(self, principal: Principal, body: Any, *, endpoint: str,
                       openai_style: bool) -> Response:
         settings = self._settings
+        # the usage row's id is the response's x-request-id
         request, shape = validate_chat(
             body, self.runtime.catalog, openai_style=openai_style,
-            default_max_tokens=settings.chat.default_max_completion_tokens)
-        # the usage row's id is the response's x-request-id
-        request.request_id = exchange.request_id()
+            default_max_tokens=settings.chat.default_max_completion_tokens,
+            request_id=exchange.request_id())
         exchange.note_model(request.model.id)
         routes = self.routes_for(request.model)
         if not routes:

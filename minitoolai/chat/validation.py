@@ -97,8 +97,10 @@ def _n(body: dict) -> int:
 
 
 def validate_chat(body: Any, catalog: Catalog, *, openai_style: bool,
-                  default_max_tokens: int) -> tuple[ChatRequest, PromptShape]:
+                  default_max_tokens: int,
+                  request_id: str | None = None) -> tuple[ChatRequest, PromptShape]:
     """Return the ChatRequest and the shape of its prompt, for the hold's bound.
+    `request_id`: the request's (the exchange's) id; a new one if None.
 
     With no max-tokens field, /api uses `default_max_tokens` (the seed's 1000, forwarded);
     /v1 sets no cap, as OpenAI does, and holds the model's maximum output."""
@@ -137,7 +139,7 @@ def validate_chat(body: Any, catalog: Catalog, *, openai_style: bool,
     include_usage = bool((options or {}).get("include_usage", False)) if openai_style else True
     extra = check_params(body)
     request = ChatRequest(
-        request_id=new_request_id(), model=model, messages=body["messages"],
+        request_id=request_id or new_request_id(), model=model, messages=body["messages"],
         temperature=temperature, temperature_set=temperature_set,
         max_completion_tokens=max_tokens, reasoning_effort=effort, stream=stream,
         include_usage=include_usage, extra=extra, n=n, max_tokens_set=max_tokens_set,

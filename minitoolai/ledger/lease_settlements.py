@@ -94,10 +94,14 @@ async def _settle_one(tx: Tx, params: dict) -> int | None:
     if tx.dialect == "postgresql":
         written, on_lease = await tx.fetchone(SETTLE_LEASED, params)
     else:
-        written = await tx.execute(SQLITE_USAGE, {**params, "cost": params["charge"]}) == 1
+        # one dict for the three statements (SQLite binds the names each uses), its time in
+        # SQLite's text once instead of by each statement (db/tx.py _sqlite_params)
+        params = {**params, "now": tx.stamp(params["now"]), "cost": params["charge"],
+                  "amount": -params["charge"]}
+        written = await tx.execute(SQLITE_USAGE, params) == 1
         on_lease = written and await tx.execute(SQLITE_CHARGE_LEASE, params) == 1
         if on_lease and params["charge"] > 0:
-            await tx.execute(INSERT_CHARGE, {**params, "amount": -params["charge"]})
+            await tx.execute(INSERT_CHARGE, params)
     if not written:
         return None  # settled before
     charge = params["charge"]
