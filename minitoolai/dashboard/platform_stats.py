@@ -82,7 +82,7 @@ async def image_queue(db: Database) -> dict | None:
     """Counts by state and the latest failures; None when the images capability (and so its
     table) is not part of this install."""
     try:
-        from minitoolai.images.tables import image_jobs
+        from minitoolai.images.tables import FINISHED, UNFINISHED, image_jobs
     except ImportError:
         return None
     async with db.read() as conn:
@@ -93,8 +93,7 @@ async def image_queue(db: Database) -> dict | None:
                    image_jobs.c.finished_at)
             .where(image_jobs.c.state == "error")
             .order_by(image_jobs.c.id.desc()).limit(10))).all()
-    return {"states": {s: int(states.get(s, 0)) for s in ("submitting", "queued", "processing",
-                                                           "success", "error")},
+    return {"states": {s: int(states.get(s, 0)) for s in UNFINISHED + FINISHED},
             "failed": [(r.id, r.model, r.error, as_utc(r.finished_at)) for r in failed]}
 
 

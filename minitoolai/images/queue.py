@@ -29,13 +29,12 @@ from sqlalchemy import and_, func, or_, select, update
 
 from minitoolai.clock import as_utc, utcnow
 from minitoolai.db.engine import Database
-from minitoolai.images.tables import image_jobs
+from minitoolai.images.tables import UNFINISHED, image_jobs
 from minitoolai.ledger.holds import UsageRecord, release, settle_in, settle_tx
 from minitoolai.observability import metrics
 
 log = logging.getLogger(__name__)
 
-UNFINISHED = ("submitting", "queued", "processing")
 # A job its submit could not queue (the database away at that last step) waits this long for
 # the submit's background retry, then the sweeper fails it and releases its hold: its client
 # may have been told it failed (the INSERT's answer lost), so it is never queued by anyone else

@@ -7,6 +7,10 @@ from sqlalchemy import BigInteger, Column, DateTime, Float, Index, Integer, Stri
 
 from minitoolai.db.tables import metadata
 
+# the states of a job that has not finished, in their order (FINISHED: the last ones)
+UNFINISHED = ("submitting", "queued", "processing")
+FINISHED = ("success", "error")
+
 image_jobs = Table(
     "image_jobs",
     metadata,
@@ -27,7 +31,7 @@ image_jobs = Table(
     Column("seed", BigInteger, nullable=False),
     Column("price", BigInteger, nullable=False),  # nanodollars, fixed at submit
     # submitting -> queued -> processing -> success | error (submitting: not yet handed to
-    # the workers, see images/queue.py)
+    # the workers, see images/queue.py); UNFINISHED below
     Column("state", String(16), nullable=False),
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("lease_token", String(64), nullable=True),  # one per claim

@@ -99,7 +99,7 @@ UPSTREAM_ERRORS = Counter("minitoolai_upstream_errors", "Upstream failures by er
                           ("provider", "type"))
 
 # ---- images ---------------------------------------------------------------------------------
-IMAGE_JOBS = Gauge("minitoolai_image_jobs", "Image jobs by state (queued, processing)",
+IMAGE_JOBS = Gauge("minitoolai_image_jobs", "Image jobs not finished, by state (submitting, queued, processing)",
                    ("state",), multiprocess_mode="mostrecent")
 IMAGE_OUTCOMES = Counter("minitoolai_image_job_outcomes",
                          "Image job runs ended: success, error, retried, requeued",
@@ -188,7 +188,7 @@ def _registry() -> CollectorRegistry:
 # ---- the endpoint ---------------------------------------------------------------------------
 async def _read_database_gauges(runtime) -> None:
     from minitoolai.db.tables import holds
-    from minitoolai.images.tables import image_jobs
+    from minitoolai.images.tables import UNFINISHED, image_jobs
 
     try:
         async with runtime.db.read() as conn:
@@ -197,14 +197,14 @@ async def _read_database_gauges(runtime) -> None:
                 .select_from(holds))).one()
             states = dict((await conn.execute(
                 select(image_jobs.c.state, func.count()).where(
-                    image_jobs.c.state.in_(("submitting", "queued", "processing")))
+                    image_jobs.c.state.in_(UNFINISHED))
                 .group_by(image_jobs.c.state))).all())
     except (SQLAlchemyError, OSError) as exc:  # the scrape still answers, without these
         log.warning("metrics: cannot read holds and image jobs from the database: %s", exc)
         return
     HOLDS_OPEN.set(count)
     HOLDS_HELD.set(total)
-    for state in ("submitting", "queued", "processing"):
+    for state in UNFINISHED:
         IMAGE_JOBS.labels(state).set(states.get(state, 0))
 
 
