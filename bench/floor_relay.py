@@ -24,10 +24,15 @@ from __future__ import annotations
 import argparse
 import os
 
-CLIENTS = ("aiohttp", "pyreqwest", "aiosonic")
+CLIENTS = ("aiohttp", "minitoolai", "pyreqwest", "aiosonic")
 
 
-def _open_client(client: str):
+def _open_client(client: str, upstream: str = ""):
+    if client == "minitoolai":
+        from minitoolai.chat.providers.upstream_http import UpstreamPool
+
+        return UpstreamPool("floor", upstream, {"Content-Type": "application/json"},
+                            connect_timeout=5, read_timeout=60, max_connections=1000)
     if client == "aiohttp":
         import aiohttp
 
@@ -46,7 +51,13 @@ def _open_client(client: str):
 async def _relay(client: str, session, url: str, body: bytes, send) -> None:
     """POST the body upstream and pass the answer on, chunk by chunk as it arrives."""
     json_header = {"content-type": "application/json"}
-    if client == "aiohttp":
+    if client == "minitoolai":
+        resp = await session.post(url, body)
+        await _start(send, resp.status, resp.headers.get(b"content-type", b"").decode())
+        while chunk := await resp.read_any():
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        resp.release()
+    elif client == "aiohttp":
         async with session.post(url, data=body, headers=json_header) as resp:
             await _start(send, resp.status, resp.headers.get("content-type", ""))
             async for chunk in resp.content.iter_any():
@@ -86,10 +97,10 @@ def make_app(upstream: str, key: str, client: str = "aiohttp"):
             while True:
                 message = await receive()
                 if message["type"] == "lifespan.startup":
-                    session = _open_client(client)
+                    session = _open_client(client, upstream)
                     await send({"type": "lifespan.startup.complete"})
                 else:
-                    close = getattr(session, "close", None)
+                    close = getattr(session, "close", None) or getattr(session, "aclose", None)
                     if close is not None:
                         await close()
                     await send({"type": "lifespan.shutdown.complete"})
@@ -105,7 +116,8 @@ def make_app(upstream: str, key: str, client: str = "aiohttp"):
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
-        await _relay(client, session, upstream + scope["path"], body, send)
+        url = scope["path"] if client == "minitoolai" else upstream + scope["path"]
+        await _relay(client, session, url, body, send)
 
     return app
 

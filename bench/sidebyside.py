@@ -213,7 +213,7 @@ def start_floor(fake_port: int, work: Path, server: str = "uvicorn",
     """The Python floor (bench/floor_relay.py); on other parts than the project's own, with
     the interpreter BENCH_FLOOR_PYTHON names (a venv that has them), else this one."""
     port, key = free_port(), "sk-floor-bench"
-    python = sys.executable if (server, client) == ("uvicorn", "aiohttp") \
+    python = sys.executable if server == "uvicorn" and client in ("aiohttp", "minitoolai") \
         else os.environ.get("BENCH_FLOOR_PYTHON", sys.executable)
     proc = subprocess.Popen([python, str(HERE / "floor_relay.py"), "--port", str(port),
                              "--upstream", f"http://127.0.0.1:{fake_port}", "--key", key,
@@ -359,6 +359,7 @@ SYSTEMS = {"bare": start_bare, "nginx": start_nginx, "python-floor": start_floor
 # the floor on other parts (not run unless named in --only; see bench/floor_relay.py)
 FLOOR_VARIANTS = {
     "floor-granian": lambda port, work: start_floor(port, work, server="granian"),
+    "floor-minitoolai": lambda port, work: start_floor(port, work, client="minitoolai"),
     "floor-pyreqwest": lambda port, work: start_floor(port, work, client="pyreqwest"),
     "floor-aiosonic": lambda port, work: start_floor(port, work, client="aiosonic"),
 }

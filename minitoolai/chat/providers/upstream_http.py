@@ -1,0 +1,359 @@
+"""The HTTP/1.1 client of the OpenAI-compatible upstreams: pooled keep-alive connections,
+each request one write, each response parsed by httptools (llhttp, uvicorn's own parser).
+
+Why by hand and not aiohttp's client (which the gateway used until the seventh pass of
+issue 16, and which the speech and image backends still use): a streamed completion is
+20-100 small HTTP chunks, and aiohttp's client spends Python work on each (its StreamReader
+feeds, counts, wakes and pauses per chunk), the largest single share of a relayed stream's
+CPU in the profiles. None of the registries' clients measured here was cheaper (bench/
+RESULTS.md, fifth pass: pyreqwest and aiosonic cost more than aiohttp). Here one parser
+callback appends each chunk to a list and the reader takes all of them at once; the rest is
+a small pool. What is left out on purpose: proxies (the provider never trusted the
+environment), redirects, cookies, HTTP/2, request bodies streamed (ours are small bytes).
+
+Errors are the gateway's own (errors.py): `UpstreamError` (502) when the upstream cannot
+be reached or breaks off, `UpstreamTimeout` (504) when it is silent for `read_timeout`
+between two bytes (or does not connect within `connect_timeout`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import zlib
+from collections import deque
+
+import httptools
+from yarl import URL
+
+from minitoolai import __version__
+from minitoolai.errors import ConfigError, UpstreamError, UpstreamTimeout
+
+# above this many unread body bytes the connection stops reading (TCP pushes back on the
+# upstream) until the gateway has relayed them: a slow client does not grow our memory
+HIGH_WATER = 256 * 1024
+
+
+class UpstreamResponse(asyncio.Protocol):
+    """One pooled connection, and the response of the request it carries now.
+
+    The gateway reads the body with `read_any` (whatever arrived, at least one byte; b""
+    at the end) or `read` (all of it), then calls `release` (back to the pool when the
+    response was read to its end, else closed) or `close` (drop it: the upstream sees the
+    connection end and stops generating).
+    """
+
+    def __init__(self, pool: UpstreamPool) -> None:
+        self._pool = pool
+        self._loop = pool.loop
+        self._parser = httptools.HttpResponseParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._last_data = 0.0
+        self._waiter: asyncio.Future | None = None
+        self._paused = False
+        self.lost = False
+        self.idle_since = 0.0
+        self._reset()
+
+    def _reset(self) -> None:
+        self.status = 0
+        self.headers: dict[bytes, bytes] = {}
+        self._headers_done = False
+        self._complete = False
+        self._keep_alive = False
+        self._chunks: list[bytes] = []
+        self._buffered = 0
+        self._error: Exception | None = None
+        self._decoder = None
+        self._in_use = False
+
+    # ---- asyncio.Protocol ----------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._last_data = self._loop.time()
+        if not self._in_use:  # bytes nobody asked for on an idle connection: not to be trusted
+            self._transport.abort()
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(UpstreamError(f"upstream {self._pool.name!r} sent invalid HTTP: {exc}"))
+            self._transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._in_use and not self._complete:
+            framed = b"content-length" in self.headers or b"transfer-encoding" in self.headers
+            if self._headers_done and not framed and self._error is None:
+                self._complete = True  # a response without a length ends with its connection
+            else:
+                phase = "the response" if self._headers_done else "the connection"
+                self._fail(UpstreamError(f"upstream {self._pool.name!r} broke off {phase}"
+                                         + (f": {exc}" if exc else "")))
+        self._wake()
+        self._pool._lost(self)
+
+    # ---- httptools callbacks -------------------------------------------------------------------
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers[name.lower()] = value
+
+    def on_headers_complete(self) -> None:
+        self.status = self._parser.get_status_code()
+        self._headers_done = True
+        encoding = self.headers.get(b"content-encoding", b"identity").strip().lower()
+        if encoding in (b"gzip", b"x-gzip"):
+            self._decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif encoding == b"deflate":
+            self._decoder = zlib.decompressobj()
+        elif encoding != b"identity":
+            self._fail(UpstreamError(f"upstream {self._pool.name!r} answered in an encoding"
+                                     f" it was not offered: {encoding.decode('latin-1')}"))
+        self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        self._chunks.append(body)
+        self._buffered += len(body)
+        if self._buffered > HIGH_WATER and not self._paused:
+            self._paused = True
+            self._transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        self._complete = True
+        self._keep_alive = self._parser.should_keep_alive()
+        self._wake()
+
+    # ---- waiting, with the read timeout ---------------------------------------------------------
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _fail(self, error: Exception) -> None:
+        if self._error is None:
+            self._error = error
+        self._wake()
+
+    async def _wait(self) -> None:
+        # one timer per connection, re-armed lazily (creating and cancelling one per wait
+        # would cost more than the wait): it fires at the last byte's time + read_timeout
+        waiter = self._waiter = self._loop.create_future()
+        if self._timer is None:
+            self._timer = self._loop.call_at(self._last_data + self._pool.read_timeout,
+                                             self._on_timer)
+        await waiter
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._waiter is None:
+            return  # nobody waits: the next wait arms it again
+        due = self._last_data + self._pool.read_timeout
+        if self._loop.time() < due:
+            self._timer = self._loop.call_at(due, self._on_timer)
+            return
+        phase = "went silent mid-response" if self._headers_done else "did not answer in time"
+        self._fail(UpstreamTimeout(f"upstream {self._pool.name!r} {phase}"))
+        if self._transport is not None:
+            self._transport.abort()
+
+    # ---- the exchange --------------------------------------------------------------------------
+    def _send(self, request: bytes) -> None:
+        self._reset()
+        self._in_use = True
+        self._last_data = self._loop.time()
+        self._transport.write(request)
+
+    async def _head(self) -> None:
+        while not self._headers_done:
+            if self._error is not None:
+                raise self._error
+            await self._wait()
+        if self._error is not None:  # an encoding we cannot read
+            raise self._error
+
+    async def read_any(self) -> bytes:
+        """The body bytes that arrived since the last call (waiting for one at least);
+        b"" once the response has ended."""
+        while True:
+            chunks = self._chunks
+            if chunks:
+                data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                self._chunks = []
+                self._buffered = 0
+                if self._paused:
+                    self._paused = False
+                    self._transport.resume_reading()
+                if self._decoder is not None:
+                    data = self._decoder.decompress(data)
+                    if not data:
+                        continue
+                return data
+            if self._error is not None:
+                raise self._error
+            if self._complete:
+                if self._decoder is not None:
+                    rest, self._decoder = self._decoder.flush(), None
+                    if rest:
+                        return rest
+                return b""
+            await self._wait()
+
+    async def read(self) -> bytes:
+        """The whole body."""
+        parts = []
+        while data := await self.read_any():
+            parts.append(data)
+        return b"".join(parts)
+
+    def release(self) -> None:
+        """Done with the response: the connection goes back to the pool when the response
+        was read to its end and both sides keep it alive; else it is closed."""
+        if not self._in_use:
+            return
+        if self._complete and self._keep_alive and not self._chunks and self._error is None \
+                and not self.lost:
+            self._in_use = False
+            self._pool._release(self)
+        else:
+            self.close()
+
+    def close(self) -> None:
+        """Drop the connection (idempotent): the upstream sees it end."""
+        self._in_use = False
+        if self._transport is not None and not self.lost:
+            self._transport.abort()
+
+
+class UpstreamPool:
+    """Keep-alive connections to one upstream origin, at most `max_connections` at once
+    (a request past that waits for one to be released)."""
+
+    def __init__(self, name: str, base_url: str, headers: dict[str, str], *,
+                 connect_timeout: float, read_timeout: float, max_connections: int,
+                 keepalive_timeout: float = 30.0,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        url = URL(base_url)
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ConfigError(f"chat.providers.{name}.base_url: not an http(s) URL: {base_url!r}")
+        self.name = name
+        self.read_timeout = read_timeout
+        self.connect_timeout = connect_timeout
+        self.keepalive_timeout = keepalive_timeout
+        self.max_connections = max_connections
+        self._host = url.raw_host
+        self._port = url.port
+        self._ssl = (ssl_context or ssl.create_default_context()) if url.scheme == "https" \
+            else None
+        self._prefix = url.raw_path.rstrip("/").encode("ascii")
+        lines = [("Host", url.host_port_subcomponent), ("User-Agent", f"minitoolai/{__version__}"),
+                 ("Accept-Encoding", "gzip, deflate"), *headers.items()]
+        for key, value in lines:
+            if any(c in value for c in "\r\n\0"):
+                raise ConfigError(f"chat.providers.{name}: header {key} holds a line break")
+        self._head = "".join(f"{key}: {value}\r\n" for key, value in lines).encode("latin-1")
+        self._idle: list[UpstreamResponse] = []
+        self._open = 0
+        self._waiters: deque[asyncio.Future] = deque()
+        self._closed = False
+        self.loop = asyncio.get_running_loop()
+
+    async def post(self, path: str, body: bytes) -> UpstreamResponse:
+        """POST `body` (JSON) to the base URL's path + `path`; returns once the response's
+        head has arrived (read its body, then release or close it)."""
+        conn = await self._acquire()
+        conn._send(b"POST " + self._prefix + path.encode("ascii") + b" HTTP/1.1\r\n"
+                   + self._head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        try:
+            await conn._head()
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    async def _acquire(self) -> UpstreamResponse:
+        if self._closed:
+            raise UpstreamError(f"upstream {self.name!r}: the client is closed")
+        idle, now = self._idle, self.loop.time()
+        while idle:
+            conn = idle.pop()
+            if now - conn.idle_since < self.keepalive_timeout:
+                return conn
+            conn.close()
+        while self._open >= self.max_connections:
+            if self._closed:
+                raise UpstreamError(f"upstream {self.name!r}: the client is closed")
+            waiter = self.loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                conn = await waiter
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    handed = waiter.result()
+                    if handed is not None:
+                        self._release(handed)
+                    else:
+                        self._wake_waiter(None)
+                else:
+                    self._waiters.remove(waiter)
+                raise
+            if conn is not None:
+                return conn
+        self._open += 1
+        try:
+            return await self._connect()
+        except BaseException:
+            self._open -= 1
+            self._wake_waiter(None)
+            raise
+
+    async def _connect(self) -> UpstreamResponse:
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                _, conn = await self.loop.create_connection(
+                    lambda: UpstreamResponse(self), self._host, self._port, ssl=self._ssl,
+                    server_hostname=self._host if self._ssl is not None else None)
+        except TimeoutError:
+            raise UpstreamTimeout(f"upstream {self.name!r} did not answer in time"
+                                  f" (no connection within {self.connect_timeout:g} s)") \
+                from None
+        except (OSError, ssl.SSLError) as exc:
+            raise UpstreamError(f"cannot reach upstream {self.name!r}: {exc}") from None
+        return conn
+
+    def _wake_waiter(self, conn: UpstreamResponse | None) -> bool:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)
+                return True
+        return False
+
+    def _release(self, conn: UpstreamResponse) -> None:
+        if self._closed or conn.lost:
+            conn.close()
+            return
+        if not self._wake_waiter(conn):
+            conn.idle_since = self.loop.time()
+            self._idle.append(conn)
+
+    def _lost(self, conn: UpstreamResponse) -> None:
+        self._open -= 1
+        if conn in self._idle:
+            self._idle.remove(conn)
+        self._wake_waiter(None)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+        while self._wake_waiter(None):
+            pass
