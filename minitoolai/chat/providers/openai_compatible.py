@@ -1,9 +1,10 @@
 """Upstreams that speak OpenAI's chat completions protocol: OpenAI, vLLM, llama.cpp server,
 Ollama, OpenRouter.
 
-One pooled aiohttp session per provider. Streams are relayed as bytes: the provider reads
-whole SSE events and looks for the one usage event by a byte search, so the hot path never
-parses or re-serialises a content chunk.
+One pool of keep-alive connections per provider (upstream_http.py: a small client on
+httptools, cheaper per chunk than aiohttp's). Streams are relayed as bytes: the provider
+reads whole SSE events and looks for the one usage event by a byte search, so the hot path
+never parses or re-serialises a content chunk.
 """
 
 from __future__ import annotations
@@ -12,12 +13,11 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import orjson
-from yarl import URL
 
 from minitoolai.catalog import Model
 from minitoolai.chat.providers.base import ChatRequest, Usage
+from minitoolai.chat.providers.upstream_http import UpstreamPool, UpstreamResponse
 from minitoolai.chat.settings import ProviderSettings
 from minitoolai.config import OPENAI_DEFAULT_BASE_URL
 from minitoolai.errors import (
@@ -146,10 +146,9 @@ class UpstreamStream:
 
     counts_exactly = False  # the upstream bills what it generates, read or not
 
-    def __init__(self, provider: str, response: aiohttp.ClientResponse,
-                 usage_of=chat_usage_of, add_role: bool = True) -> None:
-        self._provider = provider
-        self._response = response
+    def __init__(self, response: UpstreamResponse, usage_of=chat_usage_of,
+                 add_role: bool = True) -> None:
+        self._response: UpstreamResponse | None = response
         self._usage_of = usage_of
         self.usage: Usage | None = None
         # where the usage event lies in the item that carries it: the events read with it
@@ -179,43 +178,45 @@ class UpstreamStream:
 
     async def _events(self) -> AsyncIterator[bytes]:
         pending = b""
-        try:
-            async for data in self._response.content.iter_any():
-                if b"\r" in data:
-                    data = data.replace(b"\r\n", b"\n")
-                buffer = pending + data if pending else data
-                end = buffer.rfind(EVENT_END)
-                if end < 0:
-                    pending = buffer
-                    continue
-                complete, pending = buffer[: end + 2], buffer[end + 2:]
-                if not self._role_seen:
-                    complete, self._role_seen = with_role(complete)
-                if (self.usage is None and USAGE_KEY in complete
-                        and USAGE_OBJECT.search(complete) is not None):
-                    before, event, _, usage = split_usage_event(complete, self._usage_of)
-                    if usage is None:
-                        yield complete
-                    else:
-                        # set just before its item: the gateway's signal
-                        self.usage_span = (len(before), len(before) + len(event))
-                        self.usage = usage
-                        yield complete
-                else:
+        response = self._response
+        if response is None:
+            return
+        while data := await response.read_any():  # raises UpstreamError / UpstreamTimeout
+            if b"\r" in data:
+                data = data.replace(b"\r\n", b"\n")
+            buffer = pending + data if pending else data
+            end = buffer.rfind(EVENT_END)
+            if end < 0:
+                pending = buffer
+                continue
+            complete, pending = buffer[: end + 2], buffer[end + 2:]
+            if not self._role_seen:
+                complete, self._role_seen = with_role(complete)
+            if (self.usage is None and USAGE_KEY in complete
+                    and USAGE_OBJECT.search(complete) is not None):
+                before, event, _, usage = split_usage_event(complete, self._usage_of)
+                if usage is None:
                     yield complete
-                self._last = complete
-        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
-            raise UpstreamError(f"upstream {self._provider!r} broke off the stream: {exc}") \
-                from None
-        except TimeoutError:
-            raise UpstreamTimeout(f"upstream {self._provider!r} went silent mid-stream") from None
+                else:
+                    # set just before its item: the gateway's signal
+                    self.usage_span = (len(before), len(before) + len(event))
+                    self.usage = usage
+                    yield complete
+            else:
+                yield complete
+            self._last = complete
+        # read to its end: the connection goes back to the pool
+        self._response = None
+        response.release()
         if pending.strip():
             yield pending + EVENT_END
 
     async def aclose(self) -> None:
         # closing (not releasing) the response drops the connection, which is what tells
-        # the upstream to stop generating
-        self._response.close()
+        # the upstream to stop generating; a response read to its end was released already
+        response, self._response = self._response, None
+        if response is not None:
+            response.close()
 
 
 class OpenAICompatibleProvider:
@@ -224,14 +225,11 @@ class OpenAICompatibleProvider:
     def __init__(self, name: str, cfg: ProviderSettings) -> None:
         self.name = name
         self.cfg = cfg
-        base = (cfg.base_url or OPENAI_DEFAULT_BASE_URL).rstrip("/")
-        # parsed once (aiohttp takes a URL as it is; a string it parses on every request)
-        self._url = URL(base + "/chat/completions")
-        self._responses_url = URL(base + "/responses")
+        self._base_url = (cfg.base_url or OPENAI_DEFAULT_BASE_URL).rstrip("/")
         self._headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
         if cfg.api_key:
             self._headers["Authorization"] = f"Bearer {cfg.api_key}"
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: UpstreamPool | None = None
 
     @property
     def configured(self) -> bool:
@@ -244,19 +242,15 @@ class OpenAICompatibleProvider:
         return self.configured
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=self.cfg.max_connections, ttl_dns_cache=300,
-                                         keepalive_timeout=30)
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.cfg.connect_timeout,
-                                        sock_read=self.cfg.read_timeout)
-        # the headers are the session's own: a request that names none skips merging them
-        self._session = aiohttp.ClientSession(connector=connector, timeout=timeout,
-                                              headers=self._headers, auto_decompress=True,
-                                              trust_env=False)
+        self._pool = UpstreamPool(self.name, self._base_url, self._headers,
+                                  connect_timeout=self.cfg.connect_timeout,
+                                  read_timeout=self.cfg.read_timeout,
+                                  max_connections=self.cfg.max_connections)
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._pool is not None:
+            await self._pool.aclose()
+            self._pool = None
 
     def payload(self, request: ChatRequest, stream: bool) -> bytes:
         model = request.model
@@ -275,34 +269,26 @@ class OpenAICompatibleProvider:
             body["stream_options"] = {"include_usage": True}  # we bill from it
         return orjson.dumps(body)
 
-    async def _post(self, request: ChatRequest, stream: bool) -> aiohttp.ClientResponse:
-        return await self._post_to(self._url, self.payload(request, stream))
+    async def _post(self, request: ChatRequest, stream: bool) -> UpstreamResponse:
+        return await self._post_to("/chat/completions", self.payload(request, stream))
 
-    async def _post_to(self, url: URL, data: bytes) -> aiohttp.ClientResponse:
-        if self._session is None:
+    async def _post_to(self, path: str, data: bytes) -> UpstreamResponse:
+        if self._pool is None:
             raise ServiceUnavailable(f"provider {self.name!r} is not started")
-        try:
-            response = await self._session.post(url, data=data)
-        except (aiohttp.ServerTimeoutError, TimeoutError):
-            raise UpstreamTimeout(f"upstream {self.name!r} did not answer in time") from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(f"cannot reach upstream {self.name!r}: {exc}") from None
+        response = await self._pool.post(path, data)
         if response.status != 200:
             try:
                 body = await response.read()
-            except (aiohttp.ClientError, TimeoutError):
+            except APIError:
                 body = b""
             finally:
                 response.release()
             raise_for_upstream_status(self.name, response.status, body)
         return response
 
-    async def _read_object(self, response: aiohttp.ClientResponse) -> dict[str, Any]:
+    async def _read_object(self, response: UpstreamResponse) -> dict[str, Any]:
         try:
             body = await response.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise UpstreamError(f"upstream {self.name!r} broke off the response: {exc}") \
-                from None
         finally:
             response.release()
         try:
@@ -314,7 +300,7 @@ class OpenAICompatibleProvider:
         return obj
 
     async def open_stream(self, request: ChatRequest) -> UpstreamStream:
-        return UpstreamStream(self.name, await self._post(request, stream=True))
+        return UpstreamStream(await self._post(request, stream=True))
 
     async def complete(self, request: ChatRequest) -> tuple[dict[str, Any], Usage]:
         obj = await self._read_object(await self._post(request, stream=False))
@@ -325,11 +311,11 @@ class OpenAICompatibleProvider:
 
     # ---- the Responses API (POST {base_url}/responses), relayed as is ---------------------------
     async def open_responses_stream(self, payload: bytes) -> UpstreamStream:
-        response = await self._post_to(self._responses_url, payload)
-        return UpstreamStream(self.name, response, usage_of=responses_usage_of, add_role=False)
+        response = await self._post_to("/responses", payload)
+        return UpstreamStream(response, usage_of=responses_usage_of, add_role=False)
 
     async def create_response(self, payload: bytes) -> tuple[dict[str, Any], Usage]:
-        obj = await self._read_object(await self._post_to(self._responses_url, payload))
+        obj = await self._read_object(await self._post_to("/responses", payload))
         usage = responses_usage(obj.get("usage"))
         if usage is None:
             raise UpstreamError(f"upstream {self.name!r} answered without usage")

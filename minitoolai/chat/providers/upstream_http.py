@@ -226,8 +226,12 @@ class UpstreamResponse(asyncio.Protocol):
             self.close()
 
     def close(self) -> None:
-        """Drop the connection (idempotent): the upstream sees it end."""
-        self._in_use = False
+        """Drop the connection (idempotent; nothing once released): the upstream sees it end."""
+        if self._in_use:
+            self._in_use = False
+            self._abort()
+
+    def _abort(self) -> None:
         if self._transport is not None and not self.lost:
             self._transport.abort()
 
@@ -274,7 +278,7 @@ class UpstreamPool:
         try:
             await conn._head()
         except BaseException:
-            conn.close()
+            conn.close()  # a cancelled request must not leave its answer to the next one
             raise
         return conn
 
@@ -286,7 +290,7 @@ class UpstreamPool:
             conn = idle.pop()
             if now - conn.idle_since < self.keepalive_timeout:
                 return conn
-            conn.close()
+            conn._abort()
         while self._open >= self.max_connections:
             if self._closed:
                 raise UpstreamError(f"upstream {self.name!r}: the client is closed")
@@ -338,7 +342,7 @@ class UpstreamPool:
 
     def _release(self, conn: UpstreamResponse) -> None:
         if self._closed or conn.lost:
-            conn.close()
+            conn._abort()
             return
         if not self._wake_waiter(conn):
             conn.idle_since = self.loop.time()
@@ -354,6 +358,6 @@ class UpstreamPool:
         self._closed = True
         idle, self._idle = self._idle, []
         for conn in idle:
-            conn.close()
+            conn._abort()
         while self._wake_waiter(None):
             pass
