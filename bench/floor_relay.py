@@ -2,7 +2,8 @@
 
 uvicorn (uvloop, httptools, access log off, as `minitoolai serve` runs it) serving a bare
 ASGI app that checks one static key and passes `POST /v1/chat/completions` to the upstream
-through one aiohttp session (as the gateway's OpenAI-compatible provider holds it), the
+through the gateway's own upstream client (minitoolai/chat/providers/upstream_http.py,
+one pool as the OpenAI-compatible provider holds it; aiohttp's before the seventh pass), the
 upstream's bytes passed on as they arrive: no parsing of the request or of the stream, no
 account, hold, settlement, log line, metric or request id. Whatever CPU it spends per
 request, the gateway cannot spend less on these parts; bench/sidebyside.py runs it as
@@ -11,10 +12,12 @@ request, the gateway cannot spend less on these parts; bench/sidebyside.py runs 
     python bench/floor_relay.py --port 8100 --upstream http://127.0.0.1:8000 --key sk-floor
 
 The same relay on other parts, to see whether another HTTP server or upstream client would
-lower that floor (none is a dependency of this project; install them into a venv of your
-own, e.g. `pip install granian pyreqwest aiosonic`):
+lower that floor: aiohttp's client (the gateway's until the seventh pass of issue 16), or
+parts that are no dependency of this project (install them into a venv of your own, e.g.
+`pip install granian pyreqwest aiosonic`):
 
     python bench/floor_relay.py ... --server granian          # Rust HTTP server, ASGI
+    python bench/floor_relay.py ... --client aiohttp           # aiohttp's client
     python bench/floor_relay.py ... --client pyreqwest         # Rust (reqwest) client
     python bench/floor_relay.py ... --client aiosonic          # pure-Python client
 """
@@ -87,7 +90,7 @@ async def _start(send, status: int, content_type: str) -> None:
                 "headers": [(b"content-type", content_type.encode())]})
 
 
-def make_app(upstream: str, key: str, client: str = "aiohttp"):
+def make_app(upstream: str, key: str, client: str = "minitoolai"):
     session = None
     expected = f"Bearer {key}".encode()
 
@@ -133,8 +136,8 @@ def main() -> None:
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--upstream", required=True, help="http://host:port (no path)")
     ap.add_argument("--key", required=True)
-    ap.add_argument("--client", choices=CLIENTS, default="aiohttp",
-                    help="the upstream client (default: aiohttp, as the gateway)")
+    ap.add_argument("--client", choices=CLIENTS, default="minitoolai",
+                    help="the upstream client (default: the gateway's own)")
     ap.add_argument("--server", choices=("uvicorn", "granian"), default="uvicorn",
                     help="the HTTP server (default: uvicorn, as the gateway)")
     args = ap.parse_args()

@@ -22,7 +22,7 @@ its own prefix under /tmp):
   with our own configuration file; the system's service is never used). It checks the
   Authorization header against one static key and proxies with `proxy_buffering off`.
 - the Python floor: bench/floor_relay.py, this project's own parts (uvicorn, uvloop,
-  httptools, one aiohttp session) relaying bytes and nothing else, no dependency beyond
+  httptools, the gateway's own upstream client) relaying bytes and nothing else, nothing beyond
   this project's: what the gateway cannot go under on these parts.
 - this project: `minitoolai serve` from this checkout (PYTHONPATH decides which package),
   SQLite, an account and key made with the CLI, rate limit off, relay only (no built-in
@@ -209,7 +209,7 @@ http {{
 
 
 def start_floor(fake_port: int, work: Path, server: str = "uvicorn",
-                client: str = "aiohttp") -> System:
+                client: str = "minitoolai") -> System:
     """The Python floor (bench/floor_relay.py); on other parts than the project's own, with
     the interpreter BENCH_FLOOR_PYTHON names (a venv that has them), else this one."""
     port, key = free_port(), "sk-floor-bench"
@@ -359,7 +359,7 @@ SYSTEMS = {"bare": start_bare, "nginx": start_nginx, "python-floor": start_floor
 # the floor on other parts (not run unless named in --only; see bench/floor_relay.py)
 FLOOR_VARIANTS = {
     "floor-granian": lambda port, work: start_floor(port, work, server="granian"),
-    "floor-minitoolai": lambda port, work: start_floor(port, work, client="minitoolai"),
+    "floor-aiohttp": lambda port, work: start_floor(port, work, client="aiohttp"),
     "floor-pyreqwest": lambda port, work: start_floor(port, work, client="pyreqwest"),
     "floor-aiosonic": lambda port, work: start_floor(port, work, client="aiosonic"),
 }

@@ -106,6 +106,11 @@ class SoakOptions:
     workers: int = 2
     accounts: int = 4
     hold_ttl_seconds: int = 15  # short: the holds a kill -9 leaves are swept before the end
+    # the same for image submits: a submit killed between its hold and its jobs' INSERT
+    # leaves a hold with no job (released when it expires), one killed before it queued
+    # its jobs leaves them `submitting` (failed after min(10 min, the queue timeout))
+    image_hold_ttl_seconds: int = 60
+    image_queue_timeout_seconds: int = 30
 
     def faults(self) -> list[tuple[str, str]]:
         """(name, kind) in the order they run: database drops first and last around the
@@ -192,6 +197,9 @@ class Platform:
             "MINITOOLAI_IMAGES__LEASE_SECONDS": "5",
             "MINITOOLAI_IMAGES__POLL_INTERVAL_SECONDS": "0.1",
             "MINITOOLAI_IMAGES__STOP_DRAIN_SECONDS": "5",
+            "MINITOOLAI_IMAGES__HOLD_TTL_SECONDS": str(self.options.image_hold_ttl_seconds),
+            "MINITOOLAI_IMAGES__QUEUE_TIMEOUT_SECONDS":
+                str(self.options.image_queue_timeout_seconds),
             "OPENAI_BASE_URL": self.upstream_url,
             "OPENAI_API_KEY": self.upstream_key,
         })
