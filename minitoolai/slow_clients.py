@@ -24,6 +24,8 @@ from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from minitoolai.held_heads import HeldHeads
+
 try:  # uvicorn's faster parser, used by http="auto" when installed
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 except ImportError:  # pragma: no cover - depends on the installation
@@ -91,11 +93,12 @@ class _HeaderDeadline:
             self.transport.close()
 
 
-class GuardedH11Protocol(_HeaderDeadline, H11Protocol):
+# (HeldHeads: a response's head goes out with its body, held_heads.py)
+class GuardedH11Protocol(_HeaderDeadline, HeldHeads, H11Protocol):
     pass
 
 
-GuardedHttpToolsProtocol = (type("GuardedHttpToolsProtocol", (_HeaderDeadline,
+GuardedHttpToolsProtocol = (type("GuardedHttpToolsProtocol", (_HeaderDeadline, HeldHeads,
                                                               HttpToolsProtocol), {})
                             if HttpToolsProtocol is not None else None)
 
