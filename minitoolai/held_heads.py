@@ -22,7 +22,7 @@ _COPY_LIMIT = 64 * 1024
 
 
 class HeadHoldingTransport:
-    """Wraps a connection's transport; only `write`, `close` and `abort` differ."""
+    """Wraps a connection's transport; only the writes, `close` and `abort` differ."""
 
     __slots__ = ("_held", "_loop", "_transport")
 
@@ -55,6 +55,14 @@ class HeadHoldingTransport:
     def close(self) -> None:
         self._flush()
         self._transport.close()
+
+    def writelines(self, parts) -> None:
+        self._flush()
+        self._transport.writelines(parts)
+
+    def write_eof(self) -> None:
+        self._flush()
+        self._transport.write_eof()
 
     def abort(self) -> None:
         self._held = None

@@ -53,6 +53,7 @@ class UpstreamResponse(asyncio.Protocol):
         self._waiter: asyncio.Future | None = None
         self._paused = False
         self.lost = False
+        self.registered = False  # counted in the pool's open connections (UpstreamPool._connect)
         self.idle_since = 0.0
         self._reset()
 
@@ -65,8 +66,16 @@ class UpstreamResponse(asyncio.Protocol):
         self._chunks: list[bytes] = []
         self._buffered = 0
         self._error: Exception | None = None
+        self._encoding: bytes | None = None  # gzip or deflate: decoded as it is read
         self._decoder = None
+        self._interim = False  # within a 1xx answer (100 Continue, 103 Early Hints)
         self._in_use = False
+
+    @property
+    def usable(self) -> bool:
+        """Open, and not closing (the upstream's close may be read with its callback due)."""
+        return not self.lost and self._transport is not None \
+            and not self._transport.is_closing()
 
     # ---- asyncio.Protocol ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -79,8 +88,8 @@ class UpstreamResponse(asyncio.Protocol):
             return
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._fail(UpstreamError(f"upstream {self._pool.name!r} sent invalid HTTP: {exc}"))
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            self._fail(UpstreamError(f"upstream {self._pool.name!r} sent invalid HTTP: {exc!r}"))
             self._transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -90,7 +99,7 @@ class UpstreamResponse(asyncio.Protocol):
             self._timer = None
         if self._in_use and not self._complete:
             framed = b"content-length" in self.headers or b"transfer-encoding" in self.headers
-            if self._headers_done and not framed and self._error is None:
+            if self._headers_done and not framed and self._error is None and exc is None:
                 self._complete = True  # a response without a length ends with its connection
             else:
                 phase = "the response" if self._headers_done else "the connection"
@@ -104,13 +113,19 @@ class UpstreamResponse(asyncio.Protocol):
         self.headers[name.lower()] = value
 
     def on_headers_complete(self) -> None:
-        self.status = self._parser.get_status_code()
+        status = self._parser.get_status_code()
+        if status < 200:
+            # an interim answer; the real one follows on the same connection (RFC 9110 15.2)
+            self._interim = True
+            self.headers = {}
+            return
+        self.status = status
         self._headers_done = True
         encoding = self.headers.get(b"content-encoding", b"identity").strip().lower()
         if encoding in (b"gzip", b"x-gzip"):
-            self._decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            self._encoding = b"gzip"
         elif encoding == b"deflate":
-            self._decoder = zlib.decompressobj()
+            self._encoding = b"deflate"
         elif encoding != b"identity":
             self._fail(UpstreamError(f"upstream {self._pool.name!r} answered in an encoding"
                                      f" it was not offered: {encoding.decode('latin-1')}"))
@@ -125,6 +140,9 @@ class UpstreamResponse(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
         self._complete = True
         self._keep_alive = self._parser.should_keep_alive()
         self._wake()
@@ -190,9 +208,11 @@ class UpstreamResponse(asyncio.Protocol):
                 self._buffered = 0
                 if self._paused:
                     self._paused = False
+                    # the silence is counted from now: the upstream was held back, not silent
+                    self._last_data = self._loop.time()
                     self._transport.resume_reading()
-                if self._decoder is not None:
-                    data = self._decoder.decompress(data)
+                if self._encoding is not None:
+                    data = self._decode(data)
                     if not data:
                         continue
                 return data
@@ -200,11 +220,27 @@ class UpstreamResponse(asyncio.Protocol):
                 raise self._error
             if self._complete:
                 if self._decoder is not None:
-                    rest, self._decoder = self._decoder.flush(), None
+                    rest = self._decode(b"", final=True)
+                    self._decoder = None
                     if rest:
                         return rest
                 return b""
             await self._wait()
+
+    def _decode(self, data: bytes, final: bool = False) -> bytes:
+        try:
+            if self._decoder is None:
+                # "deflate" is zlib's format, but some servers send raw deflate (no header;
+                # a zlib stream's first byte names method 8)
+                wbits = 16 + zlib.MAX_WBITS if self._encoding == b"gzip" else \
+                    zlib.MAX_WBITS if data[:1] and data[0] & 0x0F == 8 else -zlib.MAX_WBITS
+                self._decoder = zlib.decompressobj(wbits)
+            return self._decoder.flush() if final else self._decoder.decompress(data)
+        except zlib.error as exc:
+            self._error = UpstreamError(
+                f"upstream {self._pool.name!r} sent a {self._encoding.decode()} body that does"
+                f" not decode: {exc}")
+            raise self._error from None
 
     async def read(self) -> bytes:
         """The whole body."""
@@ -215,7 +251,8 @@ class UpstreamResponse(asyncio.Protocol):
 
     def release(self) -> None:
         """Done with the response: the connection goes back to the pool when the response
-        was read to its end and both sides keep it alive; else it is closed."""
+        was read to its end and both sides keep it alive; else it is closed. (The response
+        is its connection: a holder must not touch it once released.)"""
         if not self._in_use:
             return
         if self._complete and self._keep_alive and not self._chunks and self._error is None \
@@ -226,7 +263,8 @@ class UpstreamResponse(asyncio.Protocol):
             self.close()
 
     def close(self) -> None:
-        """Drop the connection (idempotent; nothing once released): the upstream sees it end."""
+        """Drop the connection (idempotent; nothing once released, as long as no other
+        request took the connection since): the upstream sees it end."""
         if self._in_use:
             self._in_use = False
             self._abort()
@@ -247,6 +285,9 @@ class UpstreamPool:
         url = URL(base_url)
         if url.scheme not in ("http", "https") or not url.host:
             raise ConfigError(f"chat.providers.{name}.base_url: not an http(s) URL: {base_url!r}")
+        if url.user is not None:
+            raise ConfigError(f"chat.providers.{name}.base_url: credentials in the URL are not"
+                              " sent; give the key as api_key")
         self.name = name
         self.read_timeout = read_timeout
         self.connect_timeout = connect_timeout
@@ -283,24 +324,30 @@ class UpstreamPool:
         return conn
 
     async def _acquire(self) -> UpstreamResponse:
-        if self._closed:
-            raise UpstreamError(f"upstream {self.name!r}: the client is closed")
-        idle, now = self._idle, self.loop.time()
-        while idle:
-            conn = idle.pop()
-            if now - conn.idle_since < self.keepalive_timeout:
-                return conn
-            conn._abort()
-        while self._open >= self.max_connections:
+        while True:
             if self._closed:
                 raise UpstreamError(f"upstream {self.name!r}: the client is closed")
+            idle, now = self._idle, self.loop.time()
+            while idle:
+                conn = idle.pop()
+                if conn.usable and now - conn.idle_since < self.keepalive_timeout:
+                    return conn
+                conn._abort()  # its connection_lost frees the slot
+            if self._open < self.max_connections:
+                self._open += 1
+                try:
+                    return await self._connect()
+                except BaseException:
+                    self._open -= 1
+                    self._wake_waiter(None)
+                    raise
             waiter = self.loop.create_future()
             self._waiters.append(waiter)
             try:
                 conn = await waiter
             except BaseException:
                 if waiter.done() and not waiter.cancelled():
-                    handed = waiter.result()
+                    handed = waiter.result()  # handed over, then cancelled: pass it on
                     if handed is not None:
                         self._release(handed)
                     else:
@@ -309,14 +356,9 @@ class UpstreamPool:
                     self._waiters.remove(waiter)
                 raise
             if conn is not None:
-                return conn
-        self._open += 1
-        try:
-            return await self._connect()
-        except BaseException:
-            self._open -= 1
-            self._wake_waiter(None)
-            raise
+                if conn.usable:
+                    return conn
+                conn._abort()  # lost since it was handed over: its slot is freed; try again
 
     async def _connect(self) -> UpstreamResponse:
         try:
@@ -330,6 +372,11 @@ class UpstreamPool:
                 from None
         except (OSError, ssl.SSLError) as exc:
             raise UpstreamError(f"cannot reach upstream {self.name!r}: {exc}") from None
+        if conn.lost:  # closed before we got it: _acquire gives its slot back
+            raise UpstreamError(f"cannot reach upstream {self.name!r}: it closed the connection")
+        # from now on its connection_lost gives the slot back (before, _acquire does: a
+        # connection closed under a cancelled create_connection must not count twice)
+        conn.registered = True
         return conn
 
     def _wake_waiter(self, conn: UpstreamResponse | None) -> bool:
@@ -341,7 +388,7 @@ class UpstreamPool:
         return False
 
     def _release(self, conn: UpstreamResponse) -> None:
-        if self._closed or conn.lost:
+        if self._closed or not conn.usable:
             conn._abort()
             return
         if not self._wake_waiter(conn):
@@ -349,6 +396,9 @@ class UpstreamPool:
             self._idle.append(conn)
 
     def _lost(self, conn: UpstreamResponse) -> None:
+        if not conn.registered:
+            return
+        conn.registered = False
         self._open -= 1
         if conn in self._idle:
             self._idle.remove(conn)

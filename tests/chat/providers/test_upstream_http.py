@@ -346,13 +346,86 @@ async def test_an_idle_connection_past_the_keepalive_timeout_is_not_reused():
 
 
 async def test_an_error_status_and_its_body_are_read_like_any_answer():
+    async def refused(writer):
+        body = b'{"error":{"message":"nope"}}'
+        writer.write(b"HTTP/1.1 429 Too Many Requests\r\nX-Why: test\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body) + body)
+
     async with ScriptedServer() as server:
-        server.scripts = [fixed(b'{"error":{"message":"nope"}}', extra=b"X-Why: test\r\n")]
+        server.scripts = [refused, fixed(b"after")]
         pool = pool_for(server)
         response = await pool.post("/x", b"{}")
-        assert response.status == 200 and response.headers[b"x-why"] == b"test"
+        assert response.status == 429 and response.headers[b"x-why"] == b"test"
+        assert await response.read() == b'{"error":{"message":"nope"}}'
+        response.release()
+        response = await pool.post("/x", b"{}")  # the connection is kept
+        assert (response.status, await response.read()) == (200, b"after")
         response.release()
         await pool.aclose()
+    assert server.connections == 1
+
+
+async def test_interim_answers_are_skipped_and_never_end_a_response():
+    """A 100 Continue or 103 Early Hints written on its own is not the answer: taken for
+    it, the connection would go back to the pool with the real answer still to come, for
+    the next request to read as its own."""
+    async def interim_then_answer(writer):
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst")
+
+    async with ScriptedServer() as server:
+        server.scripts = [interim_then_answer, fixed(b"second")]
+        pool = pool_for(server, max_connections=1)
+        response = await pool.post("/x", b"{}")
+        assert response.status == 200 and b"link" not in response.headers
+        assert await response.read() == b"first"
+        response.release()
+        response = await pool.post("/x", b"{}")
+        assert await response.read() == b"second"
+        response.release()
+        await pool.aclose()
+
+
+async def test_a_body_that_does_not_decode_is_an_upstream_error_and_raw_deflate_decodes():
+    raw = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    packed = raw.compress(b"raw deflate body") + raw.flush()
+    async with ScriptedServer() as server:
+        server.scripts = [fixed(b"\x1f\x8bnot gzip at all", extra=b"Content-Encoding: gzip\r\n"),
+                          fixed(packed, extra=b"Content-Encoding: deflate\r\n")]
+        pool = pool_for(server)
+        response = await pool.post("/x", b"{}")
+        with pytest.raises(UpstreamError, match="gzip body that does not decode"):
+            await response.read()
+        response.release()  # not reused: closed
+        response = await pool.post("/x", b"{}")
+        assert await response.read() == b"raw deflate body"
+        response.release()
+        await pool.aclose()
+    assert server.connections == 2
+
+
+async def test_a_connection_handed_to_a_waiter_that_was_cancelled_goes_to_the_next():
+    async with ScriptedServer() as server:
+        server.scripts = [fixed(b"1"), fixed(b"2")]
+        pool = pool_for(server, max_connections=1)
+        first = await pool.post("/x", b"{}")
+        assert await first.read() == b"1"
+        waiting = asyncio.create_task(pool.post("/x", b"{}"))
+        await asyncio.sleep(0.01)
+        first.release()  # handed to the waiting request ...
+        waiting.cancel()  # ... which is cancelled before it runs again
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        response = await asyncio.wait_for(pool.post("/x", b"{}"), 2)
+        assert await response.read() == b"2"
+        response.release()
+        await pool.aclose()
+    assert server.connections == 1
 
 
 async def test_invalid_http_from_the_upstream_is_an_upstream_error():
@@ -371,6 +444,9 @@ async def test_a_header_with_a_line_break_is_refused_at_start():
     with pytest.raises(ConfigError, match="line break"):
         UpstreamPool("bad", "http://127.0.0.1:1/v1", {"Authorization": "Bearer a\r\nX: b"},
                      connect_timeout=1, read_timeout=1, max_connections=1)
+    with pytest.raises(ConfigError, match="credentials in the URL"):
+        UpstreamPool("bad", "http://user:pw@127.0.0.1:1/v1", {}, connect_timeout=1,
+                     read_timeout=1, max_connections=1)
     with pytest.raises(ConfigError, match="not an http"):
         UpstreamPool("bad", "ftp://127.0.0.1/v1", {}, connect_timeout=1, read_timeout=1,
                      max_connections=1)
