@@ -7,10 +7,11 @@ import asyncio
 import socket
 
 import httpx
+import pytest
 import uvicorn
 
 from minitoolai.held_heads import HeadHoldingTransport
-from minitoolai.slow_clients import GuardedHttpToolsProtocol
+from minitoolai.slow_clients import GuardedH11Protocol, GuardedHttpToolsProtocol
 from tests.servers import free_port
 
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n"
@@ -88,7 +89,9 @@ async def test_close_sends_a_held_head_and_abort_drops_it():
     assert under.writes == [] and under.aborted
 
 
-async def test_the_server_answers_whole_through_held_heads():
+@pytest.mark.parametrize("protocol", [GuardedHttpToolsProtocol, GuardedH11Protocol],
+                         ids=["httptools", "h11"])
+async def test_the_server_answers_whole_through_held_heads(protocol):
     """uvicorn with the project's protocol: plain answers, a stream whose events come
     later, keep-alive, and an answer read off a raw socket in one piece."""
 
@@ -111,7 +114,7 @@ async def test_the_server_answers_whole_through_held_heads():
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off",
-                                           http=GuardedHttpToolsProtocol, log_level="warning"))
+                                           http=protocol, log_level="warning"))
     task = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.01)
