@@ -86,6 +86,14 @@ def chunked(pieces: list[bytes], *, pause: float = 0.0, extra: bytes = b"",
     return script
 
 
+async def answer(pool: UpstreamPool) -> bytes:
+    """POST to the pool, read the answer whole, give the connection back."""
+    response = await pool.post("/x", b"{}")
+    body = await response.read()
+    response.release()
+    return body
+
+
 def pool_for(server: ScriptedServer, **options) -> UpstreamPool:
     settings = {"connect_timeout": 2, "read_timeout": 5, "max_connections": 8}
     settings.update(options)
@@ -141,12 +149,8 @@ async def test_a_response_without_a_length_ends_with_its_connection():
     async with ScriptedServer() as server:
         server.scripts = [until_close, fixed(b"next")]
         pool = pool_for(server)
-        response = await pool.post("/x", b"{}")
-        assert await response.read() == b"part one, part two"
-        response.release()
-        response = await pool.post("/x", b"{}")
-        assert await response.read() == b"next"
-        response.release()
+        assert await answer(pool) == b"part one, part two"
+        assert await answer(pool) == b"next"
         await pool.aclose()
     assert server.connections == 2
 
@@ -159,9 +163,7 @@ async def test_a_compressed_answer_is_decoded(encoding):
     async with ScriptedServer() as server:
         server.scripts = [chunked(pieces, extra=b"Content-Encoding: " + encoding + b"\r\n")]
         pool = pool_for(server)
-        response = await pool.post("/x", b"{}")
-        assert await response.read() == text
-        response.release()
+        assert await answer(pool) == text
         await pool.aclose()
     assert b"Accept-Encoding: gzip, deflate\r\n" in server.requests[0][0]
 
@@ -226,9 +228,7 @@ async def test_a_slow_but_steady_stream_is_not_timed_out():
     async with ScriptedServer() as server:
         server.scripts = [chunked(pieces, pause=0.1)]
         pool = pool_for(server, read_timeout=0.3)
-        response = await pool.post("/x", b"{}")
-        assert await response.read() == b"".join(pieces)  # 0.8 s in all
-        response.release()
+        assert await answer(pool) == b"".join(pieces)  # 0.8 s in all
         await pool.aclose()
 
 
@@ -266,9 +266,7 @@ async def test_requests_past_max_connections_wait_for_one_and_a_cancelled_wait_f
         response = await waiting
         assert await response.read() == b"next"
         response.release()
-        response = await pool.post("/x", b"{}")
-        assert await response.read() == b"last"
-        response.release()
+        assert await answer(pool) == b"last"
         await pool.aclose()
     assert cancelled.cancelled()
     assert server.connections == 1 and len(server.requests) == 3
@@ -286,13 +284,9 @@ async def test_close_drops_the_connection_and_a_released_response_is_left_alone(
                 break
             await asyncio.sleep(0.02)
         assert server.eofs == 1
-        response = await pool.post("/x", b"{}")
-        assert await response.read() == b"b"
-        response.release()
+        assert await answer(pool) == b"b"
         response.close()  # released: the pooled connection is not this holder's to drop
-        response = await pool.post("/x", b"{}")
-        assert await response.read() == b"c"
-        response.release()
+        assert await answer(pool) == b"c"
         await pool.aclose()
     assert server.connections == 2
 
@@ -321,13 +315,9 @@ async def test_an_idle_connection_the_upstream_closed_is_not_reused():
     async with ScriptedServer() as server:
         server.scripts = [answer_and_close, fixed(b"fresh")]
         pool = pool_for(server)
-        response = await pool.post("/x", b"{}")
-        assert await response.read() == b"ok"
-        response.release()
+        assert await answer(pool) == b"ok"
         await asyncio.sleep(0.2)
-        response = await pool.post("/x", b"{}")
-        assert await response.read() == b"fresh"
-        response.release()
+        assert await answer(pool) == b"fresh"
         await pool.aclose()
     assert server.connections == 2
 
@@ -337,9 +327,7 @@ async def test_an_idle_connection_past_the_keepalive_timeout_is_not_reused():
         server.scripts = [fixed(b"1"), fixed(b"2")]
         pool = pool_for(server, keepalive_timeout=0.05)
         for expected in (b"1", b"2"):
-            response = await pool.post("/x", b"{}")
-            assert await response.read() == expected
-            response.release()
+            assert await answer(pool) == expected
             await asyncio.sleep(0.1)
         await pool.aclose()
     assert server.connections == 2
@@ -385,9 +373,7 @@ async def test_interim_answers_are_skipped_and_never_end_a_response():
         assert response.status == 200 and b"link" not in response.headers
         assert await response.read() == b"first"
         response.release()
-        response = await pool.post("/x", b"{}")
-        assert await response.read() == b"second"
-        response.release()
+        assert await answer(pool) == b"second"
         await pool.aclose()
 
 
@@ -402,9 +388,7 @@ async def test_a_body_that_does_not_decode_is_an_upstream_error_and_raw_deflate_
         with pytest.raises(UpstreamError, match="gzip body that does not decode"):
             await response.read()
         response.release()  # not reused: closed
-        response = await pool.post("/x", b"{}")
-        assert await response.read() == b"raw deflate body"
-        response.release()
+        assert await answer(pool) == b"raw deflate body"
         await pool.aclose()
     assert server.connections == 2
 
@@ -478,9 +462,7 @@ async def test_https_upstreams_are_spoken_to_over_tls(certificate):
     pool = UpstreamPool("tls", f"https://127.0.0.1:{port}/v1", {}, connect_timeout=2,
                         read_timeout=2, max_connections=2, ssl_context=trusting)
     for expected in (b"secret", b"again"):
-        response = await pool.post("/x", b"{}")
-        assert await response.read() == expected
-        response.release()
+        assert await answer(pool) == expected
     await pool.aclose()
     untrusting = UpstreamPool("tls", f"https://127.0.0.1:{port}/v1", {}, connect_timeout=2,
                               read_timeout=2, max_connections=2)
