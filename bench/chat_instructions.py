@@ -11,6 +11,7 @@ tasks (stopped: under callgrind they would count by wall time, not by request).
     python bench/chat_instructions.py --package /tmp/base  # another copy (git archive REV minitoolai)
     python bench/chat_instructions.py -n 200 --log-level info
     python bench/chat_instructions.py --lease-size 1      # holds from $1 credit leases
+    python bench/chat_instructions.py --lease-size 1 -c 16   # 16 requests at a time
 
 Needs valgrind (Debian: apt-get install -y valgrind). Under callgrind Python runs ~50x
 slower: a run takes a few minutes, most of it start-up. What it leaves out (uvicorn's HTTP
@@ -44,7 +45,8 @@ def _handshake(ctl: Path, tag: str) -> None:
         time.sleep(0.05)
 
 
-async def _child(port: int, n: int, ctl: Path, log_level: str, lease_size: str | None) -> None:
+async def _child(port: int, n: int, ctl: Path, log_level: str, lease_size: str | None,
+                 concurrency: int = 1) -> None:
     import orjson
 
     from minitoolai.accounts.store import create_account, create_key
@@ -120,8 +122,9 @@ async def _child(port: int, n: int, ctl: Path, log_level: str, lease_size: str |
         await app.state.runtime.holds.drain()
         for mode in MODES:
             _handshake(ctl, mode)
-            for _ in range(n):
-                await one(mode == "stream")
+            # in waves of `concurrency` (their settlements then share batches, as under load)
+            for _ in range(n // concurrency):
+                await asyncio.gather(*(one(mode == "stream") for _ in range(concurrency)))
             await app.state.runtime.holds.drain()
             _handshake(ctl, mode + "-done")
 
@@ -142,11 +145,13 @@ def main() -> int:
     ap.add_argument("--log-level", default="info", help="the server's log_level")
     ap.add_argument("--lease-size", metavar="USD",
                     help="serve the holds from credit leases of this size (leases.size)")
+    ap.add_argument("-c", "--concurrency", type=int, default=1,
+                    help="requests at a time (n is rounded down to a multiple of it)")
     ap.add_argument("--child", nargs=2, metavar=("PORT", "CTL"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         asyncio.run(_child(int(args.child[0]), args.n, Path(args.child[1]), args.log_level,
-                           args.lease_size))
+                           args.lease_size, args.concurrency))
         return 0
 
     ctl = Path(tempfile.mkdtemp(prefix="minitoolai-instr-"))
@@ -159,7 +164,8 @@ def main() -> int:
         child = subprocess.Popen(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={ctl}/cg.out",
              sys.executable, str(Path(__file__).resolve()), "-n", str(args.n),
-             "--log-level", args.log_level, "--child", str(port), str(ctl),
+             "--log-level", args.log_level, "-c", str(args.concurrency),
+             "--child", str(port), str(ctl),
              *(["--lease-size", args.lease_size] if args.lease_size else [])],
             env=env, cwd=ctl, stdout=subprocess.DEVNULL,
             stderr=(ctl / "valgrind.txt").open("w"))
@@ -178,10 +184,11 @@ def main() -> int:
         child.wait(timeout=600)
     finally:
         fake.terminate()
-    print(f"package: {args.package.resolve()}  log_level: {args.log_level}  n: {args.n}"
-          f"  leases: {args.lease_size or 'off'}")
+    measured = args.n // args.concurrency * args.concurrency
+    print(f"package: {args.package.resolve()}  log_level: {args.log_level}  n: {measured}"
+          f"  concurrency: {args.concurrency}  leases: {args.lease_size or 'off'}")
     for mode in MODES:
-        print(f"{mode:9s} {counts[mode] / args.n / 1e6:8.3f} M instructions per request")
+        print(f"{mode:9s} {counts[mode] / measured / 1e6:8.3f} M instructions per request")
     return 0
 
 

@@ -123,6 +123,13 @@ class _SQLiteCursorTx:
     async def fetchone(self, sql: str, params: dict[str, Any]) -> tuple | None:
         return self._conn.execute(sql, _sqlite_params(params)).fetchone()
 
+    async def executemany(self, sql: str, rows: list[dict[str, Any]]) -> int:
+        """Run a statement once per row (their times stamped already, see stamp());
+        return the rows changed in all. One call into the library for a batch: a batch of
+        settlements spends about a fifth less on SQLite than with a call per row
+        (bench/RESULTS.md, issue 16's eighth pass)."""
+        return self._conn.executemany(sql, rows).rowcount
+
 
 WAL_FRAME_BYTES = 4096 + 24  # a page and its frame header (SQLite's default page size)
 WAL_RESTART_BYTES = 16 * 1024 * 1024  # past this, the checkpoint thread restarts the log

@@ -258,9 +258,11 @@ async def _settle_many(tx: Tx, batch: list[dict]) -> list:
     for params in batch:  # the same request twice: the second finds it settled
         unique.setdefault(params["id"], params)
     if tx.dialect != "postgresql":
-        # a statement per step costs no round trip on SQLite
-        for params in unique.values():
-            results[params["id"]] = await _settle_one(tx, params)
+        # a statement per step costs no round trip on SQLite; several settlements go in one
+        # call per step when they all apply (_settle_together), else one by one
+        if len(unique) < 2 or not await _settle_together(tx, list(unique.values()), results):
+            for params in unique.values():
+                results[params["id"]] = await _settle_one(tx, params)
         return _in_order(batch, unique, results)
     settlements = list(unique.values())
     arrays = {name: [p[key] for p in settlements] for name, key in _COLUMNS}
@@ -274,6 +276,45 @@ async def _settle_many(tx: Tx, batch: list[dict]) -> list:
         else:
             results[p["id"]] = p["charge"] if p["id"] in written else None
     return _in_order(batch, unique, results)
+
+
+# a lease's share of a batch, added at once; the condition is SQLITE_CHARGE_LEASE's
+SQLITE_CHARGE_LEASE_TOTAL = ("UPDATE credit_leases SET charged = charged + :total"
+                             " WHERE id = :lease_id AND charged + :total <= amount")
+
+
+async def _settle_together(tx: Tx, settlements: list[dict], results: dict) -> bool:
+    """SQLite: the batch's usage rows in one call, each lease's charges in one UPDATE, the
+    ledger entries in one call (`executemany`), inside a savepoint. True when every
+    settlement applied (none settled before, every lease live and not overdrawn), its
+    charge then in `results`; else the savepoint is rolled back, nothing is written, and
+    False tells the caller to settle them one by one (_settle_one says which is which)."""
+    executemany = getattr(tx, "executemany", None)
+    if executemany is None:  # a transaction the caller holds (SATx): one by one
+        return False
+    now = tx.stamp(settlements[0]["now"])  # one time for the batch, as on PostgreSQL
+    rows = [{**p, "now": now, "cost": p["charge"], "amount": -p["charge"]}
+            for p in settlements]
+    totals: dict[str, int] = {}
+    for row in rows:
+        totals[row["lease_id"]] = totals.get(row["lease_id"], 0) + row["charge"]
+    await tx.execute("SAVEPOINT settle_many", {})
+    applied = await executemany(SQLITE_USAGE, rows) == len(rows)
+    for lease_id in sorted(totals) if applied else ():
+        if await tx.execute(SQLITE_CHARGE_LEASE_TOTAL,
+                            {"lease_id": lease_id, "total": totals[lease_id]}) != 1:
+            applied = False  # swept, or its total would overdraw it
+            break
+    if applied:
+        charged = [row for row in rows if row["charge"] > 0]
+        if charged:
+            await executemany(INSERT_CHARGE, charged)
+        for row in rows:
+            results[row["id"]] = row["charge"]
+    else:
+        await tx.execute("ROLLBACK TO settle_many", {})
+    await tx.execute("RELEASE settle_many", {})
+    return applied
 
 
 def _in_order(batch: list[dict], unique: dict[str, dict],

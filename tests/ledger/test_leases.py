@@ -406,6 +406,71 @@ async def test_a_batch_is_one_statement_and_each_late_charge_a_transaction(db, d
     assert await verify(db) == []
 
 
+def sqlite_statements(db: Database) -> list[str]:
+    """From now on, each statement the ledger's SQLite connection runs, by its first two
+    words (a statement run by executemany is traced once per row)."""
+    sent: list[str] = []
+    db._inline._conn.set_trace_callback(lambda sql: sent.append(" ".join(sql.split()[:2])))
+    return sent
+
+
+async def test_a_sqlite_batch_is_one_call_per_step(db, database_url):
+    """On SQLite the settlements of a batch that all apply go in together, inside a
+    savepoint: the usage rows (one executemany), one UPDATE per lease for its share, the
+    ledger entries of the non-zero charges (one executemany); the charges exact."""
+    if database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL's batch is one statement (the test above)")
+    customer, live, mine, _, settle = await live_and_swept(db, database_url)
+    keyless = await live.leases.take(customer.account_id, None, 30_000)
+    assert await settle("warm-up", mine, 1) == 1
+    sent = sqlite_statements(db)
+    keyless_settle = live.leases.settlements.settle(
+        lease_id=keyless.id, request_id="b", account_id=customer.account_id, key_id=None,
+        charge=500, record=RECORD)
+    assert await asyncio.gather(settle("a", mine, 1_000), keyless_settle,
+                                settle("c", mine, 2_000), settle("d", mine, 0)) \
+        == [1_000, 500, 2_000, 0]
+    assert sent == ["BEGIN IMMEDIATE", "SAVEPOINT settle_many", *["INSERT INTO"] * 4,
+                    "UPDATE credit_leases", "UPDATE credit_leases", *["INSERT INTO"] * 3,
+                    "RELEASE settle_many", "COMMIT"], sent
+    async with db.read() as conn:
+        charged = dict((await conn.execute(sa.select(credit_leases.c.id,
+                                                     credit_leases.c.charged))).all())
+        entries = (await conn.execute(sa.text(
+            "SELECT count(*), sum(amount) FROM ledger_entries WHERE kind = 'charge'"))).one()
+    assert (charged[mine.id], charged[keyless.id]) == (3_001, 500)
+    assert tuple(entries) == (4, -3_501)  # the zero charge has its usage row, no entry
+    live.leases.settling(mine, 30_000, 3_001)
+    live.leases.landed(mine.id, 3_001)
+    live.leases.settling(keyless, 30_000, 500)
+    live.leases.landed(keyless.id, 500)
+    await live.close_leases()
+    assert await credit(db, customer.account_id) == (10**9 - 3_501, 0)
+    assert await verify(db) == []
+
+
+async def test_a_sqlite_batch_with_one_settled_before_goes_one_by_one(db, database_url):
+    """On SQLite, a batch holding a request settled in an earlier batch (a journal's
+    replay) is rolled back to its savepoint and settled one by one: the repeat charged
+    nothing, the others exactly once."""
+    if database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL's batch is one statement")
+    customer, live, mine, _, settle = await live_and_swept(db, database_url)
+    assert await settle("a", mine, 1_000) == 1_000
+    sent = sqlite_statements(db)
+    assert await asyncio.gather(settle("b", mine, 2_000), settle("a", mine, 1_000)) \
+        == [2_000, None]
+    assert "ROLLBACK TO" in sent, sent
+    live.leases.settling(mine, 30_000, 3_000)
+    live.leases.landed(mine.id, 3_000)
+    await live.close_leases()
+    async with db.read() as conn:
+        usage = (await conn.execute(sa.text("SELECT count(*) FROM usage"))).scalar_one()
+    assert usage == 2
+    assert await credit(db, customer.account_id) == (10**9 - 3_000, 0)
+    assert await verify(db) == []
+
+
 async def test_the_database_refuses_a_lease_charged_past_its_amount(db, database_url):
     """The CHECK constraint behind the one-statement settlement batch (migration
     leases_0002): no statement can leave a lease overdrawn."""
