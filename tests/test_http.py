@@ -159,3 +159,48 @@ def test_json_apis_refuse_hostile_bodies_without_charging(make_settings, databas
     assert len(rows) == 2 and all(r.cost > 0 for r in rows)
     assert (balance, held) == (CREDIT - sum(r.cost for r in rows), 0)
     run(assert_ledger_ok(database_url))
+
+
+def test_a_body_that_arrived_with_its_head_is_read_without_a_timer():
+    """http.read_body skips its timer when uvicorn has the whole body already (it cannot
+    wait): this holds uvicorn's request cycle, on both of its parsers, to the attributes
+    http._arrived_whole reads. A body still on its way is read with the timer."""
+    import socket
+    import time
+
+    from starlette.requests import Request
+
+    from minitoolai.http import _arrived_whole, read_body
+
+    seen: list[tuple[bool, bytes]] = []
+
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        whole = _arrived_whole(receive)
+        request = Request(scope, receive)
+        request.scope["app"] = type("App", (), {"runtime": runtime})()
+        body = await read_body(request, 1000)
+        seen.append((whole, body))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    runtime = type("Runtime", (), {"settings": type("S", (), {"body_timeout_seconds": 5})})()
+    head = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\nConnection: close\r\n\r\n"
+    for parser in ("httptools", "h11"):
+        seen.clear()
+        with ThreadedServer(app, http=parser) as server:
+            for pause in (0.0, 0.3):
+                with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+                    if pause:
+                        sock.sendall(head)
+                        time.sleep(pause)
+                        sock.sendall(b"hello there")
+                    else:
+                        sock.sendall(head + b"hello there")
+                    while sock.recv(65536):
+                        pass
+        assert seen == [(True, b"hello there"), (False, b"hello there")], (parser, seen)
