@@ -48,6 +48,9 @@ async def read_body(request: Request, limit: int) -> bytes:
         body = message.get("body", b"")
         if len(body) > limit:
             raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+        # where Starlette keeps a body it read, so that a later request.body() returns it
+        # rather than waiting on a receive() that has nothing more to give
+        request._body = body
         return body
     chunks = []
     size = 0
@@ -61,7 +64,8 @@ async def read_body(request: Request, limit: int) -> bytes:
                 chunks.append(chunk)
     except TimeoutError:
         raise RequestTimeout(f"the request body did not arrive within {seconds:g} s") from None
-    return b"".join(chunks)
+    request._body = body = b"".join(chunks)  # as above
+    return body
 
 
 def _arrived_whole(receive) -> bool:
@@ -75,6 +79,7 @@ def _arrived_whole(receive) -> bool:
     event = getattr(cycle, "message_event", None)
     return (event is not None and event.is_set() and getattr(cycle, "more_body", True) is False
             and not getattr(cycle, "disconnected", True)
+            and not getattr(cycle, "response_complete", True)
             and not getattr(cycle, "waiting_for_100_continue", True))
 
 

@@ -184,6 +184,7 @@ def test_a_body_that_arrived_with_its_head_is_read_without_a_timer():
         request = Request(scope, receive)
         request.scope["app"] = type("App", (), {"runtime": runtime})()
         body = await read_body(request, 1000)
+        assert await request.body() == body  # read again: the same, at once
         seen.append((whole, body))
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
