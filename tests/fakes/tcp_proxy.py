@@ -27,6 +27,7 @@ class TcpProxy:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.base_events.Server | None = None
         self._pipes: set[asyncio.StreamWriter] = set()
+        self._cuts = 0  # cuts so far: a connection accepted before one is not let through after
         self._thread: threading.Thread | None = None
 
     # ---- control, from the test's thread ------------------------------------------------
@@ -75,6 +76,7 @@ class TcpProxy:
                 self._accept, "127.0.0.1", self.port, reuse_address=True)
 
     async def _cut(self) -> None:
+        self._cuts += 1
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -85,10 +87,18 @@ class TcpProxy:
 
     async def _accept(self, client_reader, client_writer) -> None:
         self.connections += 1
+        cuts = self._cuts
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
         except OSError:
             client_writer.transport.abort()
+            return
+        if self._cuts != cuts:
+            # cut while this connection was being made: it was not among the pipes the cut
+            # dropped, and letting it through would give the client a working connection in
+            # the middle of the outage (a worker then saw the database come and go)
+            client_writer.transport.abort()
+            upstream_writer.transport.abort()
             return
         pair = (client_writer, upstream_writer)
         self._pipes.update(pair)
