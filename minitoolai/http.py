@@ -43,7 +43,7 @@ async def read_body(request: Request, limit: int) -> bytes:
                               f" {limit}")
     if _arrived_whole(request.receive):
         # nothing to wait for, so no timer: asyncio.timeout costs a timer made and
-        # cancelled (~11 us per request here, 2-3 % of a chat request's CPU; bench/RESULTS.md)
+        # cancelled (~11 us per request here, 1-2 % of a chat request's CPU; bench/RESULTS.md)
         message = await request.receive()  # the whole body, in one message
         body = message.get("body", b"")
         if len(body) > limit:
