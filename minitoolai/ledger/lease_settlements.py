@@ -278,11 +278,6 @@ async def _settle_many(tx: Tx, batch: list[dict]) -> list:
     return _in_order(batch, unique, results)
 
 
-# a lease's share of a batch, added at once; the condition is SQLITE_CHARGE_LEASE's
-SQLITE_CHARGE_LEASE_TOTAL = ("UPDATE credit_leases SET charged = charged + :total"
-                             " WHERE id = :lease_id AND charged + :total <= amount")
-
-
 async def _settle_together(tx: Tx, settlements: list[dict], results: dict) -> bool:
     """SQLite: the batch's usage rows in one call, each lease's charges in one UPDATE, the
     ledger entries in one call (`executemany`), inside a savepoint. True when every
@@ -301,8 +296,9 @@ async def _settle_together(tx: Tx, settlements: list[dict], results: dict) -> bo
     await tx.execute("SAVEPOINT settle_many", {})
     applied = await executemany(SQLITE_USAGE, rows) == len(rows)
     for lease_id in sorted(totals) if applied else ():
-        if await tx.execute(SQLITE_CHARGE_LEASE_TOTAL,
-                            {"lease_id": lease_id, "total": totals[lease_id]}) != 1:
+        # a lease's share of the batch, added at once
+        if await tx.execute(SQLITE_CHARGE_LEASE,
+                            {"lease_id": lease_id, "charge": totals[lease_id]}) != 1:
             applied = False  # swept, or its total would overdraw it
             break
     if applied:
