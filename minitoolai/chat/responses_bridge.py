@@ -216,6 +216,10 @@ class BridgeStream:
     def client_left(self) -> None:
         self._upstream.client_left()
 
+    @property
+    def closed(self) -> bool:
+        return self._upstream.closed
+
     async def aclose(self) -> None:
         await self._upstream.aclose()
 

@@ -247,7 +247,8 @@ class ChatService:
                 else:
                     self.runtime.holds.finish(request.request_id,
                                               self._settle_estimate(meter, status))
-            await asyncio.shield(stream.aclose())
+            if not getattr(stream, "closed", False):
+                await asyncio.shield(stream.aclose())
             metrics.RELAY_SECONDS.observe(time.monotonic() - relay_started)
 
     @staticmethod

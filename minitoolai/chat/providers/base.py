@@ -70,6 +70,9 @@ class ChatStream(Protocol):
     async def aclose(self) -> None:
         """Stop generating now (client went away); idempotent."""
 
+    # optional: `closed`, True when aclose() would do nothing (an upstream read to its
+    # end); the relay then skips the task that a shielded aclose() costs per request
+
 
 class ChatProvider(Protocol):
     name: str

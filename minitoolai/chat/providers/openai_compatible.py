@@ -211,6 +211,12 @@ class UpstreamStream:
         if pending.strip():
             yield pending + EVENT_END
 
+    @property
+    def closed(self) -> bool:
+        """Read to its end (its connection back in the pool) or closed: `aclose` would do
+        nothing."""
+        return self._response is None
+
     async def aclose(self) -> None:
         # closing (not releasing) the response drops the connection, which is what tells
         # the upstream to stop generating; a response read to its end was released already
