@@ -124,7 +124,7 @@ class Database:
             self._writer = create_async_engine(async_url(url), pool_size=1, max_overflow=0,
                                                pool_timeout=60)
             _install_sqlite_hooks(self._writer, "BEGIN IMMEDIATE")
-            from minitoolai.db.tx import InlineSQLite
+            from minitoolai.db.sqlite_ledger import InlineSQLite
 
             self._inline = InlineSQLite(path) if path and path != ":memory:" else None
             self._pg_ledger = None
@@ -196,8 +196,8 @@ class Database:
 
     async def run_ledger(self, op, order: int | None = None):
         """Run `op(tx)` in a short write transaction, group-committed with the other ledger
-        ops of the same loop turn (db/tx.py GroupCommit; SQLite: InlineSQLite, PostgreSQL:
-        db/pg_ledger.py). `order`: the account the op locks (see GroupCommit.run)."""
+        ops of the same loop turn (db/tx.py GroupCommit; SQLite: db/sqlite_ledger.py,
+        PostgreSQL: db/pg_ledger.py). `order`: the account the op locks (see GroupCommit.run)."""
         from minitoolai.db.tx import SATx
 
         with self._faults:

@@ -95,7 +95,7 @@ async def _settle_one(tx: Tx, params: dict) -> int | None:
         written, on_lease = await tx.fetchone(SETTLE_LEASED, params)
     else:
         # one dict for the three statements (SQLite binds the names each uses), its time in
-        # SQLite's text once instead of by each statement (db/tx.py _sqlite_params)
+        # SQLite's text once instead of by each statement (db/tx.py sqlite_params)
         params = {**params, "now": tx.stamp(params["now"]), "cost": params["charge"],
                   "amount": -params["charge"]}
         written = await tx.execute(SQLITE_USAGE, params) == 1

@@ -137,7 +137,7 @@ async def _account(database_url: str, account_id: int) -> tuple[int, int]:
 async def test_outage_mid_load_every_served_stream_is_charged_once(
         chat_settings, database_url, tmp_path, monkeypatch):
     # SQLite: a write blocked by the outage's lock fails after 0.3 s instead of 10 s
-    monkeypatch.setattr("minitoolai.db.tx.SQLITE_BUSY_TIMEOUT_MS", 300)
+    monkeypatch.setattr("minitoolai.db.sqlite_ledger.SQLITE_BUSY_TIMEOUT_MS", 300)
     customer = await make_customer(database_url, CREDIT)
     journal_dir = tmp_path / "data" / "settlements"
     in_flight, during = 16, 8

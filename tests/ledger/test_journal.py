@@ -110,7 +110,7 @@ def test_a_live_process_file_is_left_alone_a_dead_one_adopted(tmp_path):
 @pytest.fixture
 def short_busy_timeout(monkeypatch):
     """SQLite: writes blocked by the outage's lock fail after 0.2 s, not 10 s."""
-    monkeypatch.setattr("minitoolai.db.tx.SQLITE_BUSY_TIMEOUT_MS", 200)
+    monkeypatch.setattr("minitoolai.db.sqlite_ledger.SQLITE_BUSY_TIMEOUT_MS", 200)
 
 
 async def test_refused_settlement_is_journaled_and_retried_once(database_url, tmp_path,
