@@ -26,9 +26,11 @@ its own prefix under /tmp):
   this project's: what the gateway cannot go under on these parts.
 - this project: `minitoolai serve` from this checkout (PYTHONPATH decides which package),
   SQLite, an account and key made with the CLI, rate limit off, relay only (no built-in
-  model or speech engine); authentication, hold, relay and settlement all on. Twice: as
-  configured by default (a hold row per request), and `minitoolai-leased` with
-  `leases.size` = $1 (holds served from a credit lease, ledger/leases.py).
+  model or speech engine); authentication, hold, relay and settlement all on, log level
+  warning (no access line). Three times: as configured by default (a hold row per request),
+  `minitoolai-leased` with `leases.size` = $1 (holds served from a credit lease,
+  ledger/leases.py), and `minitoolai-leased-logged`, the same at the default log level
+  (info: an access line per request, written to a file).
 - LiteLLM proxy: `python3 -m venv /tmp/venv-litellm && /tmp/venv-litellm/bin/pip install
   'litellm[proxy]'`; a config with one model (`openai/gpt-4o-mini` at the fake) and a
   master key, no database.
@@ -229,8 +231,9 @@ def start_floor(fake_port: int, work: Path, server: str = "uvicorn",
                   versions, f"http://127.0.0.1:{port}/v1/chat/completions", key, proc=proc)
 
 
-def start_minitoolai(fake_port: int, work: Path, leases: str = "0") -> System:
-    data = work / f"minitoolai-leases-{leases}"
+def start_minitoolai(fake_port: int, work: Path, leases: str = "0",
+                     log_level: str = "warning") -> System:
+    data = work / f"minitoolai-leases-{leases}-{log_level}"
     data.mkdir()
     port = free_port()
     env = {k: v for k, v in os.environ.items()
@@ -238,7 +241,7 @@ def start_minitoolai(fake_port: int, work: Path, leases: str = "0") -> System:
     env.update({
         "MINITOOLAI_DATA_DIR": str(data), "MINITOOLAI_HOST": "127.0.0.1",
         "MINITOOLAI_PORT": str(port), "MINITOOLAI_DEMO_ACCOUNT": "false",
-        "MINITOOLAI_RATE_LIMIT_PER_MINUTE": "0", "MINITOOLAI_LOG_LEVEL": "warning",
+        "MINITOOLAI_RATE_LIMIT_PER_MINUTE": "0", "MINITOOLAI_LOG_LEVEL": log_level,
         "MINITOOLAI_CHAT__BUILTIN_LOCAL_MODEL": "false", "MINITOOLAI_SPEECH__ESPEAK": "false",
         "OPENAI_BASE_URL": f"http://127.0.0.1:{fake_port}/v1", "OPENAI_API_KEY": "sk-bench",
         "MINITOOLAI_LEASES__SIZE": leases,
@@ -248,14 +251,18 @@ def start_minitoolai(fake_port: int, work: Path, leases: str = "0") -> System:
             "1000000", cwd=data)
     key = run_cli(env, "keys", "create", "bench@example.com", "--name", "bench",
                   cwd=data).strip().splitlines()[-1]
+    # the server's log (at info, one access line per request) to a file, as an operator keeps it
     proc = subprocess.Popen([sys.executable, "-m", "minitoolai.cli.main", "serve"], env=env,
-                            cwd=data, stdout=subprocess.DEVNULL)
+                            cwd=data, stdout=subprocess.DEVNULL,
+                            stderr=(data / "server.log").open("w"))
     wait_port(port, proc)
     import minitoolai
 
     commit = subprocess.run(["git", "-C", str(HERE.parent), "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True, check=False).stdout.strip()
     how = "hold" if leases == "0" else f"hold from a ${leases} credit lease"
+    if log_level == "info":
+        how += ", an access line per request"
     return System(f"this project (auth, {how}, settle on SQLite)",
                   f"{minitoolai.__version__} at {commit}",
                   f"http://127.0.0.1:{port}/v1/chat/completions", key, proc=proc)
@@ -354,6 +361,9 @@ def start_openai_forward(fake_port: int, work: Path) -> System:
 SYSTEMS = {"bare": start_bare, "nginx": start_nginx, "python-floor": start_floor,
            "minitoolai": start_minitoolai,
            "minitoolai-leased": lambda port, work: start_minitoolai(port, work, leases="1"),
+           # the same with the default log level (info): what the access log costs
+           "minitoolai-leased-logged": lambda port, work: start_minitoolai(
+               port, work, leases="1", log_level="info"),
            "portkey": start_portkey, "openai-forward": start_openai_forward,
            "litellm": start_litellm}
 # the floor on other parts (not run unless named in --only; see bench/floor_relay.py)
