@@ -15,7 +15,6 @@ image job's change of state that must commit with its charge).
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -25,8 +24,6 @@ from typing import Any, Protocol
 from sqlalchemy import text
 
 from minitoolai.observability import metrics
-
-log = logging.getLogger(__name__)
 
 
 class Tx(Protocol):
