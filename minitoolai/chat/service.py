@@ -247,7 +247,7 @@ class ChatService:
                 else:
                     self.runtime.holds.finish(request.request_id,
                                               self._settle_estimate(meter, status))
-            if not getattr(stream, "closed", False):
+            if not stream.closed:
                 await asyncio.shield(stream.aclose())
             metrics.RELAY_SECONDS.observe(time.monotonic() - relay_started)
 

@@ -31,7 +31,6 @@ WAL_RESTART_BYTES = 16 * 1024 * 1024  # past this, the checkpoint thread restart
 CAREFUL_BATCHES = 100
 
 
-
 class _SQLiteCursorTx:
     __slots__ = ("_conn",)
     dialect = "sqlite"

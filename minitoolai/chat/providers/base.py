@@ -61,6 +61,9 @@ class ChatStream(Protocol):
     # generating and still ends its stream with the exact usage of what it computed. False
     # for an upstream, which is read to its end (or cut off, as configured) instead.
     counts_exactly: bool
+    # True when aclose() would do nothing (an upstream read to its end): the relay then
+    # skips the task a shielded aclose() costs per request
+    closed: bool
 
     def __aiter__(self) -> AsyncIterator[bytes]: ...
 
@@ -69,9 +72,6 @@ class ChatStream(Protocol):
 
     async def aclose(self) -> None:
         """Stop generating now (client went away); idempotent."""
-
-    # optional: `closed`, True when aclose() would do nothing (an upstream read to its
-    # end); the relay then skips the task that a shielded aclose() costs per request
 
 
 class ChatProvider(Protocol):

@@ -96,6 +96,7 @@ class LocalStream:
     # tokens are counted here, exactly: a client that leaves stops the model (it is shared,
     # one generation at a time) and pays for exactly what it computed
     counts_exactly = True
+    closed = False  # aclose() cancels the job, whatever state it is in
 
     def __init__(self, job: Job, renderer: ChunkRenderer, name: str) -> None:
         self._job = job
