@@ -19,8 +19,7 @@ from minitoolai.cli.common import (
     with_db,
 )
 from minitoolai.ledger.history import count_entries, list_entries
-from minitoolai.ledger.leases import sweep_expired_leases
-from minitoolai.ledger.sweeper import sweep_expired
+from minitoolai.ledger.sweeper import sweep_expired, sweep_expired_leases
 from minitoolai.ledger.verify import verify as verify_ledger
 from minitoolai.money import display_usd
 

@@ -34,7 +34,7 @@ Durability: a hold served from a lease is not written anywhere; what must surviv
 is the settlement, which is written (or journaled, ledger/journal.py) before the client
 sees its cost, as without leases. Settling is idempotent by request id (the usage row's
 unique request id). A process that dies leaves its leases to expire (by the database's
-clock); the sweeper (`sweep_expired_leases`) folds their charges and returns the rest, which
+clock); the sweeper (ledger/sweeper.py `sweep_expired_leases`) folds their charges and returns the rest, which
 releases the holds of its unfinished requests exactly as expired hold rows are released. A
 settlement that lands after its lease was swept (a journal replayed late) is charged to the
 account directly, like a late charge (ledger/late.py).
@@ -59,10 +59,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import select
-
 from minitoolai.db.engine import Database
-from minitoolai.db.tables import credit_leases
 from minitoolai.db.tx import Tx
 from minitoolai.errors import InsufficientCredit, LedgerError
 from minitoolai.ledger.holds import account_refusal, key_limit_refusal, month_of
@@ -98,8 +95,6 @@ FOLD_KEY = ("UPDATE api_keys SET spent = spent + :charged, held = held - :releas
 SHRINK_LEASE = ("UPDATE credit_leases SET amount = amount - :release, charged = 0,"
                 " expires_at = :expires_at WHERE id = :id")
 DROP_LEASE = "DELETE FROM credit_leases WHERE id = :id"
-LOCK_EXPIRED = ("SELECT account_id, key_id, amount, charged FROM credit_leases"
-                " WHERE id = :id AND expires_at < :now")
 
 
 async def locked_row(tx: Tx, sql: str, params: dict) -> tuple | None:
@@ -373,37 +368,3 @@ class LeaseBook:
         except Exception:
             log.warning("giving back credit leases at shutdown failed; they expire in %d s",
                         self._ttl, exc_info=True)
-
-
-async def sweep_expired_leases(db: Database) -> int:
-    """Return the leases of processes that died (expired by the database's clock): their
-    charges folded into the balance, the rest given back. Returns how many."""
-    now = db.now()
-
-    async with db.read() as conn:
-        expired = (await conn.execute(
-            select(credit_leases.c.id, credit_leases.c.account_id)
-            .where(credit_leases.c.expires_at < now)
-            .order_by(credit_leases.c.account_id))).all()
-    returned = 0
-    for lease_id, account_id in expired:
-        params = {"id": lease_id, "now": now, "month": month_of(now)}
-
-        async def sweep(tx: Tx, params=params) -> bool:
-            row = await locked_row(tx, LOCK_EXPIRED, params)
-            if row is None:
-                return False  # renewed or returned meanwhile
-            account, key_id, amount, charged = row
-            change = {**params, "account_id": account, "key_id": key_id,
-                      "charged": charged, "release": amount}
-            await tx.execute(FOLD_ACCOUNT, change)
-            if key_id is not None:
-                await tx.execute(FOLD_KEY, change)
-            await tx.execute(DROP_LEASE, change)
-            return True
-
-        if await db.run_ledger(sweep, order=lease_order(account_id)):
-            returned += 1
-            log.warning("returned the expired credit lease %s of account %s (its process"
-                        " stopped)", lease_id, account_id)
-    return returned

@@ -20,8 +20,9 @@ from minitoolai.ledger.holds import UsageRecord, reserve
 from minitoolai.ledger.journal import SettlementJournal, read_pending
 from minitoolai.ledger.keeper import HoldKeeper
 from minitoolai.ledger.lease_settlements import settle_leased
-from minitoolai.ledger.leases import LeaseBook, sweep_expired_leases
+from minitoolai.ledger.leases import LeaseBook
 from minitoolai.ledger.settings import LeaseSettings
+from minitoolai.ledger.sweeper import sweep_expired_leases
 from minitoolai.ledger.verify import verify
 from minitoolai.runtime import Runtime
 from tests.conftest import make_customer
