@@ -17,7 +17,8 @@ import orjson
 
 from minitoolai.catalog import Model
 from minitoolai.chat.providers.base import ChatRequest, Usage
-from minitoolai.chat.providers.upstream_http import UpstreamPool, UpstreamResponse
+from minitoolai.chat.providers.upstream_http import UpstreamPool
+from minitoolai.chat.providers.upstream_response import UpstreamResponse
 from minitoolai.chat.settings import ProviderSettings
 from minitoolai.config import OPENAI_DEFAULT_BASE_URL
 from minitoolai.errors import (

@@ -13,7 +13,8 @@ from typing import Self
 
 import pytest
 
-from minitoolai.chat.providers.upstream_http import HIGH_WATER, UpstreamPool
+from minitoolai.chat.providers.upstream_http import UpstreamPool
+from minitoolai.chat.providers.upstream_response import HIGH_WATER
 from minitoolai.errors import ConfigError, UpstreamError, UpstreamTimeout
 
 
