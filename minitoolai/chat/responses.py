@@ -38,6 +38,30 @@ def _refuse(message: str, param: str, code: str = "unsupported_parameter") -> In
     return InvalidRequest(message, param=param, code=code)
 
 
+# parts that cost an image's or a file's tokens wherever they are in an item: a message's
+# content, a tool call's output (function_call_output and custom_tool_call_output take
+# arrays of input parts), a computer call's screenshot
+IMAGE_PARTS = frozenset({"input_image", "computer_screenshot"})
+FILE_PARTS = frozenset({"input_file"})
+
+
+def _typed_parts(item: Any, where: str):
+    """(path, type) of every object under `item` (itself included) whose type is an image
+    or a file part. Depth-first; the body's nesting is bounded before this runs."""
+    stack = [(item, where)]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, dict):
+            kind = value.get("type")
+            if kind in IMAGE_PARTS or kind in FILE_PARTS:
+                yield path, kind
+            stack.extend((child, f"{path}.{key}") for key, child in value.items()
+                         if isinstance(child, (dict, list)))
+        elif isinstance(value, list):
+            stack.extend((child, f"{path}[{j}]") for j, child in enumerate(value)
+                         if isinstance(child, (dict, list)))
+
+
 def _input_shape(items: Any, model: Model) -> tuple[int, int, int]:
     """(items, image parts, file parts) of `input`, refusing what cannot be bounded."""
     if isinstance(items, str):
@@ -53,20 +77,18 @@ def _input_shape(items: Any, model: Model) -> tuple[int, int, int]:
         if item.get("type") == "item_reference":
             raise _refuse(f"input[{i}]: item references (items stored by the upstream) are"
                           " not supported: send the items themselves", f"input[{i}]")
-        content = item.get("content")
-        for j, part in enumerate(content if isinstance(content, list) else ()):
-            kind = part.get("type") if isinstance(part, dict) else None
-            if kind == "input_image":
+        # every part is held at its model's bound, wherever it is: a tool's output priced
+        # by its bytes alone would let an image or a file cost more than the hold
+        for path, kind in _typed_parts(item, f"input[{i}]"):
+            if kind in IMAGE_PARTS:
                 if not model.vision:
-                    raise _refuse(f"input[{i}].content[{j}]: the model {model.id!r} does not"
-                                  " accept image input", f"input[{i}].content[{j}]",
-                                  "image_input_not_supported")
+                    raise _refuse(f"{path}: the model {model.id!r} does not accept image"
+                                  " input", path, "image_input_not_supported")
                 images += 1
-            elif kind == "input_file":
+            else:
                 if not model.file_tokens_max:
-                    raise _refuse(f"input[{i}].content[{j}]: the model {model.id!r} does not"
-                                  " accept file input", f"input[{i}].content[{j}]",
-                                  "file_input_not_supported")
+                    raise _refuse(f"{path}: the model {model.id!r} does not accept file"
+                                  " input", path, "file_input_not_supported")
                 files += 1
     return len(items), images, files
 

@@ -4,6 +4,7 @@ whole and streamed, charged exactly from its usage; what cannot be bounded is re
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from decimal import Decimal
 
 import openai
@@ -11,6 +12,9 @@ import orjson
 import pytest
 import requests
 
+from minitoolai.catalog import default_chat_models
+from minitoolai.chat import responses
+from minitoolai.errors import InvalidRequest
 from tests.chat.test_errors import check, untouched
 from tests.conftest import assert_ledger_ok, make_customer, run
 from tests.fakes.openai_responses import count_input_tokens
@@ -73,6 +77,47 @@ def test_hold_is_the_body_bytes_and_the_model_maximum(server, database_url):
     assert requests.post(server.url + "/v1/responses", headers=customer.headers,
                          json=body).status_code == 200
     run(assert_ledger_ok(database_url))
+
+
+TOOL_CALL = {"type": "function_call", "call_id": "c1", "name": "look", "arguments": "{}"}
+IMAGE = {"type": "input_image", "image_url": "https://example.com/a.png"}
+FILE = {"type": "input_file", "file_url": "https://example.com/a.pdf"}
+
+
+@pytest.mark.parametrize("items,bound", [
+    # a tool's output may be an array of input parts: an image or a file there costs the
+    # same tokens as in a message (priced by its bytes alone, the charge capped at the hold
+    # would leave the rest unbilled)
+    ([TOOL_CALL, {"type": "function_call_output", "call_id": "c1", "output": [IMAGE]}],
+     default_chat_models()["gpt-4o-mini"].image_tokens_max),
+    ([{"type": "custom_tool_call", "call_id": "c1", "name": "look", "input": "x"},
+      {"type": "custom_tool_call_output", "call_id": "c1", "output": [FILE]}],
+     default_chat_models()["gpt-4o-mini"].file_tokens_max),
+    ([{"type": "computer_call_output", "call_id": "c1",
+       "output": {"type": "computer_screenshot", "image_url": "https://example.com/s.png"}}],
+     default_chat_models()["gpt-4o-mini"].image_tokens_max),
+    ([{"role": "user", "content": [IMAGE]}, {"role": "user", "content": [FILE]}],
+     default_chat_models()["gpt-4o-mini"].image_tokens_max
+     + default_chat_models()["gpt-4o-mini"].file_tokens_max),
+], ids=["function_call_output", "custom_tool_call_output", "computer_screenshot", "messages"])
+def test_images_and_files_are_held_at_their_bound_wherever_they_are(server, database_url,
+                                                                      items, bound):
+    body = {"model": "gpt-4o-mini", "input": items, "max_output_tokens": 10}
+    hold = (len(orjson.dumps(body)) + 16 + 8 * len(items) + bound) * MINI_IN + 10 * MINI_OUT
+    customer = run(make_customer(database_url, hold - 1))
+    check(requests.post(server.url + "/v1/responses", headers=customer.headers, json=body),
+          402, code="insufficient_credit")
+    untouched(database_url, customer, hold - 1)
+
+
+def test_an_image_in_a_tool_output_is_refused_by_a_model_without_vision():
+    model = replace(default_chat_models()["gpt-4o-mini"], vision=False)
+    items = [TOOL_CALL, {"type": "function_call_output", "call_id": "c1",
+                         "output": [{"type": "input_text", "text": "see"}, IMAGE]}]
+    with pytest.raises(InvalidRequest) as info:
+        responses._input_shape(items, model)
+    assert (info.value.param, info.value.code) == ("input[1].output[1]",
+                                                   "image_input_not_supported")
 
 
 @pytest.mark.parametrize("fields,param", [
