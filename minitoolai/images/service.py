@@ -16,7 +16,7 @@ from minitoolai.images import queue
 from minitoolai.images.backends import model_ready
 from minitoolai.images.request import ImageRequest, parse_image_request
 from minitoolai.images.signatures import sign_job, signature_ok
-from minitoolai.ledger.holds import REFUSALS, UsageRecord, release, reserve
+from minitoolai.ledger.holds import REFUSALS, UsageRecord, release, reserve_many
 from minitoolai.ledger.undo import Undoer
 from minitoolai.observability import exchange
 
@@ -64,7 +64,10 @@ class ImagesService:
 
     async def submit_many(self, principal, reqs: list[ImageRequest], *,
                           endpoint: str = SEED_ENDPOINT) -> list[Ticket]:
-        """Hold every job's price first (all or none), then queue them together."""
+        """Hold every job's price first (all or none), then queue them together (the n
+        pictures of one request: one model)."""
+        if len({req.model for req in reqs}) != 1:
+            raise ValueError("submit_many: the jobs of one request are of one model")
         for req in reqs:
             if not self.is_available(req.model):
                 _, note = model_ready(self.runtime.settings, req.model, detailed=True)
@@ -73,37 +76,37 @@ class ImagesService:
             raise ServiceUnavailable(
                 f"the image queue is full ({self.settings.max_queued} jobs waiting);"
                 " try again shortly", code="queue_full", headers={"Retry-After": "10"})
-        rows = []
         # the jobs' usage rows carry the response's x-request-id (with -N for each of n > 1)
         base_id = exchange.request_id()
         exchange.note_model(reqs[0].model)
+        now = utcnow()
+        rows = [{
+            "id": queue.new_job_id(),
+            "request_id": base_id if len(reqs) == 1 else f"{base_id}-{n}",
+            "account_id": principal.account_id, "key_id": principal.key_id,
+            "endpoint": endpoint, "model": req.model, "prompt": req.prompt,
+            "negative_prompt": req.negative_prompt, "scheduler": req.scheduler,
+            "steps": req.steps, "cfg_scale": req.cfg_scale, "width": req.width,
+            "height": req.height, "seed": req.seed,
+            "price": self.runtime.catalog.get(req.model).image_nano,
+            "state": "submitting", "attempts": 0, "created_at": now,
+        } for n, req in enumerate(reqs, 1)]
         try:
-            for n, req in enumerate(reqs, 1):
-                price = self.runtime.catalog.get(req.model).image_nano
-                job_id = queue.new_job_id()
-                request_id = base_id if len(reqs) == 1 else f"{base_id}-{n}"
-                row = {
-                    "id": job_id, "request_id": request_id,
-                    "account_id": principal.account_id, "key_id": principal.key_id,
-                    "endpoint": endpoint, "model": req.model, "prompt": req.prompt,
-                    "negative_prompt": req.negative_prompt, "scheduler": req.scheduler,
-                    "steps": req.steps, "cfg_scale": req.cfg_scale, "width": req.width,
-                    "height": req.height, "seed": req.seed, "price": price,
-                    "state": "submitting", "attempts": 0, "created_at": utcnow(),
-                }
-                try:
-                    await reserve(self.db, request_id=request_id,
-                                  account_id=principal.account_id, key_id=principal.key_id,
-                                  amount=price, kind="image",
-                                  ttl_seconds=self.settings.hold_ttl_seconds, model=req.model)
-                except REFUSALS:
-                    raise  # refused (credit, the key's limits, expiry, models): nothing written
-                except BaseException:
-                    # the database went away under the hold's COMMIT: it may have landed
-                    # (db/pg_ledger.py), so it is undone below with the others
-                    rows.append(row)
-                    raise
-                rows.append(row)
+            # every job's hold in one transaction, or none: a refusal writes nothing (no
+            # hold to give back, no usage row) and names what the n jobs need together
+            await reserve_many(self.db, request_ids=[row["request_id"] for row in rows],
+                               account_id=principal.account_id, key_id=principal.key_id,
+                               amounts=[row["price"] for row in rows], kind="image",
+                               ttl_seconds=self.settings.hold_ttl_seconds,
+                               model=reqs[0].model)
+        except REFUSALS:
+            raise  # refused (credit, the key's limits, expiry, models): nothing written
+        except BaseException:
+            # the database went away under the holds' COMMIT: it may have landed
+            # (db/pg_ledger.py), so they are undone
+            await asyncio.shield(self._undo_submit(rows, endpoint))
+            raise
+        try:
             await queue.insert_jobs(self.db, rows)
         except BaseException:
             await asyncio.shield(self._undo_submit(rows, endpoint))

@@ -217,44 +217,86 @@ async def reserve(
     key_refusal's errors (expired 401, model not allowed 403, its limits 402)."""
     if amount < 0:
         raise ValueError("a hold cannot be negative")
-    # the database's clock decides when the hold expires, whether the key has, and the month
-    now = db.now()
-    expires_at = now + timedelta(seconds=ttl_seconds)
-    month = month_of(now)
-    model_item = None if model is None else f",{model},"
+    params = _hold_params(db, request_id=request_id, account_id=account_id, key_id=key_id,
+                          amount=amount, kind=kind, ttl_seconds=ttl_seconds, model=model)
 
     async def hold(tx: Tx) -> str | None:
-        params = {"id": request_id, "account_id": account_id, "key_id": key_id,
-                  "amount": amount, "kind": kind, "now": tx.stamp(now),
-                  "expires_at": tx.stamp(expires_at), "month": month,
-                  "model_item": model_item}
-        if tx.dialect == "postgresql":  # one round trip (see RESERVE_PG)
-            account_ok, key_ok = await tx.fetchone(RESERVE_PG, params)
-        else:
-            account_ok = await tx.execute(HOLD_ACCOUNT, params) == 1
-            key_ok = account_ok and (key_id is None or await tx.execute(HOLD_KEY, params) == 1)
-            if key_ok:
-                await tx.execute(INSERT_HOLD, params)
-        if not account_ok:
-            # nothing was written: answer the refusal instead of raising, so that the
-            # ops grouped with this one commit as they are (an exception would undo the
-            # whole batch on PostgreSQL, see db/pg_ledger.py)
-            row = await tx.fetchone(ACCOUNT_CREDIT, params)
-            balance, held = (row[0], row[1]) if row else (0, 0)
-            return (f"insufficient credit: available balance ${format_usd(balance - held)}"
-                    f" (balance ${format_usd(balance)}, held ${format_usd(held)}), this"
-                    f" request needs a hold of ${format_usd(amount)}. Top up your credit to"
-                    " continue.")
-        if not key_ok:
-            row = await tx.fetchone(KEY_SPENDING, params)
-            # raising rolls the account's hold back with the rest of this op
-            raise key_refusal(row, amount=amount, model=model, now=now, month=month)
-        return None
+        # a refusal is answered, not raised, so that the ops grouped with this one commit
+        # as they are (an exception would undo the whole batch on PostgreSQL, see
+        # db/pg_ledger.py)
+        return await _take_hold(tx, params)
 
     refusal = await db.run_ledger(hold, order=account_id)
     if refusal is not None:
-        raise InsufficientCredit(refusal)
+        raise InsufficientCredit(account_refusal(*refusal, amount))
     return Hold(request_id, account_id, key_id, amount)
+
+
+async def reserve_many(db: Database, *, request_ids: list[str], account_id: int,
+                       key_id: str | None, amounts: list[int], kind: str, ttl_seconds: int,
+                       model: str | None = None) -> list[Hold]:
+    """The holds of one request that needs several (`n` images, each a job settled on its
+    own): all taken in one transaction, or none. A refusal says what they need together,
+    and writes nothing: no hold to give back, so no usage row either."""
+    if any(amount < 0 for amount in amounts):
+        raise ValueError("a hold cannot be negative")
+    many = [_hold_params(db, request_id=request_id, account_id=account_id, key_id=key_id,
+                         amount=amount, kind=kind, ttl_seconds=ttl_seconds, model=model)
+            for request_id, amount in zip(request_ids, amounts, strict=True)]
+    total = sum(amounts)
+
+    async def hold_all(tx: Tx) -> None:
+        taken = 0
+        for params in many:
+            refusal = await _take_hold(tx, params, taken=taken, need=total)
+            if refusal is not None:
+                # raised: the holds taken before it roll back with this op (the account's
+                # held, read in this transaction, counts them: they are taken off)
+                balance, held = refusal
+                raise InsufficientCredit(account_refusal(balance, held - taken, total))
+            taken += params["amount"]
+
+    await db.run_ledger(hold_all, order=account_id)
+    return [Hold(request_id, account_id, key_id, amount)
+            for request_id, amount in zip(request_ids, amounts, strict=True)]
+
+
+def _hold_params(db: Database, *, request_id: str, account_id: int, key_id: str | None,
+                 amount: int, kind: str, ttl_seconds: int, model: str | None) -> dict:
+    # the database's clock decides when the hold expires, whether the key has, and the month
+    now = db.now()
+    return {"id": request_id, "account_id": account_id, "key_id": key_id,
+            "amount": amount, "kind": kind, "now": now,
+            "expires_at": now + timedelta(seconds=ttl_seconds), "month": month_of(now),
+            "model_item": None if model is None else f",{model},", "model": model}
+
+
+async def _take_hold(tx: Tx, hold: dict, *, taken: int = 0,
+                     need: int | None = None) -> tuple[int, int] | None:
+    """Take one hold; None, or (balance, held) of an account whose credit does not cover
+    it (nothing was written). A key's refusal raises (key_refusal's errors), which rolls
+    the account's hold back with the rest of the op; its message names `need` (the holds
+    of the whole request), and not the `taken` ones of it this transaction holds already."""
+    now = hold["now"]
+    params = {**hold, "now": tx.stamp(now), "expires_at": tx.stamp(hold["expires_at"])}
+    if tx.dialect == "postgresql":  # one round trip (see RESERVE_PG)
+        account_ok, key_ok = await tx.fetchone(RESERVE_PG, params)
+    else:
+        account_ok = await tx.execute(HOLD_ACCOUNT, params) == 1
+        key_ok = account_ok and (params["key_id"] is None
+                                 or await tx.execute(HOLD_KEY, params) == 1)
+        if key_ok:
+            await tx.execute(INSERT_HOLD, params)
+    if not account_ok:
+        row = await tx.fetchone(ACCOUNT_CREDIT, params)
+        return (row[0], row[1]) if row else (0, 0)
+    if not key_ok:
+        row = await tx.fetchone(KEY_SPENDING, params)
+        if row is not None and taken:
+            row = (*row[:2], row[2] - taken, *row[3:])
+        raise key_refusal(row, amount=params["amount"] if need is None else need,
+                          model=params["model"], now=now, month=params["month"])
+    return None
 
 
 async def settle(db: Database, request_id: str, cost: int, record: UsageRecord, *,

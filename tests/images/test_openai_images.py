@@ -69,16 +69,36 @@ async def test_sdk_errors_use_openai_envelope_and_cost_nothing(
     await assert_ledger_ok(database_url)
 
 
-async def test_insufficient_credit_for_n_holds_nothing(database_url, image_settings, serve):
-    customer = await make_customer(database_url, 2 * 1_500_000)  # two images' worth
+@pytest.mark.parametrize("limited", ["account", "key"])
+async def test_insufficient_credit_for_n_holds_nothing(database_url, image_settings, serve,
+                                                       limited):
+    """n holds are taken together or not at all: a refusal names what the n images need,
+    and writes nothing (no hold to give back, no usage row: api.md)."""
+    two_images = 2 * 1_500_000
+    customer = await make_customer(
+        database_url, two_images if limited == "account" else parse_usd("1"),
+        spend_limit=two_images if limited == "key" else None)
     server = serve(image_settings())
     with pytest.raises(openai.APIStatusError) as caught:
         client(server, customer).images.generate(model="realvision", prompt="x", n=3,
                                                  size="256x256")
     assert caught.value.status_code == 402
+    assert "needs a hold of $0.0045" in caught.value.body["message"], caught.value.body
     assert account(server, customer)["held"] == "0"
-    assert account(server, customer)["balance"] == "0.003"
+    assert account(server, customer)["balance"] == ("0.003" if limited == "account" else "1")
+    assert await usage_rows(database_url) == 0
     await assert_ledger_ok(database_url)
+
+
+async def usage_rows(database_url: str) -> int:
+    from minitoolai.db.engine import Database
+
+    db = Database(database_url, pool_size=1)
+    try:
+        async with db.read() as conn:
+            return (await conn.exec_driver_sql("SELECT count(*) FROM usage")).scalar()
+    finally:
+        await db.dispose()
 
 
 async def test_missing_key_is_401(database_url, image_settings, serve):
