@@ -45,6 +45,10 @@ def _is_number(value: Any) -> bool:
 
 def _int(value: Any, param: str, low: int, high: int) -> None:
     if not _is_int(value):
+        if isinstance(value, float) and value.is_integer() and not low <= value <= high:
+            # JSON integers past 64 bits arrive as floats (orjson): say what is wrong
+            raise _bad(f"'{param}' must be between {low} and {high} (got {value:g})",
+                       param)
         raise _wrong_type(param, "an integer", value)
     if not low <= value <= high:
         raise _bad(f"'{param}' must be between {low} and {high} (got {value})", param)
@@ -104,6 +108,15 @@ def _function(fn: Any, param: str) -> None:
         _obj(fn["parameters"], f"{param}.parameters")
     if fn.get("strict") is not None:
         _bool(fn["strict"], f"{param}.strict")
+
+
+def check_service_tier(value: Any, offered: list[str]) -> None:
+    """A tier this server offers (chat.service_tiers): the others are billed by the
+    upstream above the catalog's one price per model."""
+    if value is not None and value not in offered:
+        raise _bad(f"'service_tier' {value!r} is not offered by this server: it is billed"
+                   f" above the model's price (offered: {', '.join(offered) or 'none'})",
+                   "service_tier", "unsupported_parameter")
 
 
 def check_tools(value: Any, param: str = "tools") -> None:

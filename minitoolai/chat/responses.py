@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from minitoolai.catalog import Model
-from minitoolai.chat.params import check_tools
+from minitoolai.chat.params import check_service_tier, check_tools
 from minitoolai.chat.pricing import (
     BASE_OVERHEAD_TOKENS,
     PER_TOOL_OVERHEAD_TOKENS,
@@ -166,6 +166,7 @@ async def respond(service, principal, body: Any):
     settings = service.runtime.settings
     request, prompt_bound, image_tokens = validate_response_request(
         body, service.runtime.catalog, settings.chat.per_message_token_overhead)
+    check_service_tier(body.get("service_tier"), settings.chat.service_tiers)
     # the usage row's id is the response's x-request-id, as for chat completions
     request.request_id = exchange.request_id()
     model = request.model

@@ -28,6 +28,7 @@ from starlette.responses import Response
 from minitoolai.accounts.auth import Principal
 from minitoolai.catalog import Model
 from minitoolai.chat import responses_bridge
+from minitoolai.chat.params import check_service_tier
 from minitoolai.chat.pricing import (
     KEEP_SENT_BYTES,
     estimate_usage,
@@ -78,6 +79,8 @@ class ChatService:
             default_max_tokens=settings.chat.default_max_completion_tokens,
             request_id=exchange.request_id())
         exchange.note_model(request.model.id)
+        if "service_tier" in request.extra:
+            check_service_tier(request.extra["service_tier"], settings.chat.service_tiers)
         routes = self.routes_for(request.model)
         if not routes:
             # imported here: the catalog's status module imports this one (cold path)

@@ -79,3 +79,9 @@ class ChatSettings(BaseModel):
     # Drop the upstream request as soon as the client hangs up instead: the upstream may
     # still bill the whole request, so the charge is then the hold (its upper bound).
     cancel_upstream_on_disconnect: bool = False
+    # The `service_tier` values a client may ask for (forwarded to the upstream as given).
+    # The catalog has one price per model; an upstream's priority (or scale) tier bills
+    # more than its standard one, so those are refused with 400 unless listed here (and
+    # then charged at the catalog's price). flex bills less, auto the project's default.
+    service_tiers: list[Literal["auto", "default", "flex", "scale", "priority", "fast"]] = \
+        Field(default_factory=lambda: ["auto", "default", "flex"])

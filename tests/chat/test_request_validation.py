@@ -10,9 +10,11 @@ import orjson
 import pytest
 import requests
 
+from minitoolai.app import create_app
 from tests.chat.test_errors import check, untouched
 from tests.conftest import assert_ledger_ok, make_customer, run
 from tests.fakes.openai_upstream import count_prompt_tokens
+from tests.servers import ThreadedServer
 
 URL = "/v1/chat/completions"
 USER = {"role": "user", "content": "hi"}
@@ -177,9 +179,6 @@ def test_v1_without_max_tokens_holds_the_model_maximum_and_sends_no_cap(server, 
 
 
 def test_max_output_tokens_is_configurable_per_model(chat_settings, database_url):
-    from minitoolai.app import create_app
-    from tests.servers import ThreadedServer
-
     settings = chat_settings(chat={"models": [{"id": "gpt-4o-mini", "max_output_tokens": 100}]})
     body = {"model": "gpt-4o-mini", "messages": [USER]}
     hold = hold_of([USER], {}, 100)
@@ -202,3 +201,48 @@ def test_prediction_adds_its_bytes_to_the_output_bound(server, database_url):
     _, response = post_with_credit(server, database_url, hold, body)
     assert response.status_code == 200, response.text
     run(assert_ledger_ok(database_url))
+
+
+@pytest.mark.parametrize("endpoint,body", [
+    (URL, {"model": "gpt-4o", "messages": [USER]}),
+    ("/v1/responses", {"model": "gpt-4o", "input": "hi"}),
+], ids=["chat", "responses"])
+def test_a_service_tier_billed_above_the_catalog_price_is_refused(server, upstream,
+                                                                  database_url, endpoint,
+                                                                  body):
+    """priority (or scale) costs the operator more upstream than the one catalog price
+    the customer pays: refused unless chat.service_tiers offers it; flex is forwarded."""
+    customer = run(make_customer(database_url, 10**9))
+    for tier in ("priority", "scale", "fast"):
+        error = check(requests.post(server.url + endpoint, headers=customer.headers,
+                                    json={**body, "service_tier": tier}),
+                      400, param="service_tier", code="unsupported_parameter")
+        assert "auto, default, flex" in error["message"]
+    untouched(database_url, customer, 10**9)
+    answer = requests.post(server.url + endpoint, headers=customer.headers,
+                           json={**body, "service_tier": "flex"})
+    assert answer.status_code == 200, answer.text
+    assert upstream.requests[-1]["service_tier"] == "flex"
+
+
+def test_an_operator_may_offer_the_priority_tier(chat_settings, upstream, database_url):
+    settings = chat_settings(chat={"service_tiers": ["default", "priority"]})
+    customer = run(make_customer(database_url, 10**9))
+    with ThreadedServer(create_app(settings)) as live:
+        answer = requests.post(live.url + URL, headers=customer.headers, json={
+            "model": "gpt-4o", "messages": [USER], "service_tier": "priority"})
+        assert answer.status_code == 200, answer.text
+        assert upstream.requests[-1]["service_tier"] == "priority"
+        check(requests.post(live.url + URL, headers=customer.headers, json={
+            "model": "gpt-4o", "messages": [USER], "service_tier": "flex"}),
+              400, param="service_tier")
+
+
+def test_an_integer_past_64_bits_is_out_of_range_not_a_float(server, database_url):
+    # orjson reads JSON integers past 64 bits as floats: the error still says what is wrong
+    customer = run(make_customer(database_url, 10**9))
+    error = check(requests.post(server.url + URL, headers=customer.headers, data=(
+        b'{"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}],'
+        b' "seed": 99999999999999999999999}')), 400, param="seed")
+    assert "must be between" in error["message"] and "1e+23" in error["message"]
+    untouched(database_url, customer, 10**9)
