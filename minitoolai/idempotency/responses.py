@@ -5,7 +5,7 @@ A request without the header costs nothing here (one header lookup). With it:
 
 - the response is recorded as it is sent (ASGI messages, streamed or not) and stored once
   sent; a retry gets the same status, headers and body at once, with
-  `Idempotent-Replayed: true`. A stream's replay is the first stream's bytes, all of them
+  `Idempotent-Replayed: true` and `Original-Request` (the first request's x-request-id). A stream's replay is the first stream's bytes, all of them
   in one response: the same events, the usage chunk and its cost, `[DONE]`. If the first
   client hung up mid-stream, the replay has what had been sent to it by then.
 - a response larger than `idempotency_max_replay_bytes` is sent in full but not kept (the
@@ -34,6 +34,7 @@ from minitoolai.idempotency.store import (
     TooLarge,
     fingerprint,
 )
+from minitoolai.observability import exchange
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,9 @@ class RecordingResponse(Response):
         self.status_code = inner.status_code
         self.background = None
         self._store, self._account_id, self._key = store, account_id, key
+        # a replay has its own x-request-id (the middleware's); it names the first one as
+        # Stripe does, the id of that request's usage rows
+        self._original = ("original-request", exchange.request_id())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         status: int | None = None
@@ -130,7 +134,7 @@ class RecordingResponse(Response):
             elif size > self._store.max_replay_bytes:
                 await self._store.record_too_large(self._account_id, self._key, status)
             else:
-                await self._store.record(self._account_id, self._key,
-                                         Recorded(status, headers, b"".join(parts)))
+                await self._store.record(self._account_id, self._key, Recorded(
+                    status, [*headers, self._original], b"".join(parts)))
         except Exception:  # the key stays `running` and is taken over once stale
             log.exception("could not record the result of Idempotency-Key %r", self._key)

@@ -37,6 +37,16 @@ async def counts(database_url: str, account_id: int) -> tuple[int, int, int]:
     return charges, rows, -int(charged)
 
 
+async def usage_ids(database_url: str, account_id: int) -> set[str]:
+    db = Database(database_url, pool_size=1)
+    try:
+        async with db.read() as conn:
+            return set((await conn.execute(select(usage.c.request_id).where(
+                usage.c.account_id == account_id))).scalars())
+    finally:
+        await db.dispose()
+
+
 def envelope(response) -> dict:
     body = response.json()
     assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param",
@@ -106,10 +116,15 @@ async def test_sdk_retry_with_a_key_returns_the_first_completion(chat_settings, 
         assert first.parse().id == second.parse().id
         assert first.parse().usage.model_dump() == second.parse().usage.model_dump()
         assert second.headers["idempotent-replayed"] == "true"
+        # the replay has its own request id and names the first one, whose usage row it is
+        assert second.headers["original-request"] == first.headers["x-request-id"]
+        assert second.headers["x-request-id"] != first.headers["x-request-id"]
+        assert "original-request" not in first.headers
         # no key: an ordinary second request, charged again
         sdk.chat.completions.create(model="gpt-4o-mini",
                                     messages=[{"role": "user", "content": "hello there"}])
     charges, rows, charged = await counts(database_url, customer.account_id)
+    assert await usage_ids(database_url, customer.account_id) >= {first.headers["x-request-id"]}
     cost = round(first.parse().usage.model_extra["cost"] * 10**9)
     assert (charges, rows, charged) == (2, 2, 2 * cost)
     await assert_ledger_ok(database_url)
