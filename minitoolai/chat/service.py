@@ -323,6 +323,7 @@ class _Meter:
             log.error("request %s: usage %d+%d tokens costs %d, over its hold of %d; charging"
                       " the hold", self.request.request_id, usage.prompt_tokens,
                       usage.completion_tokens, cost, self.hold)
+            metrics.CAPPED.labels(self.request.model.id).inc()
             return self.hold
         return cost
 

@@ -59,6 +59,9 @@ ERRORS = Counter("minitoolai_http_errors",
 TOKENS = Counter("minitoolai_tokens", "Tokens charged", ("model", "kind"))
 CHARGED = Counter("minitoolai_charged_nanodollars", "Nanodollars charged (1 USD = 1e9)",
                   ("model", "endpoint"))
+CAPPED = Counter("minitoolai_charges_capped",
+                 "Requests whose usage cost more than their hold: charged the hold (the"
+                 " upstream counted past the bound it was given)", ("model",))
 SETTLE_FAILURES = Counter("minitoolai_settle_failures",
                           "Settlements that failed (the hold stays until swept)")
 LEDGER_BATCH = Histogram("minitoolai_ledger_batch_size",

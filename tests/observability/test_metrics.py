@@ -143,3 +143,22 @@ def test_each_error_class_is_counted_and_logged(chat_settings, database_url, cap
     assert usage_rows(database_url, poor.account_id) == []
     assert usage_rows(database_url, busy.account_id) == []
     run(assert_ledger_ok(database_url))
+
+
+def test_a_charge_capped_at_its_hold_is_counted_and_logged(server, customer, database_url,
+                                                           caplog):
+    """An upstream counting past the request's bound (5,000 hidden reasoning tokens against
+    max_completion_tokens 5) is charged the hold, not more: the operator sees it."""
+    before = sample(scrape(server.url), "minitoolai_charges_capped_total", model=MODEL)
+    answer = requests.post(server.url + OPENAI_CHAT, headers=customer.headers, json={
+        "model": MODEL, "messages": [{"role": "user", "content": "hi [reasoning:5000]"}],
+        "max_completion_tokens": 5}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    usage = answer.json()["usage"]
+    assert usage["completion_tokens"] > 5000
+    assert usage["cost"] * 10**9 < usage["completion_tokens"] * 600  # capped: the hold
+    assert sample(scrape(server.url), "minitoolai_charges_capped_total",
+                  model=MODEL) == before + 1
+    assert any("over its hold" in r.getMessage() and r.levelname == "ERROR"
+               for r in caplog.records)
+    run(assert_ledger_ok(database_url))
