@@ -6,7 +6,9 @@ One run, all on loopback:
   2. two `minitoolai serve` processes on that database, both running throughout;
   3. rounds that alternate (1 server, 2 servers, 1, 2, ...): two wrk processes of c/2
      connections each, both against server A (1 server) or one against each (2 servers),
-     so the load is the same c connections on one account either way;
+     so the load is the same c connections on one account either way; with --per-server,
+     each of 2 servers gets c connections (2c in all) where 1 server gets c: the load grows
+     with the servers, as when servers are added because it grew (bench/hot_account_model.py);
   4. per round: req/s (both wrk summed), server CPU per request (both servers' user+system
      time over the requests the upstream served), PostgreSQL CPU per request (the CPU time
      of this database's backends, read from /proc/PID/stat, pids from pg_stat_activity),
@@ -136,6 +138,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description="one account, one server vs two, on PostgreSQL")
     ap.add_argument("-d", "--duration", type=float, default=8.0, help="seconds per run")
     ap.add_argument("-c", "--concurrency", type=int, default=32, help="connections in all")
+    ap.add_argument("--per-server", action="store_true",
+                    help="c connections per server (2 servers: 2c in all), not c in all")
     ap.add_argument("--rounds", type=int, default=3, help="rounds of (1 server, 2 servers)")
     ap.add_argument("--nostream", action="store_true", help="non-streamed requests")
     ap.add_argument("--chunks", type=int, default=20, help="content chunks per stream")
@@ -198,9 +202,12 @@ def main() -> int:
 
         def load(targets: list[str], seconds: float) -> list:
             out: list = [None, None]
+            # one wrk per server, of c connections, with --per-server and 2 servers
+            each = args.concurrency if args.per_server and targets[0] != targets[1] \
+                else half
 
             def one(i: int) -> None:
-                out[i] = run_wrk(targets[i], payload, concurrency=half, duration=seconds,
+                out[i] = run_wrk(targets[i], payload, concurrency=each, duration=seconds,
                                  api_key=api_key)
 
             threads = [threading.Thread(target=one, args=(i,)) for i in (0, 1)]
