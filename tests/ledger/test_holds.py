@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from minitoolai.accounts.store import get_account
 from minitoolai.errors import InsufficientCredit
-from minitoolai.ledger.holds import UsageRecord, release, reserve, settle
+from minitoolai.ledger.holds import UsageRecord, release, reserve, reserve_many, settle
 from minitoolai.ledger.sweeper import sweep_expired
 from minitoolai.ledger.verify import verify
 from tests.conftest import make_customer
@@ -68,6 +68,37 @@ async def test_key_spend_limit_is_enforced(db, database_url):
     # the refused reserve rolled back the account's hold too
     assert (await get_account(db, customer.account_id)).held == 5_000
     await release(db, "r5", RECORD, account_id=customer.account_id)
+    assert await verify(db) == []
+
+
+@pytest.mark.parametrize("limited", ["account", "key"])
+async def test_reserve_many_takes_every_hold_or_none(db, database_url, limited):
+    """The n holds of one request: the third does not fit, so none is taken, nothing is
+    written, and the refusal names the three together (with the credit as it was)."""
+    customer = await make_customer(database_url, 25_000 if limited == "account" else 10**6,
+                                   spend_limit=25_000 if limited == "key" else None)
+    with pytest.raises(InsufficientCredit) as info:
+        await reserve_many(db, request_ids=["m-1", "m-2", "m-3"],
+                           account_id=customer.account_id, key_id=customer.key_id,
+                           amounts=[10_000] * 3, kind="image", ttl_seconds=60)
+    message = info.value.message
+    assert "needs a hold of $0.00003" in message, message
+    if limited == "account":
+        assert "available balance $0.000025 (balance $0.000025, held $0.00)" in message, message
+    else:
+        assert info.value.code == "key_spend_limit"
+    account = await get_account(db, customer.account_id)
+    assert account.held == 0
+    async with db.read() as conn:
+        assert (await conn.execute(sa.text("SELECT count(*) FROM holds"))).scalar() == 0
+        assert (await conn.execute(sa.text("SELECT count(*) FROM usage"))).scalar() == 0
+    holds = await reserve_many(db, request_ids=["m-1", "m-2"],
+                               account_id=customer.account_id, key_id=customer.key_id,
+                               amounts=[10_000] * 2, kind="image", ttl_seconds=60)
+    assert [h.request_id for h in holds] == ["m-1", "m-2"]
+    assert (await get_account(db, customer.account_id)).held == 20_000
+    for hold in holds:
+        await release(db, hold.request_id, RECORD, account_id=customer.account_id)
     assert await verify(db) == []
 
 
