@@ -35,7 +35,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from minitoolai.errors import AuthenticationFailed, NotFound
+from minitoolai.errors import AuthenticationFailed, DatabaseUnavailable, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +202,9 @@ async def _read_database_gauges(runtime) -> None:
                 select(image_jobs.c.state, func.count()).where(
                     image_jobs.c.state.in_(UNFINISHED))
                 .group_by(image_jobs.c.state))).all())
-    except (SQLAlchemyError, OSError) as exc:  # the scrape still answers, without these
+    except (SQLAlchemyError, OSError, DatabaseUnavailable) as exc:
+        # the scrape still answers, without these: a database outage is when an operator
+        # needs the rest of the metrics most (Prometheus would mark the target down)
         log.warning("metrics: cannot read holds and image jobs from the database: %s", exc)
         return
     HOLDS_OPEN.set(count)

@@ -3,10 +3,12 @@ gauges, and who may read it."""
 
 from __future__ import annotations
 
+import pytest
 import requests
 
 from minitoolai.app import create_app
 from tests.conftest import assert_ledger_ok, make_customer, run
+from tests.fakes.outage import DatabaseOutage
 from tests.observability.conftest import CHAT, OPENAI_CHAT, sample, scrape, usage_rows
 from tests.servers import ThreadedServer
 
@@ -162,3 +164,24 @@ def test_a_charge_capped_at_its_hold_is_counted_and_logged(server, customer, dat
     assert any("over its hold" in r.getMessage() and r.levelname == "ERROR"
                for r in caplog.records)
     run(assert_ledger_ok(database_url))
+
+
+def test_metrics_answer_while_the_database_is_away(chat_settings, customer, database_url):
+    """A database outage is when an operator needs /metrics most: the scrape answers (the
+    gauges read from the database keep their last values), it is not a 503."""
+    if database_url.startswith("sqlite"):
+        pytest.skip("SQLite's outage (a held write lock) leaves reads working")
+    with DatabaseOutage(database_url) as outage, ThreadedServer(
+            create_app(chat_settings(database_url=outage.url))) as live:
+        assert _chat(live.url, customer, "hi").status_code == 200
+        before = sample(scrape(live.url), "minitoolai_http_requests_total", route=ROUTE,
+                        method="POST", status="200", model=MODEL)
+        assert before >= 1
+        outage.begin()
+        refused = _chat(live.url, customer, "hi")
+        assert refused.status_code == 503, refused.text
+        during = scrape(live.url)  # asserts a 200
+        assert sample(during, "minitoolai_http_requests_total", route=ROUTE, method="POST",
+                      status="503", model=MODEL) >= 1
+        assert ("minitoolai_holds_open", ()) in during
+        outage.end()
