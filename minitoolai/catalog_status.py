@@ -52,12 +52,18 @@ def price_text(model) -> str:
     return f"${format_usd(model.input_nano * 1_000_000)} per 1M characters"
 
 
-def _catalog_with_availability(settings: Settings):
+def configured_catalog(settings: Settings):
+    """The catalog a server with these settings serves (capabilities' models included),
+    without starting one: for the CLI."""
     catalog = build_catalog(settings)
     chat_lifecycle.extend_catalog(settings, catalog)
     images_lifecycle.extend_catalog(settings, catalog)
     speech_lifecycle.extend_catalog(settings, catalog)
-    for model in catalog:
+    return catalog
+
+
+def _catalog_with_availability(settings: Settings):
+    for model in configured_catalog(settings):
         available, note = configured_availability(settings, model)
         yield model, available, note
 

@@ -61,6 +61,22 @@ def _models(text: str | None):
     return None if text.strip().lower() in NONE_WORDS else parse_models(text)
 
 
+def _known(models, settings):
+    """The allowlist, if every id is a model of the catalog these settings serve (a typo
+    would make a key that can use nothing, or less than meant); else exit 2."""
+    if models is None or models is UNCHANGED:
+        return models
+    # imported here: the catalog's capabilities import the serving stack (cold path)
+    from minitoolai.catalog_status import configured_catalog
+
+    catalog = configured_catalog(settings)
+    unknown = [m for m in models if m not in catalog]
+    if unknown:
+        fail(f"not a model of this server: {', '.join(unknown)[:200]} (see `minitoolai"
+             " models`)", EXIT_USAGE)
+    return models
+
+
 LIMIT_HELP = "spending limit in USD for this key, over its whole life"
 MONTHLY_HELP = "spending limit in USD per calendar month (UTC); resets on the 1st"
 EXPIRES_HELP = ("expiry: YYYY-MM-DD (stops working when that day begins, UTC) or"
@@ -82,8 +98,8 @@ def create(email: str, name: str = typer.Option("", help="a name to recognise th
         account = await find_account(db, email)
         expires_at = _expiry(expires, db) if expires else None
         return await create_key(db, account.id, name, spend_limit, month_limit=month_limit,
-                                expires_at=expires_at,
-                                models=parse_models(models) if models else None)
+                                expires_at=expires_at, models=_known(
+                                    parse_models(models) if models else None, settings))
 
     key, secret = with_db(action)
     console.print(f"created key {key.id} for {email} (store it now: it is shown only once)",
@@ -107,7 +123,7 @@ def update(key_id: str, name: str = typer.Option(None, help="a new name"),
     async def action(settings, db):
         key = await update_key(db, key_id, None, name=name, spend_limit=spend_limit,
                                month_limit=month_limit, expires_at=_expiry(expires, db),
-                               models=allowed)
+                               models=_known(allowed, settings))
         if expires is not None:  # the servers' cached lookups carry the old expiry
             await announce(settings, key_id=key.id)
         return key, db.now()

@@ -65,6 +65,12 @@ def test_key_limits_expiry_and_models(cli):
             updated["models"], updated["spend_limit"]) == ("ci-2", None, None, None, "3.00")
     past = cli("keys", "update", key["id"], "--expires", "2001-01-01", ok=False)
     assert past.returncode == 2 and "already passed" in past.stderr
+    # a model id that is not in the catalog (a typo) is refused, and nothing is written
+    typo = cli("keys", "update", key["id"], "--models", "gpt-4o-mni,tts-1", ok=False)
+    assert typo.returncode == 2 and "not a model of this server: gpt-4o-mni" in typo.stderr
+    typo = cli("keys", "create", "kim@example.com", "--models", "nonexistent", ok=False)
+    assert typo.returncode == 2 and "nonexistent" in typo.stderr
+    assert len(json.loads(cli("keys", "list", "kim@example.com", "--json").stdout)) == 1
 
 
 def test_errors_are_clear_and_non_zero(cli):
