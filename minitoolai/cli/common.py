@@ -51,8 +51,19 @@ DATABASE_ERRORS = (SQLAlchemyError, OSError, TimeoutError, *_DRIVER_ERRORS)
 
 def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
     """One line on stderr, then exit with `code`."""
-    err_console.print(f"[red]error:[/red] {escape(message)}", markup=True, highlight=False)
+    _error_line(message)
     raise typer.Exit(code)
+
+
+def fail_line(message: str, code: int) -> NoReturn:
+    """`fail` outside a command (cli/main.py's usage errors): the process exits."""
+    _error_line(message)
+    sys.exit(code)
+
+
+def _error_line(message: str) -> None:
+    err_console.print(f"[red]error:[/red] {escape(message)}", markup=True, highlight=False,
+                      soft_wrap=True)
 
 
 def make_table(*headers: str) -> Table:

@@ -28,7 +28,8 @@ from minitoolai.money import display_usd
 
 app = typer.Typer(help="Top up and adjust credit.", no_args_is_help=True)
 # "-1" would otherwise be read as an unknown option ("No such option: -1"): let click pass
-# it on as the amount argument; `credits adjust x -- -1` works as well
+# it on as the amount argument; `credits adjust x --note why -- -1` works as well (after
+# `--` everything is an argument, --note included)
 NEGATIVE_AMOUNTS = {"ignore_unknown_options": True}
 
 

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 from rich.markup import escape
 
 from minitoolai.cli import accounts, codes, credits, db, keys, ledger, serve
-from minitoolai.cli.common import json_option, make_table, print_json, print_table, settings_or_exit
+from minitoolai.cli.common import (
+    fail_line,
+    json_option,
+    make_table,
+    print_json,
+    print_table,
+    settings_or_exit,
+)
 
 app = typer.Typer(help="MiniToolAI: a self-hostable AI API platform with prepaid credit.",
                   no_args_is_help=True, add_completion=False,
@@ -42,5 +51,28 @@ def models(as_json: bool = json_option()):
     print_table(table)
 
 
+def main() -> None:
+    """The `minitoolai` command: a usage error (an unknown option, a missing argument) is
+    one line on stderr and exit 2, like every other error here (Click's default is a boxed
+    usage message over several lines)."""
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort:  # Ctrl-C at a prompt
+        fail_line("aborted", 1)
+    except Exception as exc:
+        # Click's exceptions (typer vendors its own Click since 0.2x: recognised by what
+        # they carry, not by a class path that moves between versions)
+        exit_code = getattr(exc, "exit_code", None)
+        if not isinstance(exit_code, int) or not hasattr(exc, "format_message"):
+            raise
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a group given no command: its help
+            print(ctx.get_help() if ctx is not None else exc.format_message())
+            sys.exit(0)
+        where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        fail_line(exc.format_message() + where, exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
 if __name__ == "__main__":
-    app()
+    main()

@@ -124,3 +124,17 @@ def test_bad_configuration_names_the_key(variable, value, named):
                              text=True, timeout=60)
     assert env_cli.returncode == 2 and named in env_cli.stderr, env_cli.stderr
     assert "Traceback" not in env_cli.stderr
+
+
+def test_usage_errors_are_one_line_and_exit_2(cli):
+    """docs/operator-guide.md: errors are one line on stderr, usage errors exit 2 (Click's
+    own is a boxed usage message over several lines)."""
+    for args, says in [(("credits", "adjust", "a@b.c", "-2.50"), "Missing option '--note'"),
+                       (("nosuch",), "No such command 'nosuch'"),
+                       (("usage", "a@b.c", "--limit", "0"), "--limit"),
+                       (("keys", "create"), "Missing argument")]:
+        result = cli(*args, ok=False)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1, (args, result.stderr)
+        assert lines[0].startswith("error: ") and says in lines[0], lines
+    assert "Create, list, update and revoke API keys" in cli("keys").stdout  # its help
