@@ -116,10 +116,11 @@ def usage_(email: str, since: str = typer.Option(None, help="YYYY-MM-DD (UTC)"),
                                   "estimated": bool(r.estimated), "status": r.status,
                                   "latency_ms": r.latency_ms} for r in rows]})
         return
-    table = make_table("time", "endpoint", "model", "in", "out", "images", "chars", "cost",
-                       "status")
+    # the request id is the x-request-id of the access line and of the client's answer
+    table = make_table("time", "request id", "endpoint", "model", "in", "out", "images",
+                       "chars", "cost", "status")
     for r in rows:
-        table.add_row(f"{r.created_at:%Y-%m-%d %H:%M:%S}", r.endpoint, r.model,
+        table.add_row(f"{r.created_at:%Y-%m-%d %H:%M:%S}", r.request_id, r.endpoint, r.model,
                       str(r.prompt_tokens), str(r.completion_tokens), str(r.images),
                       str(r.characters),
                       display_usd(r.cost) + ("*" if r.estimated else ""), r.status)

@@ -138,3 +138,27 @@ def test_usage_errors_are_one_line_and_exit_2(cli):
         assert result.returncode == 2 and len(lines) == 1, (args, result.stderr)
         assert lines[0].startswith("error: ") and says in lines[0], lines
     assert "Create, list, update and revoke API keys" in cli("keys").stdout  # its help
+
+
+def test_usage_table_shows_each_request_id(cli, database_url):
+    """The request id ties an access line (x-request-id) to its usage row: the table shows
+    it, not only --json."""
+    from minitoolai.ledger.holds import UsageRecord, reserve, settle
+
+    account_id = int(cli("accounts", "create", "uma@example.com", "--credit", "1").stdout)
+
+    async def charge():
+        db = Database(database_url, pool_size=1)
+        try:
+            await reserve(db, request_id="req_table_0001", account_id=account_id, key_id=None,
+                          amount=10_000, kind="chat", ttl_seconds=60)
+            await settle(db, "req_table_0001", 4_500, UsageRecord(
+                endpoint="/v1/chat/completions", model="gpt-4o-mini", prompt_tokens=10,
+                completion_tokens=5), account_id=account_id)
+        finally:
+            await db.dispose()
+
+    run(charge())
+    line = next(row for row in cli("usage", "uma@example.com").stdout.splitlines()
+                if "req_table_0001" in row)
+    assert "gpt-4o-mini" in line and "<$0.0001" in line  # the display rule; --json: exact
