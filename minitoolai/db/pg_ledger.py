@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -35,6 +36,9 @@ from minitoolai.errors import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 
+# while the database is away every batch retried finds its connection lost: one warning
+# per this many seconds, saying how many it stood for
+LOST_WARNING_SECONDS = 10.0
 _NAME = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")  # `:name`, not a `::type` cast
 # bounded by the statements in the code (the hold keeper's IN lists: at most 500 shapes)
 _statements: dict[str, tuple[str, tuple[str, ...]]] = {}
@@ -108,6 +112,9 @@ class PgLedger(GroupCommit):
         self._closed = False
         self.batches_undone = 0  # batches rolled back and run again op by op
         self.reconnects = 0  # flush connections replaced after an error
+        # an outage is a warning every LOST_WARNING_SECONDS, not one per batch retried
+        self._lost_warned = -LOST_WARNING_SECONDS
+        self._lost_unsaid = 0
 
     def _connect_options(self) -> dict[str, Any]:
         return {"timeout": self._connect_timeout, "command_timeout": self._statement_timeout,
@@ -202,9 +209,20 @@ class PgLedger(GroupCommit):
                 if attempt == 2 or not connection_lost(exc):
                     # the callers of what did not commit get the error (503, db/faults.py)
                     return [(False, exc) if o is None else o for o in outcomes]
-                log.warning("the ledger's database connection was lost (%s); retrying on a"
-                            " new one", exc)
+                self._warn_lost(exc)
         raise AssertionError("unreachable")
+
+    def _warn_lost(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if now - self._lost_warned < LOST_WARNING_SECONDS:
+            self._lost_unsaid += 1  # while the database is away, every retry comes here
+            log.debug("the ledger's database connection was lost (%s); retrying", exc)
+            return
+        more = (f" ({self._lost_unsaid} more since the last such warning)"
+                if self._lost_unsaid else "")
+        log.warning("the ledger's database connection was lost (%s); retrying on a new"
+                    " one%s", exc, more)
+        self._lost_warned, self._lost_unsaid = now, 0
 
     async def _run(self, conn: asyncpg.Connection, ops: list[Op],
                    outcomes: list[Outcome | None]) -> None:

@@ -103,3 +103,26 @@ async def test_an_op_of_one_statement_alone_runs_without_begin_and_commit(databa
         assert name.endswith("xxxx")
     finally:
         await db.dispose()
+
+
+async def test_a_lost_connection_is_one_warning_per_interval(monkeypatch, caplog):
+    """While the database is away every batch retried finds its connection lost: the log
+    says so once per LOST_WARNING_SECONDS, with how many retries it stands for, not once
+    a batch (a dozen lines a second in an operator's outage)."""
+    import logging
+
+    from minitoolai.db import pg_ledger
+
+    now = [1000.0]
+    monkeypatch.setattr(pg_ledger.time, "monotonic", lambda: now[0])
+    ledger = pg_ledger.PgLedger("postgresql://127.0.0.1:1/none", pool_size=2)
+    caplog.set_level(logging.WARNING, logger=pg_ledger.__name__)
+    for _ in range(5):
+        ledger._warn_lost(ConnectionResetError("reset by peer"))
+        now[0] += 1.0
+    assert [r.getMessage() for r in caplog.records] == [
+        "the ledger's database connection was lost (reset by peer); retrying on a new one"]
+    now[0] += pg_ledger.LOST_WARNING_SECONDS
+    ledger._warn_lost(ConnectionResetError("reset by peer"))
+    assert caplog.records[-1].getMessage().endswith("(4 more since the last such warning)")
+    assert len(caplog.records) == 2
