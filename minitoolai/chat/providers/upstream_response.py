@@ -34,6 +34,12 @@ class UpstreamResponse(asyncio.Protocol):
     def __init__(self, pool: UpstreamPool) -> None:
         self._pool = pool
         self._loop = pool.loop
+        # the body's chunks, taken whole by read_any (emptied in place, never replaced):
+        # httptools calls on_body per HTTP chunk, 20-100 of a stream, and the list's own
+        # append as the callback spares each a Python call (the parser binds its callbacks
+        # when it is made, hence before it)
+        self._chunks: list[bytes] = []
+        self.on_body = self._chunks.append
         self._parser = httptools.HttpResponseParser(self)
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -51,7 +57,7 @@ class UpstreamResponse(asyncio.Protocol):
         self._headers_done = False
         self._complete = False
         self._keep_alive = False
-        self._chunks: list[bytes] = []
+        self._chunks.clear()
         self._buffered = 0
         self._error: Exception | None = None
         self._encoding: bytes | None = None  # gzip or deflate: decoded as it is read
@@ -79,6 +85,14 @@ class UpstreamResponse(asyncio.Protocol):
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             self._fail(UpstreamError(f"upstream {self._pool.name!r} sent invalid HTTP: {exc!r}"))
             self._transport.abort()
+            return
+        if self._chunks:  # body bytes came (on_body): counted with their framing, enough
+            # for the high-water mark
+            self._buffered += len(data)
+            if self._buffered > HIGH_WATER and not self._paused:
+                self._paused = True
+                self._transport.pause_reading()
+            self._wake()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -117,14 +131,6 @@ class UpstreamResponse(asyncio.Protocol):
         elif encoding != b"identity":
             self._fail(UpstreamError(f"upstream {self._pool.name!r} answered in an encoding"
                                      f" it was not offered: {encoding.decode('latin-1')}"))
-        self._wake()
-
-    def on_body(self, body: bytes) -> None:
-        self._chunks.append(body)
-        self._buffered += len(body)
-        if self._buffered > HIGH_WATER and not self._paused:
-            self._paused = True
-            self._transport.pause_reading()
         self._wake()
 
     def on_message_complete(self) -> None:
@@ -192,7 +198,7 @@ class UpstreamResponse(asyncio.Protocol):
             chunks = self._chunks
             if chunks:
                 data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-                self._chunks = []
+                chunks.clear()
                 self._buffered = 0
                 if self._paused:
                     self._paused = False
