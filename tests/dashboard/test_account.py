@@ -253,6 +253,13 @@ async def test_inline_errors_on_signup_and_login(live, database_url):
         response = http.post(live.url + "/signup", data={"csrf_token": token, **data})
         assert response.status_code == 400
         assert f'aria-describedby="field-{field}-error"' in response.text
+    # an empty form: every field that is wrong says so at once
+    response = http.post(live.url + "/signup", data={"csrf_token": token, "email": "",
+                                                     "password": "", "password2": ""})
+    assert response.status_code == 400
+    assert 'aria-describedby="field-email-error"' in response.text
+    assert 'aria-describedby="field-password-error"' in response.text
+    assert "Not a valid email address" in visible(response.text)
     token = csrf_of(http.get(live.url + "/login").text)
     response = http.post(live.url + "/login", data={"csrf_token": token, "email": email,
                                                     "password": "wrong"})

@@ -6,7 +6,7 @@ import math
 
 from starlette.responses import Response
 
-from minitoolai.accounts.store import create_account
+from minitoolai.accounts.store import create_account, normalise_email
 from minitoolai.dashboard.passwords import (
     MAX_PASSWORD,
     check_login,
@@ -111,26 +111,35 @@ async def signup(ctx: Ctx) -> Response:
     email = ctx.form.get("email", "").strip()[:320]
     name = ctx.form.get("name", "").strip()[:200]
     password = ctx.form.get("password", "")
+    errors = {}
     problem = new_password_problem(password, ctx.form.get("password2", ""),
                                    config.min_password_length)
-    if problem is None:
+    if problem is not None:
+        errors[problem[0]] = problem[1]
+    try:  # every field that is wrong says so at once, not one per try
+        normalise_email(email)
+    except InvalidRequest as exc:
+        errors["email"] = _sentence(exc.message)
+    if not errors:
         try:
             account = await create_account(ctx.db, email, name)
         except InvalidRequest as exc:
             # same words whether the email is malformed or taken would hide nothing here:
             # the sign-up form has to say why it failed
-            message = exc.message[:1].upper() + exc.message[1:] + "."
-            problem = ("email", message)
-    if problem is not None:
-        field, message = problem
+            errors["email"] = _sentence(exc.message)
+    if errors:
         return ctx.render("signup.html", status_code=400, email=email, name=name,
-                          errors={field: message})
+                          errors=errors)
     await set_password(ctx.db, account.id, password)
     credit = parse_usd(config.signup_credit)
     if credit:
         await add_credit(ctx.db, account.id, credit, kind="topup", note="sign-up credit",
                          reference=f"signup:{account.id}", by="sign-up")
     return await _logged_in(ctx, account.id, "/")
+
+
+def _sentence(message: str) -> str:
+    return message[:1].upper() + message[1:] + "."
 
 
 async def logout(ctx: Ctx) -> Response:
