@@ -99,16 +99,12 @@ class ImagesService:
                                amounts=[row["price"] for row in rows], kind="image",
                                ttl_seconds=self.settings.hold_ttl_seconds,
                                model=reqs[0].model)
+            await queue.insert_jobs(self.db, rows)
         except REFUSALS:
             raise  # refused (credit, the key's limits, expiry, models): nothing written
         except BaseException:
-            # the database went away under the holds' COMMIT: it may have landed
-            # (db/pg_ledger.py), so they are undone
-            await asyncio.shield(self._undo_submit(rows, endpoint))
-            raise
-        try:
-            await queue.insert_jobs(self.db, rows)
-        except BaseException:
+            # the database went away under the holds' COMMIT (it may have landed,
+            # db/pg_ledger.py) or the jobs': the holds are given back, any job cancelled
             await asyncio.shield(self._undo_submit(rows, endpoint))
             raise
         # The jobs went in "submitting", which no worker takes: inserted "queued", an INSERT
