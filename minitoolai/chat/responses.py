@@ -53,7 +53,8 @@ def _typed_parts(item: Any, where: str):
         value, path = stack.pop()
         if isinstance(value, dict):
             kind = value.get("type")
-            if kind in IMAGE_PARTS or kind in FILE_PARTS:
+            # a malformed "type" (a list, an object) is not ours to judge: the upstream is
+            if isinstance(kind, str) and (kind in IMAGE_PARTS or kind in FILE_PARTS):
                 yield path, kind
             stack.extend((child, f"{path}.{key}") for key, child in value.items()
                          if isinstance(child, (dict, list)))

@@ -68,7 +68,7 @@ def main() -> None:
         ctx = getattr(exc, "ctx", None)
         if type(exc).__name__ == "NoArgsIsHelpError":  # a group given no command: its help
             print(ctx.get_help() if ctx is not None else exc.format_message())
-            sys.exit(0)
+            sys.exit(exit_code)  # 2, as Click's own: a command was missing
         where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
         fail_line(exc.format_message() + where, exit_code)
     sys.exit(code if isinstance(code, int) else 0)

@@ -8,13 +8,14 @@ our own, each statement a prepared asyncpg statement.
 
 PostgreSQL aborts a whole transaction on any error, and a savepoint per op would cost two
 more round trips each. So a batch runs without them: if any op raises (a key's spending
-limit refusing after its account's hold applied; a reserve refused for lack of credit
-writes nothing and returns instead), the batch rolls back and each of its ops runs again
-alone, in a transaction of its own, and gets its own result. Nothing of a failed batch is
-ever committed, so no op is applied twice. A batch takes its accounts' row locks in id
-order (GroupCommit), like every other transaction on several accounts. An op that is a
-single statement and alone in its batch runs without BEGIN and COMMIT (db/tx.py
-one_statement): the statement commits as it ends, one round trip instead of three.
+limit refusing after its account's hold applied; the n holds of one image request refused
+after some applied; a reserve refused for lack of credit writes nothing and returns
+instead), the batch rolls back and each of its ops runs again alone, in a transaction of its
+own, and gets its own result. Nothing of a failed batch is ever committed, so no op is
+applied twice. A batch takes its accounts' row locks in id order (GroupCommit), like every
+other transaction on several accounts. An op that is a single statement and alone in its
+batch runs without BEGIN and COMMIT (db/tx.py one_statement): the statement commits as it
+ends, one round trip instead of three.
 """
 
 from __future__ import annotations

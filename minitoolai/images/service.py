@@ -16,7 +16,7 @@ from minitoolai.images import queue
 from minitoolai.images.backends import model_ready
 from minitoolai.images.request import ImageRequest, parse_image_request
 from minitoolai.images.signatures import sign_job, signature_ok
-from minitoolai.ledger.holds import REFUSALS, UsageRecord, release, reserve_many
+from minitoolai.ledger.holds import UsageRecord, release, reserve_many
 from minitoolai.ledger.undo import Undoer
 from minitoolai.observability import exchange
 
@@ -100,11 +100,12 @@ class ImagesService:
                                ttl_seconds=self.settings.hold_ttl_seconds,
                                model=reqs[0].model)
             await queue.insert_jobs(self.db, rows)
-        except REFUSALS:
-            raise  # refused (credit, the key's limits, expiry, models): nothing written
         except BaseException:
-            # the database went away under the holds' COMMIT (it may have landed,
-            # db/pg_ledger.py) or the jobs': the holds are given back, any job cancelled
+            # refused (credit, the key's limits, expiry, models): nothing was written, but
+            # on PostgreSQL a refusal may answer a batch run again after its connection was
+            # lost under a COMMIT that did land (db/pg_ledger.py); or the database went
+            # away under the holds' or the jobs' COMMIT: either way every hold is given
+            # back and any job cancelled (a hold that does not exist releases nothing)
             await asyncio.shield(self._undo_submit(rows, endpoint))
             raise
         # The jobs went in "submitting", which no worker takes: inserted "queued", an INSERT

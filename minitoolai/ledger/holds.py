@@ -245,18 +245,26 @@ async def reserve_many(db: Database, *, request_ids: list[str], account_id: int,
             for request_id, amount in zip(request_ids, amounts, strict=True)]
     total = sum(amounts)
 
-    async def hold_all(tx: Tx) -> None:
+    async def hold_all(tx: Tx) -> str | None:
         taken = 0
         for params in many:
             refusal = await _take_hold(tx, params, taken=taken, need=total)
             if refusal is not None:
-                # raised: the holds taken before it roll back with this op (the account's
-                # held, read in this transaction, counts them: they are taken off)
+                # the account's held, read in this transaction, counts the holds taken
+                # before it: they are taken off
                 balance, held = refusal
-                raise InsufficientCredit(account_refusal(balance, held - taken, total))
+                message = account_refusal(balance, held - taken, total)
+                if not taken:
+                    # nothing written: answered, not raised, like reserve's (an exception
+                    # undoes the whole group-commit batch, db/pg_ledger.py)
+                    return message
+                raise InsufficientCredit(message)  # rolls back the holds taken before it
             taken += params["amount"]
+        return None
 
-    await db.run_ledger(hold_all, order=account_id)
+    refusal = await db.run_ledger(hold_all, order=account_id)
+    if refusal is not None:
+        raise InsufficientCredit(refusal)
     return [Hold(request_id, account_id, key_id, amount)
             for request_id, amount in zip(request_ids, amounts, strict=True)]
 

@@ -108,6 +108,16 @@ def test_images_and_files_are_held_at_their_bound_wherever_they_are(server, data
     check(requests.post(server.url + "/v1/responses", headers=customer.headers, json=body),
           402, code="insufficient_credit")
     untouched(database_url, customer, hold - 1)
+    # and exactly the hold is enough: each part is counted once
+    customer = run(make_customer(database_url, hold))
+    answer = requests.post(server.url + "/v1/responses", headers=customer.headers, json=body)
+    assert answer.status_code == 200, answer.text
+    run(assert_ledger_ok(database_url))
+
+
+def test_a_malformed_part_type_is_forwarded_not_a_500():
+    items = [{"role": "user", "content": [{"type": ["input_image"], "image_url": "x"}]}]
+    assert responses._input_shape(items, default_chat_models()["gpt-4o-mini"]) == (1, 0, 0)
 
 
 def test_an_image_in_a_tool_output_is_refused_by_a_model_without_vision():

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 import sqlalchemy as sa
 
-from minitoolai.accounts.store import get_account
+from minitoolai.accounts.store import get_account, update_key
 from minitoolai.errors import InsufficientCredit
 from minitoolai.ledger.holds import UsageRecord, release, reserve, reserve_many, settle
 from minitoolai.ledger.sweeper import sweep_expired
@@ -99,6 +99,22 @@ async def test_reserve_many_takes_every_hold_or_none(db, database_url, limited):
     assert (await get_account(db, customer.account_id)).held == 20_000
     for hold in holds:
         await release(db, hold.request_id, RECORD, account_id=customer.account_id)
+    assert await verify(db) == []
+
+
+async def test_reserve_many_names_the_limit_that_refused(db, database_url):
+    """The key's message is chosen with the holds this transaction took before the refused
+    one taken off: here the monthly limit refuses the third image, and the lifetime limit
+    (45,000: the three fit) must not be named for it."""
+    customer = await make_customer(database_url, 10**6)
+    await update_key(db, customer.key_id, None, spend_limit=45_000, month_limit=25_000)
+    with pytest.raises(InsufficientCredit) as info:
+        await reserve_many(db, request_ids=["k-1", "k-2", "k-3"],
+                           account_id=customer.account_id, key_id=customer.key_id,
+                           amounts=[10_000] * 3, kind="image", ttl_seconds=60)
+    assert info.value.code == "key_monthly_limit", info.value.message
+    assert "needs a hold of $0.00003" in info.value.message
+    assert (await get_account(db, customer.account_id)).held == 0
     assert await verify(db) == []
 
 
