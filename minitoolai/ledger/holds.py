@@ -220,7 +220,7 @@ async def reserve(
     params = _hold_params(db, request_id=request_id, account_id=account_id, key_id=key_id,
                           amount=amount, kind=kind, ttl_seconds=ttl_seconds, model=model)
 
-    async def hold(tx: Tx) -> str | None:
+    async def hold(tx: Tx) -> tuple[int, int] | None:
         # a refusal is answered, not raised, so that the ops grouped with this one commit
         # as they are (an exception would undo the whole batch on PostgreSQL, see
         # db/pg_ledger.py)
