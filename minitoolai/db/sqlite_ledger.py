@@ -154,9 +154,10 @@ class InlineSQLite(GroupCommit):
         Optimistically without savepoints: SAVEPOINT and RELEASE around each op were a third
         of the statements of a request's reserve and settle (bench/RESULTS.md), and an op
         fails rarely (a key's limit refusing, or the n holds of one image request after
-        some applied: a refusal for credit that wrote nothing returns, it does not raise). If one does raise, the batch is rolled back and runs again with a savepoint
-        per op, so that only the failed op is undone; nothing of the first try committed,
-        so nothing is applied twice. Failures come in runs (a client retrying a refused
+        some applied: a refusal for credit that wrote nothing returns, it does not raise).
+        If one does raise, the batch is rolled back and runs again with a savepoint per op,
+        so that only the failed op is undone; nothing of the first try committed, so
+        nothing is applied twice. Failures come in runs (a client retrying a refused
         key), so the next batches keep their savepoints for a while."""
         if self._conn is None:
             self._conn = self._connect()

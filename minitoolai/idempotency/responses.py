@@ -5,8 +5,9 @@ A request without the header costs nothing here (one header lookup). With it:
 
 - the response is recorded as it is sent (ASGI messages, streamed or not) and stored once
   sent; a retry gets the same status, headers and body at once, with
-  `Idempotent-Replayed: true` and `Original-Request` (the first request's x-request-id). A stream's replay is the first stream's bytes, all of them
-  in one response: the same events, the usage chunk and its cost, `[DONE]`. If the first
+  `Idempotent-Replayed: true` and `Original-Request` (the first request's x-request-id). A
+  stream's replay is the first stream's bytes, all of them in one response: the same
+  events, the usage chunk and its cost, `[DONE]`. If the first
   client hung up mid-stream, the replay has what had been sent to it by then.
 - a response larger than `idempotency_max_replay_bytes` is sent in full but not kept (the
   copy stops growing at the limit): a retry gets 409 `idempotency_result_too_large` instead

@@ -34,10 +34,10 @@ Durability: a hold served from a lease is not written anywhere; what must surviv
 is the settlement, which is written (or journaled, ledger/journal.py) before the client
 sees its cost, as without leases. Settling is idempotent by request id (the usage row's
 unique request id). A process that dies leaves its leases to expire (by the database's
-clock); the sweeper (ledger/sweeper.py `sweep_expired_leases`) folds their charges and returns the rest, which
-releases the holds of its unfinished requests exactly as expired hold rows are released. A
-settlement that lands after its lease was swept (a journal replayed late) is charged to the
-account directly, like a late charge (ledger/late.py).
+clock); the sweeper (ledger/sweeper.py `sweep_expired_leases`) folds their charges and
+returns the rest, which releases the holds of its unfinished requests exactly as expired
+hold rows are released. A settlement that lands after its lease was swept (a journal
+replayed late) is charged to the account directly, like a late charge (ledger/late.py).
 
 Lock order, as everywhere: a lease's row, then its account's, then its key's. Lease ops
 sort before the plain holds of the same account in a group-commit batch (`order`).

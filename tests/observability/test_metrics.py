@@ -7,6 +7,7 @@ import pytest
 import requests
 
 from minitoolai.app import create_app
+from tests.chat.test_request_validation import hold_of
 from tests.conftest import assert_ledger_ok, make_customer, run
 from tests.fakes.outage import DatabaseOutage
 from tests.observability.conftest import CHAT, OPENAI_CHAT, sample, scrape, usage_rows
@@ -152,13 +153,17 @@ def test_a_charge_capped_at_its_hold_is_counted_and_logged(server, customer, dat
     """An upstream counting past the request's bound (5,000 hidden reasoning tokens against
     max_completion_tokens 5) is charged the hold, not more: the operator sees it."""
     before = sample(scrape(server.url), "minitoolai_charges_capped_total", model=MODEL)
+    messages = [{"role": "user", "content": "hi [reasoning:5000]"}]
     answer = requests.post(server.url + OPENAI_CHAT, headers=customer.headers, json={
-        "model": MODEL, "messages": [{"role": "user", "content": "hi [reasoning:5000]"}],
-        "max_completion_tokens": 5}, timeout=10)
+        "model": MODEL, "messages": messages, "max_completion_tokens": 5}, timeout=10)
     assert answer.status_code == 200, answer.text
     usage = answer.json()["usage"]
     assert usage["completion_tokens"] > 5000
-    assert usage["cost"] * 10**9 < usage["completion_tokens"] * 600  # capped: the hold
+    # charged the hold, to the nanodollar, and told so
+    hold = hold_of(messages, {}, 5)
+    assert round(usage["cost"] * 10**9) == hold
+    (row,) = usage_rows(database_url, customer.account_id, at_least=1)
+    assert row.cost == hold and row.completion_tokens == usage["completion_tokens"]
     assert sample(scrape(server.url), "minitoolai_charges_capped_total",
                   model=MODEL) == before + 1
     assert any("over its hold" in r.getMessage() and r.levelname == "ERROR"
