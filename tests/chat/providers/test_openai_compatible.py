@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from minitoolai.chat.providers.openai_compatible import UpstreamStream
-from tests.chat.providers.test_upstream_http import ScriptedServer, chunked, pool_for
+from tests.fakes.scripted_upstream import ScriptedServer, chunked, pool_for
 
 EVENTS = [b'data: {"choices":[{"delta":{"content":"a"}}]}\n\n',
           b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1}}\n\n',
